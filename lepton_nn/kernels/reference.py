@@ -1,0 +1,201 @@
+"""NumPy reference kernels: the specification every fast backend is checked against.
+
+Each kernel is written straight from its equation, which its docstring states together with
+the shapes. Layout is NCHW: x (N, C, H, W), conv weight (C_out, C_in, kH, kW).
+`stride` and `padding` are always pairs here; the op layer normalises ints to pairs.
+
+The fast backends (numba, c) implement exactly these functions with the same signatures and
+return values; `tests/test_kernels.py` runs every one of them against this module.
+"""
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+
+def output_size(size, kernel, stride, pad):
+    """Output length of a sliding window: ⌊(size + 2·pad − kernel) / stride⌋ + 1."""
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def _pad_hw(x, padding, value=0.0):
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+
+
+def _windows(x_padded, kernel, stride):
+    """View (N, C, H_out, W_out, kH, kW) of every window the kernel visits; no copy."""
+    (kh, kw), (sh, sw) = kernel, stride
+    return sliding_window_view(x_padded, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+
+
+# --------------------------------------------------------------------------- conv2d
+def conv2d_forward(x, weight, bias, stride, padding):
+    """Cross-correlation, as every deep-learning library calls "convolution".
+
+        y[n, o, i, j] = b[o] + Σ_c Σ_p Σ_q  x_pad[n, c, i·sh + p, j·sw + q] · w[o, c, p, q]
+
+    x (N, C_in, H, W), weight (C_out, C_in, kH, kW), bias (C_out,) or None
+    → y (N, C_out, H_out, W_out),  H_out = ⌊(H + 2·ph − kH)/sh⌋ + 1,  W_out likewise.
+    """
+    windows = _windows(_pad_hw(x, padding), weight.shape[2:], stride)
+    y = np.tensordot(windows, weight, axes=([1, 4, 5], [1, 2, 3]))  # (N, H_out, W_out, C_out)
+    if bias is not None:
+        y = y + bias
+    return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
+
+
+def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight=True, need_bias=True):
+    """Gradients of conv2d_forward; each is computed only if asked for (else None).
+
+        ∂L/∂w[o, c, p, q] = Σ_n Σ_i Σ_j  g[n, o, i, j] · x_pad[n, c, i·sh + p, j·sw + q]
+        ∂L/∂b[o]          = Σ_n Σ_i Σ_j  g[n, o, i, j]
+        ∂L/∂x_pad[n, c, i·sh + p, j·sw + q]  +=  Σ_o g[n, o, i, j] · w[o, c, p, q]
+
+    The last line scatters each output's gradient back over the window it read; for stride 1
+    it is the "full" convolution of g with the kernel flipped in both axes. The padded border
+    is then cropped off. Shapes: grad_y like y; results like x, weight and (C_out,).
+    """
+    (kh, kw), (sh, sw), (ph, pw) = weight.shape[2:], stride, padding
+    grad_x = grad_w = grad_b = None
+    if need_weight:
+        windows = _windows(_pad_hw(x, padding), (kh, kw), stride)
+        grad_w = np.tensordot(grad_y, windows, axes=([0, 2, 3], [0, 2, 3])).astype(x.dtype, copy=False)
+    if need_bias:
+        grad_b = grad_y.sum(axis=(0, 2, 3))
+    if need_x:
+        n, c, h, w = x.shape
+        h_out, w_out = grad_y.shape[2:]
+        grad_x_pad = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+        for p in range(kh):
+            for q in range(kw):
+                grad_x_pad[:, :, p:p + sh * h_out:sh, q:q + sw * w_out:sw] += np.einsum(
+                    "nohw,oc->nchw", grad_y, weight[:, :, p, q])
+        grad_x = grad_x_pad[:, :, ph:ph + h, pw:pw + w].copy()
+    return grad_x, grad_w, grad_b
+
+
+# --------------------------------------------------------------------------- max_pool2d
+def max_pool2d_forward(x, kernel, stride, padding):
+    """Max over each window; padding counts as −∞, so it never wins.
+
+        y[n, c, i, j] = max_{p, q}  x_pad[n, c, i·sh + p, j·sw + q]
+
+    x (N, C, H, W) → y (N, C, H_out, W_out), H_out = ⌊(H + 2·ph − kH)/sh⌋ + 1.
+    Also returns `argmax` (N, C, H_out, W_out), int64: the winner's flat index h·W + w in the
+    unpadded (H, W) plane, which is all that backward needs.
+    Ties: the first maximum in row-major order within the window wins (as in PyTorch).
+    """
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    w_in = x.shape[3]
+    windows = _windows(_pad_hw(x, padding, -np.inf), kernel, stride)
+    flat = windows.reshape(*windows.shape[:4], kh * kw)
+    pos = flat.argmax(axis=-1)  # np.argmax returns the first maximum: that is the tie rule
+    y = np.take_along_axis(flat, pos[..., None], axis=-1)[..., 0]
+    rows = np.arange(windows.shape[2])[:, None] * sh - ph + pos // kw
+    cols = np.arange(windows.shape[3])[None, :] * sw - pw + pos % kw
+    return np.ascontiguousarray(y), (rows * w_in + cols).astype(np.int64)
+
+
+def max_pool2d_backward(grad_y, argmax, x_shape):
+    """∂L/∂x[n, c, h, w] = Σ over the windows whose winner is (h, w) of g[n, c, i, j].
+
+    Overlapping windows (stride < kernel) can share a winner, so gradients are summed.
+    grad_y, argmax (N, C, H_out, W_out) → grad_x of shape x_shape = (N, C, H, W).
+    """
+    n, c, h, w = x_shape
+    grad_x = np.zeros((n * c, h * w), dtype=grad_y.dtype)
+    planes = np.arange(n * c)[:, None]
+    np.add.at(grad_x, (planes, argmax.reshape(n * c, -1)), grad_y.reshape(n * c, -1))
+    return grad_x.reshape(x_shape)
+
+
+# --------------------------------------------------------------------------- avg_pool2d
+def _avg_divisor(x_shape, kernel, stride, padding, count_include_pad, dtype):
+    """How many elements each window averages: kH·kW, or only the unpadded ones."""
+    if count_include_pad:
+        return np.asarray(kernel[0] * kernel[1], dtype=dtype)
+    ones = np.ones((1, 1) + tuple(x_shape[2:]), dtype=dtype)
+    return _windows(_pad_hw(ones, padding), kernel, stride).sum(axis=(-2, -1))
+
+
+def avg_pool2d_forward(x, kernel, stride, padding, count_include_pad=True):
+    """Mean over each window.
+
+        y[n, c, i, j] = (1/D[i, j]) · Σ_{p, q} x_pad[n, c, i·sh + p, j·sw + q]
+
+    D = kH·kW when count_include_pad (PyTorch's default), else the number of unpadded elements
+    in the window (Keras's 'same'). x (N, C, H, W) → y (N, C, H_out, W_out).
+    """
+    windows = _windows(_pad_hw(x, padding), kernel, stride)
+    divisor = _avg_divisor(x.shape, kernel, stride, padding, count_include_pad, x.dtype)
+    return np.ascontiguousarray(windows.sum(axis=(-2, -1)) / divisor)
+
+
+def avg_pool2d_backward(grad_y, x_shape, kernel, stride, padding, count_include_pad=True):
+    """∂L/∂x_pad[n, c, i·sh + p, j·sw + q] += g[n, c, i, j] / D[i, j]; padding cropped off."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    n, c, h, w = x_shape
+    h_out, w_out = grad_y.shape[2:]
+    share = grad_y / _avg_divisor(x_shape, kernel, stride, padding, count_include_pad, grad_y.dtype)
+    grad_x_pad = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=grad_y.dtype)
+    for p in range(kh):
+        for q in range(kw):
+            grad_x_pad[:, :, p:p + sh * h_out:sh, q:q + sw * w_out:sw] += share
+    return grad_x_pad[:, :, ph:ph + h, pw:pw + w].copy()
+
+
+# --------------------------------------------------------------------------- relu
+def relu_forward(x):
+    """y = max(x, 0), elementwise, any shape."""
+    return np.maximum(x, 0)
+
+
+def relu_backward(grad_y, x):
+    """∂L/∂x = g · [x > 0]. At exactly 0 the subgradient 0 is taken (as PyTorch does)."""
+    return grad_y * (x > 0)
+
+
+# --------------------------------------------------------------------------- softmax + cross-entropy
+def softmax_cross_entropy_forward(logits, labels):
+    """Per-sample cross-entropy of softmax(logits) against integer class labels.
+
+        p[n, k] = exp(z[n, k] − m_n) / Σ_j exp(z[n, j] − m_n),   m_n = max_j z[n, j]
+        loss[n] = −log p[n, y_n] = log Σ_j exp(z[n, j] − m_n) − (z[n, y_n] − m_n)
+
+    Shifting by m_n changes nothing mathematically and keeps exp from overflowing.
+    logits (N, K) float, labels (N,) int in [0, K) → loss (N,), probs (N, K) (kept for backward).
+    """
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    log_probs = shifted - log_norm
+    loss = -log_probs[np.arange(len(labels)), labels]
+    return loss, np.exp(log_probs)
+
+
+def softmax_cross_entropy_backward(grad_loss, probs, labels):
+    """∂loss[n]/∂z[n, k] = p[n, k] − [k = y_n], so ∂L/∂z = g[n] · (p − onehot(y)).
+
+    grad_loss (N,), probs (N, K), labels (N,) → grad_logits (N, K).
+    """
+    grad = probs.copy()
+    grad[np.arange(len(labels)), labels] -= 1
+    return grad * grad_loss[:, None]
+
+
+# --------------------------------------------------------------------------- adam
+def adam_step(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
+    """One Adam(W) update, in place on param, m and v (all the same shape); returns None.
+
+        m ← β₁·m + (1 − β₁)·g
+        v ← β₂·v + (1 − β₂)·g²
+        m̂ = m / (1 − β₁ᵗ),  v̂ = v / (1 − β₂ᵗ)        (t = step, counting from 1)
+        θ ← θ − lr·(m̂ / (√v̂ + ε) + λ·θ)               (λ = weight_decay, decoupled as in AdamW)
+    """
+    m *= beta1
+    m += (1 - beta1) * grad
+    v *= beta2
+    v += (1 - beta2) * grad * grad
+    m_hat = m / (1 - beta1 ** step)
+    v_hat = v / (1 - beta2 ** step)
+    param -= lr * (m_hat / (np.sqrt(v_hat) + eps) + weight_decay * param)
