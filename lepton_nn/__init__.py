@@ -1,0 +1,19 @@
+"""lepton_nn: a from-scratch neural-network engine to read, verify and benchmark.
+
+Layers, bottom up (each imports only from below):
+    kernels      NumPy reference (the specification), Numba and C backends  lepton_nn/kernels/
+    ops          forward and backward of every op, side by side              lepton_nn/ops.py
+    tensor       Tensor and the autograd engine                              lepton_nn/tensor.py
+    functional   layers and losses as functions (PyTorch-style, NCHW)        lepton_nn/functional.py
+    gradcheck    central-difference gradient checker                         lepton_nn/gradcheck.py
+"""
+from lepton_nn import functional
+from lepton_nn.gradcheck import GradcheckError, GradcheckReport, gradcheck
+from lepton_nn.kernels import backend, backends, set_backend
+from lepton_nn.rng import seed
+from lepton_nn.tensor import Tensor, no_grad, tensor
+
+__version__ = "0.1.0"
+
+__all__ = ["Tensor", "tensor", "no_grad", "functional", "gradcheck", "GradcheckReport", "GradcheckError",
+           "backend", "backends", "set_backend", "seed"]

@@ -1,0 +1,5 @@
+import sys
+
+from lepton_nn.cli import main
+
+sys.exit(main())

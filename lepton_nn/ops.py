@@ -1,0 +1,444 @@
+"""Differentiable ops: each one's forward and backward side by side, on plain NumPy arrays.
+
+An op is a `Function` subclass with two static methods:
+
+    forward(ctx, *inputs, **options) -> output array
+    backward(ctx, grad_output)       -> one gradient per positional input (None where the input
+                                        is not a tensor or needs no gradient)
+
+`ctx.save(...)` keeps what backward needs; `ctx.needs_input_grad[i]` says whether input i wants
+a gradient, so backward can skip work (the first conv layer needs no input gradient).
+The autograd engine (`lepton_nn.tensor`) builds the graph and calls these; nothing here knows
+about Tensor. Ops with a hot loop (conv, pooling, relu, softmax + cross-entropy) call the
+active kernel backend, remembered at forward time so backward runs on the same one.
+
+Broadcasting. Elementwise ops follow NumPy's broadcasting rules. The backward of a broadcast is
+a sum: if input a of shape (3, 1) was stretched to (2, 3, 4), every copy of a[i, 0] received
+a gradient, and ∂L/∂a[i, 0] is the sum of them. `unbroadcast` sums over the axes that were
+added on the left and over the axes where a had length 1, returning a gradient of a's shape.
+"""
+import numpy as np
+
+from lepton_nn import kernels
+
+
+class Context:
+    """What one application of an op keeps for its backward pass."""
+
+    def __init__(self, needs_input_grad):
+        self.needs_input_grad = needs_input_grad
+        self.saved = ()
+
+    def save(self, *values):
+        self.saved = values
+
+
+class Function:
+    @staticmethod
+    def forward(ctx, *inputs, **options):
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise NotImplementedError
+
+
+def unbroadcast(grad, shape):
+    """Sum `grad` down to `shape`: the backward of NumPy broadcasting (see the module docstring)."""
+    if grad.shape == shape:
+        return grad
+    grad = grad.sum(axis=tuple(range(grad.ndim - len(shape))))
+    kept_ones = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    return grad.sum(axis=kept_ones, keepdims=True) if kept_ones else grad
+
+
+def broadcast_shape(op, a, b):
+    try:
+        return np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"{op}: shapes {a.shape} and {b.shape} cannot be broadcast together") from None
+
+
+# --------------------------------------------------------------------------- elementwise arithmetic
+class Add(Function):
+    """y = a + b (broadcasting);  ∂y/∂a = ∂y/∂b = 1."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        broadcast_shape("add", a, b)
+        ctx.save(a.shape, b.shape)
+        return a + b
+
+    @staticmethod
+    def backward(ctx, grad):
+        a_shape, b_shape = ctx.saved
+        return unbroadcast(grad, a_shape), unbroadcast(grad, b_shape)
+
+
+class Mul(Function):
+    """y = a · b (broadcasting);  ∂y/∂a = b,  ∂y/∂b = a."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        broadcast_shape("mul", a, b)
+        ctx.save(a, b)
+        return a * b
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved
+        grad_a = unbroadcast(grad * b, a.shape) if ctx.needs_input_grad[0] else None
+        grad_b = unbroadcast(grad * a, b.shape) if ctx.needs_input_grad[1] else None
+        return grad_a, grad_b
+
+
+class Neg(Function):
+    """y = −a;  ∂y/∂a = −1."""
+
+    @staticmethod
+    def forward(ctx, a):
+        return -a
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (-grad,)
+
+
+class Pow(Function):
+    """y = aᶜ for a constant exponent c;  ∂y/∂a = c·aᶜ⁻¹."""
+
+    @staticmethod
+    def forward(ctx, a, exponent):
+        ctx.save(a, exponent)
+        return a ** exponent
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, exponent = ctx.saved
+        return grad * exponent * a ** (exponent - 1), None
+
+
+class Exp(Function):
+    """y = eᵃ;  ∂y/∂a = eᵃ = y."""
+
+    @staticmethod
+    def forward(ctx, a):
+        y = np.exp(a)
+        ctx.save(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved
+        return (grad * y,)
+
+
+class Log(Function):
+    """y = ln a;  ∂y/∂a = 1/a."""
+
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save(a)
+        return np.log(a)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (a,) = ctx.saved
+        return (grad / a,)
+
+
+class Sqrt(Function):
+    """y = √a;  ∂y/∂a = 1/(2√a) = 1/(2y)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        y = np.sqrt(a)
+        ctx.save(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved
+        return (grad / (2 * y),)
+
+
+# --------------------------------------------------------------------------- activations
+class Relu(Function):
+    """y = max(a, 0);  ∂y/∂a = [a > 0]. Kernel: relu_forward / relu_backward."""
+
+    @staticmethod
+    def forward(ctx, a):
+        backend = kernels.active()
+        ctx.save(backend, a)
+        return backend.relu_forward(a)
+
+    @staticmethod
+    def backward(ctx, grad):
+        backend, a = ctx.saved
+        return (backend.relu_backward(grad, a),)
+
+
+class Sigmoid(Function):
+    """y = 1/(1 + e⁻ᵃ) = (1 + tanh(a/2))/2;  ∂y/∂a = y·(1 − y).
+
+    The tanh form never overflows (e⁻ᵃ does for a < −709 in float64, −88 in float32).
+    """
+
+    @staticmethod
+    def forward(ctx, a):
+        y = 0.5 * (1 + np.tanh(0.5 * a))
+        ctx.save(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved
+        return (grad * y * (1 - y),)
+
+
+class Tanh(Function):
+    """y = tanh a;  ∂y/∂a = 1 − y². (np.tanh saturates cleanly to ±1 for large |a|.)"""
+
+    @staticmethod
+    def forward(ctx, a):
+        y = np.tanh(a)
+        ctx.save(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved
+        return (grad * (1 - y * y),)
+
+
+class Softmax(Function):
+    """yᵢ = e^(aᵢ − m) / Σⱼ e^(aⱼ − m), m = maxⱼ aⱼ, along `axis`.
+
+    ∂yᵢ/∂aₖ = yᵢ(δᵢₖ − yₖ), so ∂L/∂aₖ = yₖ·(gₖ − Σᵢ gᵢyᵢ).
+    """
+
+    @staticmethod
+    def forward(ctx, a, axis):
+        e = np.exp(a - a.max(axis=axis, keepdims=True))
+        y = e / e.sum(axis=axis, keepdims=True)
+        ctx.save(y, axis)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        y, axis = ctx.saved
+        return y * (grad - (grad * y).sum(axis=axis, keepdims=True)), None
+
+
+class LogSoftmax(Function):
+    """yᵢ = (aᵢ − m) − log Σⱼ e^(aⱼ − m), m = maxⱼ aⱼ, along `axis`.
+
+    ∂yᵢ/∂aₖ = δᵢₖ − softmax(a)ₖ, so ∂L/∂aₖ = gₖ − softmax(a)ₖ·Σᵢ gᵢ.
+    """
+
+    @staticmethod
+    def forward(ctx, a, axis):
+        shifted = a - a.max(axis=axis, keepdims=True)
+        y = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+        ctx.save(y, axis)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        y, axis = ctx.saved
+        return grad - np.exp(y) * grad.sum(axis=axis, keepdims=True), None
+
+
+# --------------------------------------------------------------------------- linear algebra
+class MatMul(Function):
+    """Y = A·B, batched over leading axes (NumPy matmul, both ≥ 2-D).
+
+    ∂L/∂A = G·Bᵀ,  ∂L/∂B = Aᵀ·G, each summed over broadcast batch axes.
+    """
+
+    @staticmethod
+    def forward(ctx, a, b):
+        if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2]:
+            raise ValueError(f"matmul: expected (..., n, k) @ (..., k, m), got {a.shape} @ {b.shape}")
+        ctx.save(a, b)
+        return a @ b
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved
+        grad_a = unbroadcast(grad @ b.swapaxes(-1, -2), a.shape) if ctx.needs_input_grad[0] else None
+        grad_b = unbroadcast(a.swapaxes(-1, -2) @ grad, b.shape) if ctx.needs_input_grad[1] else None
+        return grad_a, grad_b
+
+
+# --------------------------------------------------------------------------- reductions
+def _expand_reduced(grad, shape, axis, keepdims):
+    """Put back the axes a reduction removed, so grad broadcasts against the input."""
+    if axis is None:
+        axis = tuple(range(len(shape)))
+    if not keepdims:
+        grad = np.expand_dims(grad, axis)
+    return grad
+
+
+class Sum(Function):
+    """y = Σ a over `axis` (None: all);  ∂y/∂a = 1 everywhere, so the gradient is broadcast back."""
+
+    @staticmethod
+    def forward(ctx, a, axis, keepdims):
+        ctx.save(a.shape, axis, keepdims)
+        return np.asarray(a.sum(axis=axis, keepdims=keepdims))
+
+    @staticmethod
+    def backward(ctx, grad):
+        shape, axis, keepdims = ctx.saved
+        return np.broadcast_to(_expand_reduced(grad, shape, axis, keepdims), shape), None, None
+
+
+class Max(Function):
+    """y = max a over `axis`. The gradient goes to the maximal elements; with ties it is split
+    equally among them (a valid subgradient, and the mean of every tie-breaking choice)."""
+
+    @staticmethod
+    def forward(ctx, a, axis, keepdims):
+        y = a.max(axis=axis, keepdims=True)
+        ctx.save(a, y, axis, keepdims)
+        return y if keepdims else np.asarray(np.squeeze(y, axis=axis))
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, y, axis, keepdims = ctx.saved
+        winners = a == y
+        share = winners / winners.sum(axis=axis, keepdims=True)
+        return _expand_reduced(grad, a.shape, axis, keepdims) * share, None, None
+
+
+# --------------------------------------------------------------------------- shape
+class Reshape(Function):
+    """Same elements, new shape; the gradient is reshaped back."""
+
+    @staticmethod
+    def forward(ctx, a, shape):
+        ctx.save(a.shape)
+        return a.reshape(shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (shape,) = ctx.saved
+        return grad.reshape(shape), None
+
+
+class Permute(Function):
+    """Reorder axes; the gradient is permuted by the inverse permutation."""
+
+    @staticmethod
+    def forward(ctx, a, axes):
+        ctx.save(axes)
+        return a.transpose(axes)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (axes,) = ctx.saved
+        return grad.transpose(np.argsort(axes)), None
+
+
+class GetItem(Function):
+    """y = a[index] (basic or integer-array indexing). Backward scatters the gradient into
+    zeros of a's shape; np.add.at sums repeated indices instead of overwriting."""
+
+    @staticmethod
+    def forward(ctx, a, index):
+        ctx.save(a.shape, a.dtype, index)
+        return np.asarray(a[index])
+
+    @staticmethod
+    def backward(ctx, grad):
+        shape, dtype, index = ctx.saved
+        grad_a = np.zeros(shape, dtype=dtype)
+        np.add.at(grad_a, index, grad)
+        return grad_a, None
+
+
+# --------------------------------------------------------------------------- convolution and pooling
+class Conv2d(Function):
+    """Kernels: conv2d_forward / conv2d_backward (equations in kernels/reference.py)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding):
+        backend = kernels.active()
+        ctx.save(backend, x, weight, stride, padding)
+        return backend.conv2d_forward(x, weight, bias, stride, padding)
+
+    @staticmethod
+    def backward(ctx, grad):
+        backend, x, weight, stride, padding = ctx.saved
+        need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
+        grads = backend.conv2d_backward(grad, x, weight, stride, padding, need_x, need_weight, need_bias)
+        return (*grads, None, None)
+
+
+class MaxPool2d(Function):
+    """Kernels: max_pool2d_forward / max_pool2d_backward."""
+
+    @staticmethod
+    def forward(ctx, x, kernel, stride, padding):
+        backend = kernels.active()
+        y, argmax = backend.max_pool2d_forward(x, kernel, stride, padding)
+        ctx.save(backend, argmax, x.shape)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        backend, argmax, x_shape = ctx.saved
+        return backend.max_pool2d_backward(grad, argmax, x_shape), None, None, None
+
+
+class AvgPool2d(Function):
+    """Kernels: avg_pool2d_forward / avg_pool2d_backward."""
+
+    @staticmethod
+    def forward(ctx, x, kernel, stride, padding, count_include_pad):
+        backend = kernels.active()
+        ctx.save(backend, x.shape, kernel, stride, padding, count_include_pad)
+        return backend.avg_pool2d_forward(x, kernel, stride, padding, count_include_pad)
+
+    @staticmethod
+    def backward(ctx, grad):
+        backend, x_shape, *options = ctx.saved
+        return backend.avg_pool2d_backward(grad, x_shape, *options), None, None, None, None
+
+
+class SoftmaxCrossEntropy(Function):
+    """Per-sample −log softmax(z)[y], fused: ∂loss/∂z = softmax(z) − onehot(y).
+
+    Kernels: softmax_cross_entropy_forward / _backward. Proven equal to the composition
+    −log_softmax(z)[y] by tests/test_functional.py.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, labels):
+        backend = kernels.active()
+        loss, probs = backend.softmax_cross_entropy_forward(logits, labels)
+        ctx.save(backend, probs, labels)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        backend, probs, labels = ctx.saved
+        return backend.softmax_cross_entropy_backward(grad, probs, labels), None
+
+
+class Pad2d(Function):
+    """Constant padding of the last two axes by (top, bottom, left, right); backward crops."""
+
+    @staticmethod
+    def forward(ctx, x, pads, value):
+        top, bottom, left, right = pads
+        ctx.save(x.shape, pads)
+        widths = [(0, 0)] * (x.ndim - 2) + [(top, bottom), (left, right)]
+        return np.pad(x, widths, constant_values=value)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (*_, h, w), (top, _, left, _) = ctx.saved
+        return grad[..., top:top + h, left:left + w], None, None

@@ -1,0 +1,288 @@
+"""Tensor and the autograd engine.
+
+A Tensor wraps a NumPy array. An op applied to tensors that require gradients records a graph
+node on its result: the op (from `lepton_nn.ops`), its context and its inputs.
+`loss.backward()` walks that graph from the loss back to the leaves in reverse topological
+order, calling each op's backward once.
+
+Gradient contract (the same as PyTorch's):
+- Only leaves (tensors created by the user with requires_grad=True, e.g. parameters) receive
+  `.grad`; it is None until a backward pass reaches them.
+- Gradients accumulate: each backward pass *adds* into `.grad`. Two backward passes give exactly
+  twice the gradient. Call `zero_grad()` (or the optimizer's) before each step.
+- A backward pass frees what the graph saved for it (activations, kernel caches) as soon as
+  each node is done, so a second pass over the same graph needs `retain_graph=True` on the first.
+"""
+import contextlib
+
+import numpy as np
+
+from lepton_nn import ops
+
+_grad_enabled = True
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Inside this block ops record no graph: for evaluation and for optimizer updates."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def is_grad_enabled():
+    return _grad_enabled
+
+
+class _Node:
+    """How a tensor was made: the op, what it saved, and its inputs (tensors or constants)."""
+    __slots__ = ("op", "ctx", "inputs")
+
+    def __init__(self, op, ctx, inputs):
+        self.op, self.ctx, self.inputs = op, ctx, inputs
+
+
+def apply(op, *inputs, **options):
+    """Run op.forward on the inputs' arrays and, when a gradient is wanted, record the node."""
+    needs = tuple(isinstance(t, Tensor) and t.requires_grad for t in inputs)
+    ctx = ops.Context(needs)
+    arrays = [t.data if isinstance(t, Tensor) else t for t in inputs]
+    out = Tensor._wrap(op.forward(ctx, *arrays, **options))
+    if _grad_enabled and any(needs):
+        out.requires_grad = True
+        out._node = _Node(op, ctx, inputs)
+    return out
+
+
+def tensor(data, dtype=None, requires_grad=False):
+    """Make a Tensor. Python numbers and lists become float32 (integers stay integers);
+    a NumPy array keeps its dtype, so float64 stays float64."""
+    return Tensor(data, dtype=dtype, requires_grad=requires_grad)
+
+
+class Tensor:
+    __array_priority__ = 1000  # make ndarray ⊕ Tensor call Tensor's reflected operator
+
+    def __init__(self, data, dtype=None, requires_grad=False):
+        if isinstance(data, Tensor):
+            data = data.data
+        from_python = not isinstance(data, (np.ndarray, np.generic))
+        array = np.asarray(data, dtype=dtype)
+        if dtype is None and from_python and array.dtype == np.float64:
+            array = array.astype(np.float32)
+        if requires_grad and not np.issubdtype(array.dtype, np.floating):
+            raise ValueError(f"tensor: only floating-point tensors can require gradients, got dtype {array.dtype}")
+        self.data = array
+        self.grad = None
+        self.requires_grad = requires_grad
+        self._node = None
+
+    @classmethod
+    def _wrap(cls, array):
+        t = cls.__new__(cls)
+        t.data, t.grad, t.requires_grad, t._node = np.asarray(array), None, False, None
+        return t
+
+    # ------------------------------------------------------------------ basics
+    shape = property(lambda self: self.data.shape)
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: self.data.size)
+
+    def numpy(self):
+        return self.data
+
+    def item(self):
+        return self.data.item()
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        flag = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({np.array2string(self.data, precision=4, threshold=20)}, dtype={self.dtype}{flag})"
+
+    def detach(self):
+        """The same data, cut from the graph."""
+        return Tensor._wrap(self.data)
+
+    def zero_grad(self):
+        """Forget the accumulated gradient (sets .grad to None, as PyTorch's set_to_none)."""
+        self.grad = None
+
+    # ------------------------------------------------------------------ backward
+    def backward(self, grad=None, retain_graph=False):
+        """Accumulate ∂self/∂leaf into every leaf's .grad (see the module docstring)."""
+        if not self.requires_grad:
+            raise RuntimeError("backward: this tensor does not require grad (no input had requires_grad=True)")
+        if grad is None:
+            if self.data.size != 1:
+                raise ValueError(f"backward: grad can be implicit only for a scalar; this tensor has shape "
+                                 f"{self.shape}, pass grad= of that shape")
+            grad = np.ones_like(self.data)
+        else:
+            grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
+            if grad.shape != self.shape:
+                raise ValueError(f"backward: grad has shape {grad.shape}, expected {self.shape}")
+
+        pending = {id(self): grad}
+        for t in reversed(self._topological_order()):
+            g = pending.pop(id(t), None)
+            if g is None:
+                continue
+            node = t._node
+            if node is None:  # a leaf: accumulate
+                g = np.array(g, dtype=t.dtype)  # an owned, writable copy, never a view of a graph buffer
+                t.grad = g if t.grad is None else t.grad + g
+                continue
+            if node.ctx is None:
+                raise RuntimeError("backward: this graph was already freed by a previous backward pass; "
+                                   "pass retain_graph=True to the first one to go through it twice")
+            input_grads = node.op.backward(node.ctx, g)
+            for inp, ig in zip(node.inputs, input_grads):
+                if ig is None or not (isinstance(inp, Tensor) and inp.requires_grad):
+                    continue
+                key = id(inp)
+                pending[key] = ig if key not in pending else pending[key] + ig
+            if not retain_graph:
+                node.ctx = None
+
+    def _topological_order(self):
+        """Tensors reachable from self, each after all of its inputs. Iterative (an explicit stack)
+        so that a graph of any depth works without hitting Python's recursion limit."""
+        order, visited = [], set()
+        stack = [(self, False)]
+        while stack:
+            t, inputs_done = stack.pop()
+            if inputs_done:
+                order.append(t)
+                continue
+            if id(t) in visited:
+                continue
+            visited.add(id(t))
+            stack.append((t, True))
+            if t._node is not None:
+                for inp in t._node.inputs:
+                    if isinstance(inp, Tensor) and inp.requires_grad and id(inp) not in visited:
+                        stack.append((inp, False))
+        return order
+
+    # ------------------------------------------------------------------ arithmetic
+    def _lift(self, other):
+        """Python numbers become constants of this tensor's dtype (so 2 * x stays float32)."""
+        if isinstance(other, Tensor):
+            return other
+        other = np.asarray(other)
+        if other.dtype.kind in "biuf" and other.ndim == 0:
+            other = other.astype(self.dtype)
+        return Tensor._wrap(other)
+
+    def __add__(self, other):
+        return apply(ops.Add, self, self._lift(other))
+
+    def __mul__(self, other):
+        return apply(ops.Mul, self, self._lift(other))
+
+    def __neg__(self):
+        return apply(ops.Neg, self)
+
+    def __sub__(self, other):
+        return self + (-self._lift(other))
+
+    def __rsub__(self, other):
+        return self._lift(other) + (-self)
+
+    def __pow__(self, exponent):
+        if isinstance(exponent, Tensor):
+            raise TypeError("pow: the exponent must be a Python number (tensor exponents are not supported)")
+        return apply(ops.Pow, self, exponent)
+
+    def __truediv__(self, other):
+        return self * self._lift(other) ** -1
+
+    def __rtruediv__(self, other):
+        return self._lift(other) * self ** -1
+
+    __radd__ = __add__
+    __rmul__ = __mul__
+
+    def __matmul__(self, other):
+        """Matrix product; 1-D operands are treated as a row (left) or column (right) vector."""
+        a, b = self, self._lift(other)
+        if a.ndim == 1:
+            return (a.reshape(1, -1) @ b).reshape(*b.shape[:-2], b.shape[-1])
+        if b.ndim == 1:
+            return (a @ b.reshape(-1, 1)).reshape(a.shape[:-1])
+        return apply(ops.MatMul, a, b)
+
+    def __rmatmul__(self, other):
+        return self._lift(other) @ self
+
+    def exp(self):
+        return apply(ops.Exp, self)
+
+    def log(self):
+        return apply(ops.Log, self)
+
+    def sqrt(self):
+        return apply(ops.Sqrt, self)
+
+    # ------------------------------------------------------------------ activations
+    def relu(self):
+        return apply(ops.Relu, self)
+
+    def sigmoid(self):
+        return apply(ops.Sigmoid, self)
+
+    def tanh(self):
+        return apply(ops.Tanh, self)
+
+    def softmax(self, axis=-1):
+        return apply(ops.Softmax, self, axis)
+
+    def log_softmax(self, axis=-1):
+        return apply(ops.LogSoftmax, self, axis)
+
+    # ------------------------------------------------------------------ reductions
+    def sum(self, axis=None, keepdims=False):
+        return apply(ops.Sum, self, axis, keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        """Σ / count: composed from sum, so it needs no backward of its own."""
+        count = self.size if axis is None else int(np.prod([self.shape[a] for a in np.atleast_1d(axis)]))
+        return self.sum(axis, keepdims) * (1.0 / count)
+
+    def max(self, axis=None, keepdims=False):
+        return apply(ops.Max, self, axis, keepdims)
+
+    # ------------------------------------------------------------------ shape
+    def reshape(self, *shape):
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        return apply(ops.Reshape, self, tuple(shape))
+
+    def flatten(self, start_axis=1):
+        """Keep the axes before start_axis, merge the rest: (N, C, H, W) → (N, C·H·W)."""
+        return self.reshape(*self.shape[:start_axis], -1)
+
+    def permute(self, *axes):
+        axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
+        return apply(ops.Permute, self, tuple(axes))
+
+    def transpose(self, axis0=-2, axis1=-1):
+        axes = list(range(self.ndim))
+        axes[axis0], axes[axis1] = axes[axis1], axes[axis0]
+        return self.permute(axes)
+
+    @property
+    def T(self):
+        return self.permute(tuple(reversed(range(self.ndim))))
+
+    def __getitem__(self, index):
+        if isinstance(index, Tensor):
+            index = index.data
+        elif isinstance(index, tuple):
+            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+        return apply(ops.GetItem, self, index)

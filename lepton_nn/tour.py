@@ -1,0 +1,143 @@
+"""The gradient-check tour: every op at several shapes, checked by lepton_nn.gradcheck.
+
+`lepton-nn gradcheck [--op NAME] [--backend NAME|all]` prints one row per case and input.
+The same cases are the parametrization of tests/test_gradcheck.py.
+
+Inputs are drawn away from kinks: ReLU inputs keep |x| ≥ 0.1, max-pool and max inputs are
+distinct values at least 0.01 apart (so no ±ε step changes a winner), log/sqrt/div inputs
+are positive.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from lepton_nn import functional as F
+
+
+@dataclass
+class Case:
+    op: str          # the op family, for --op
+    label: str       # the configuration, e.g. "b1 c3 7x9 k3 s2 p1"
+    fn: callable
+    make_inputs: callable  # rng -> list of inputs
+    smooth: bool = True    # smooth ops must reach relative error ≤ 1e-6
+
+
+def _normal(rng, *shape):
+    return rng.standard_normal(shape)
+
+
+def _away_from_zero(rng, *shape):
+    return rng.choice([-1.0, 1.0], size=shape) * rng.uniform(0.1, 1.0, size=shape)
+
+
+def _positive(rng, *shape):
+    return rng.uniform(0.5, 2.0, size=shape)
+
+
+def _distinct(rng, *shape):
+    return rng.permutation(int(np.prod(shape))).reshape(shape) * 0.01 - 1.0
+
+
+def _conv_case(batch, c_in, c_out, h, w, k, stride, padding):
+    return Case("conv2d", f"b{batch} {c_in}->{c_out} {h}x{w} k{k} s{stride} p{padding}",
+                lambda x, wt, b: F.conv2d(x, wt, b, stride=stride, padding=padding),
+                lambda r: [_normal(r, batch, c_in, h, w), _normal(r, c_out, c_in, k, k), _normal(r, c_out)])
+
+
+def _pool_case(op, batch, c, h, w, k, stride, padding, **options):
+    fn = getattr(F, op)
+    extra = "".join(f" {key}={value}" for key, value in options.items())
+    return Case(op, f"b{batch} c{c} {h}x{w} k{k} s{stride} p{padding}{extra}",
+                lambda x: fn(x, k, stride, padding, **options),
+                lambda r: [_distinct(r, batch, c, h, w)], smooth=op != "max_pool2d")
+
+
+def _ce_probability_targets(r):
+    t = r.uniform(size=(5, 4))
+    return [_normal(r, 5, 4), t / t.sum(axis=1, keepdims=True)]
+
+
+def _dropout(x):
+    from lepton_nn import rng
+    rng.seed(1)  # the same mask on every call, as the checker calls fn many times
+    return F.dropout(x, p=0.3, training=True)
+
+
+CASES = [
+    Case("add", "(3,4) + (4,) broadcast", lambda a, b: a + b, lambda r: [_normal(r, 3, 4), _normal(r, 4)]),
+    Case("sub", "(2,3,1) - (3,4) broadcast", lambda a, b: a - b, lambda r: [_normal(r, 2, 3, 1), _normal(r, 3, 4)]),
+    Case("mul", "(2,3,4) * (3,1) broadcast", lambda a, b: a * b, lambda r: [_normal(r, 2, 3, 4), _normal(r, 3, 1)]),
+    Case("div", "(3,4) / (3,4)", lambda a, b: a / b, lambda r: [_normal(r, 3, 4), _positive(r, 3, 4)]),
+    Case("neg", "(5,)", lambda a: -a, lambda r: [_normal(r, 5)]),
+    Case("pow", "x^3 (2,3)", lambda a: a ** 3, lambda r: [_normal(r, 2, 3)]),
+    Case("pow", "x^-1.5 (2,3)", lambda a: a ** -1.5, lambda r: [_positive(r, 2, 3)]),
+    Case("exp", "(3,4)", lambda a: a.exp(), lambda r: [_normal(r, 3, 4)]),
+    Case("log", "(3,4)", lambda a: a.log(), lambda r: [_positive(r, 3, 4)]),
+    Case("sqrt", "(3,4)", lambda a: a.sqrt(), lambda r: [_positive(r, 3, 4)]),
+    Case("matmul", "(3,4) @ (4,5)", lambda a, b: a @ b, lambda r: [_normal(r, 3, 4), _normal(r, 4, 5)]),
+    Case("matmul", "(2,3,4) @ (4,5) batched", lambda a, b: a @ b, lambda r: [_normal(r, 2, 3, 4), _normal(r, 4, 5)]),
+    Case("matmul", "(4,) @ (4,3) vector", lambda a, b: a @ b, lambda r: [_normal(r, 4), _normal(r, 4, 3)]),
+    Case("sum", "axis=None", lambda a: a.sum(), lambda r: [_normal(r, 3, 4)]),
+    Case("sum", "axis=1 keepdims", lambda a: a.sum(axis=1, keepdims=True), lambda r: [_normal(r, 2, 3, 4)]),
+    Case("mean", "axis=(0,2)", lambda a: a.mean(axis=(0, 2)), lambda r: [_normal(r, 2, 3, 4)]),
+    Case("max", "axis=-1", lambda a: a.max(axis=-1), lambda r: [_distinct(r, 3, 5)], smooth=False),
+    Case("max", "axis=None", lambda a: a.max(), lambda r: [_distinct(r, 3, 5)], smooth=False),
+    Case("reshape", "(2,6) -> (3,4)", lambda a: a.reshape(3, 4), lambda r: [_normal(r, 2, 6)]),
+    Case("permute", "(2,3,4) -> (2,0,1)", lambda a: a.permute(2, 0, 1), lambda r: [_normal(r, 2, 3, 4)]),
+    Case("flatten", "(2,3,4,5) -> (2,60)", lambda a: a.flatten(), lambda r: [_normal(r, 2, 3, 4, 5)]),
+    Case("getitem", "slice [1:, ::2]", lambda a: a[1:, ::2], lambda r: [_normal(r, 4, 5)]),
+    Case("getitem", "repeated index [[0,2,0]]", lambda a: a[np.array([0, 2, 0])], lambda r: [_normal(r, 3, 4)]),
+    Case("pad2d", "(1,2,3,0)", lambda a: F.pad2d(a, (1, 2, 3, 0)), lambda r: [_normal(r, 2, 1, 3, 4)]),
+    Case("relu", "(4,6)", F.relu, lambda r: [_away_from_zero(r, 4, 6)], smooth=False),
+    Case("sigmoid", "(4,6)", F.sigmoid, lambda r: [3 * _normal(r, 4, 6)]),
+    Case("tanh", "(4,6)", F.tanh, lambda r: [2 * _normal(r, 4, 6)]),
+    Case("softmax", "axis=-1", lambda a: F.softmax(a), lambda r: [_normal(r, 3, 5)]),
+    Case("softmax", "axis=0", lambda a: F.softmax(a, axis=0), lambda r: [_normal(r, 3, 5)]),
+    Case("log_softmax", "axis=-1", lambda a: F.log_softmax(a), lambda r: [_normal(r, 3, 5)]),
+    _conv_case(1, 1, 2, 5, 5, 3, 1, 0),
+    _conv_case(2, 3, 4, 7, 9, 3, 1, 1),
+    _conv_case(2, 3, 2, 7, 8, 3, 2, 1),
+    _conv_case(1, 2, 3, 6, 5, 5, 2, 2),
+    _conv_case(3, 2, 3, 4, 5, 1, 1, 0),
+    _pool_case("max_pool2d", 1, 1, 4, 4, 2, 2, 0),
+    _pool_case("max_pool2d", 2, 3, 7, 9, 2, 2, 0),
+    _pool_case("max_pool2d", 2, 2, 7, 7, 3, 2, 1),
+    _pool_case("max_pool2d", 1, 2, 5, 6, 3, 1, 0),
+    _pool_case("avg_pool2d", 2, 3, 7, 9, 2, 2, 0),
+    _pool_case("avg_pool2d", 1, 2, 7, 7, 3, 2, 1),
+    _pool_case("avg_pool2d", 1, 2, 7, 7, 3, 2, 1, count_include_pad=False),
+    Case("linear", "(5,7) -> 3", lambda x, w, b: F.linear(x, w, b),
+         lambda r: [_normal(r, 5, 7), _normal(r, 3, 7), _normal(r, 3)]),
+    Case("linear", "(2,4,7) -> 3, no bias", lambda x, w: F.linear(x, w),
+         lambda r: [_normal(r, 2, 4, 7), _normal(r, 3, 7)]),
+    Case("dropout", "p=0.3", _dropout, lambda r: [_normal(r, 4, 6)]),
+    Case("cross_entropy", "labels, mean", lambda z: F.cross_entropy(z, np.array([0, 3, 1, 1, 2])),
+         lambda r: [_normal(r, 5, 4)]),
+    Case("cross_entropy", "labels, none", lambda z: F.cross_entropy(z, np.array([2, 0]), reduction="none"),
+         lambda r: [_normal(r, 2, 3)]),
+    Case("cross_entropy", "probability targets", F.cross_entropy, _ce_probability_targets),
+    Case("nll_loss", "sum", lambda lp: F.nll_loss(lp, np.array([1, 0, 2]), reduction="sum"),
+         lambda r: [_normal(r, 3, 4)]),
+    Case("mse_loss", "mean", F.mse_loss, lambda r: [_normal(r, 3, 4), _normal(r, 3, 4)]),
+]
+
+SMOOTH_REL_TOLERANCE = 1e-6
+
+
+def run(cases, backend_names, out=print, seed=0):
+    """Gradcheck every case on every backend; print the table; return True when all pass."""
+    from lepton_nn import gradcheck, kernels
+    out(f"{'backend':7s} {'op':14s} {'case':32s} {'input':>5s} {'shape':16s} {'max rel err':>11s} result")
+    all_passed = True
+    for name in backend_names:
+        with kernels.backend(name):
+            for case in cases:
+                report = gradcheck(case.fn, *case.make_inputs(np.random.default_rng(seed)))
+                for r in report.inputs:
+                    passed = r.passed and (not case.smooth or r.max_rel_error <= SMOOTH_REL_TOLERANCE)
+                    all_passed &= passed
+                    note = f" ({r.kinks} kink(s) skipped)" if r.kinks else ""
+                    out(f"{name:7s} {case.op:14s} {case.label:32s} {r.position:5d} {str(r.shape):16s} "
+                        f"{r.max_rel_error:11.2e} {'PASS' if passed else 'FAIL'}{note}")
+    return all_passed
