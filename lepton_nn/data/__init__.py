@@ -1,0 +1,11 @@
+"""Data sets, loaded with NumPy and the standard library only (no autograd needed).
+
+    from lepton_nn.data import mnist
+    (x_train, y_train), (x_test, y_test) = mnist.load_data()
+
+`idx` reads and writes the IDX format MNIST is published in.
+"""
+from . import idx, mnist
+from .idx import IdxFormatError, read_idx, write_idx
+
+__all__ = ["idx", "mnist", "IdxFormatError", "read_idx", "write_idx"]

@@ -1,0 +1,360 @@
+"""The IDX reader and the MNIST loader, on tiny hand-built files. Never touches the network."""
+import gzip
+import hashlib
+import os
+import struct
+import urllib.error
+
+import numpy as np
+import pytest
+
+from lepton_nn.data import IdxFormatError, idx, mnist, read_idx, write_idx
+
+
+# --------------------------------------------------------------------------- IDX reader
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "int32", "float32", "float64"])
+@pytest.mark.parametrize("name", ["a.idx", "a.idx.gz"])
+def test_write_then_read_roundtrip(tmp_path, dtype, name):
+    array = (np.arange(24) - 7).reshape(2, 3, 4).astype(dtype)
+    write_idx(tmp_path / name, array)
+    back = read_idx(tmp_path / name)
+    assert back.dtype == np.dtype(dtype) and back.dtype.isnative
+    np.testing.assert_array_equal(back, array)
+    back[0, 0, 0] = 1  # writable, like keras' arrays
+    assert os.listdir(tmp_path) == [name]  # the atomic write left no temporary file
+
+
+def test_header_layout_by_hand(tmp_path):
+    # An MNIST-style label file written byte by byte: magic 0x00000801 = 2049, then N = 3.
+    path = tmp_path / "labels"
+    path.write_bytes(bytes([0, 0, 0x08, 1]) + struct.pack(">I", 3) + bytes([5, 0, 4]))
+    np.testing.assert_array_equal(read_idx(path), [5, 0, 4])
+    # Multi-byte values are big-endian: int16 0x0102 = 258.
+    path.write_bytes(bytes([0, 0, 0x0B, 1]) + struct.pack(">I", 1) + b"\x01\x02")
+    assert read_idx(path).tolist() == [258]
+
+
+def test_gzip_detected_by_content_without_gz_suffix(tmp_path):
+    write_idx(tmp_path / "a.gz", np.arange(5, dtype=np.uint8))
+    os.rename(tmp_path / "a.gz", tmp_path / "a")
+    np.testing.assert_array_equal(read_idx(tmp_path / "a"), np.arange(5))
+
+
+def _raw_file(tmp_path, data, name="bad-idx"):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def _error(path):
+    with pytest.raises(IdxFormatError) as info:
+        read_idx(path)
+    message = str(info.value)
+    assert str(path) in message  # every message names the file
+    return message
+
+
+def test_bad_magic(tmp_path):
+    path = _raw_file(tmp_path, bytes([0x12, 0x34, 0x08, 1]) + struct.pack(">I", 1) + b"\x00")
+    message = _error(path)
+    assert "magic" in message and "0x00 0x00" in message and "0x12 0x34" in message
+
+
+def test_unknown_dtype_code(tmp_path):
+    path = _raw_file(tmp_path, bytes([0, 0, 0x0A, 1]) + struct.pack(">I", 1) + b"\x00")
+    message = _error(path)
+    assert "unknown dtype code 0x0A" in message and "0x08 uint8" in message
+
+
+def test_zero_dimensions(tmp_path):
+    assert "ndim >= 1" in _error(_raw_file(tmp_path, bytes([0, 0, 0x08, 0])))
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00\x00", bytes([0, 0, 0x08, 3]) + struct.pack(">I", 2)])
+def test_truncated_header(tmp_path, data):
+    assert "truncated header" in _error(_raw_file(tmp_path, data))
+
+
+def test_truncated_data(tmp_path):
+    # Header promises 2×3 uint8 = 6 bytes after the 12-byte header: 18 in all; give 16.
+    path = _raw_file(tmp_path, bytes([0, 0, 0x08, 2]) + struct.pack(">2I", 2, 3) + bytes(4))
+    message = _error(path)
+    assert "truncated file" in message and "expected 18 bytes" in message and "found 16" in message
+
+
+def test_trailing_bytes(tmp_path):
+    path = _raw_file(tmp_path, bytes([0, 0, 0x08, 1]) + struct.pack(">I", 2) + bytes(3))
+    message = _error(path)
+    assert "trailing bytes" in message and "expected 10 bytes" in message and "found 11" in message
+
+
+def test_trailing_bytes_in_int32_file(tmp_path):
+    # 2 int32 values need 8 data bytes; 9 are there.
+    path = _raw_file(tmp_path, bytes([0, 0, 0x0C, 1]) + struct.pack(">I", 2) + bytes(9))
+    assert "expected 16 bytes" in _error(path)
+
+
+def test_corrupt_gzip_streams(tmp_path):
+    good = gzip.compress(bytes([0, 0, 0x08, 1]) + struct.pack(">I", 1000) + bytes(range(250)) * 4)
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0xFF
+    for name, data in [("cut.gz", good[: len(good) // 2]),      # stream ends early
+                       ("flipped.gz", bytes(flipped)),          # damaged deflate data / CRC
+                       ("plain.gz", b"not gzip at all"),        # .gz name, not gzip inside
+                       ("badheader", b"\x1f\x8b\x00junk")]:     # gzip signature, junk after
+        message = _error(_raw_file(tmp_path, data, name))
+        assert "corrupt gzip" in message
+
+
+def test_missing_file_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        read_idx(tmp_path / "nope")
+
+
+def test_write_idx_rejects_what_idx_cannot_store(tmp_path):
+    with pytest.raises(ValueError, match="int64"):
+        write_idx(tmp_path / "x", np.zeros(3, dtype=np.int64))
+    with pytest.raises(ValueError, match="dimensions"):
+        write_idx(tmp_path / "x", np.uint8(3))
+    assert os.listdir(tmp_path) == []
+
+
+def test_atomic_write_replaces_and_cleans_up_on_failure(tmp_path, monkeypatch):
+    target = tmp_path / "f"
+    idx.atomic_write_bytes(target, b"old")
+
+    def fail(src, dst):
+        raise OSError("disk full")
+    monkeypatch.setattr(idx.os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        idx.atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["f"]
+
+
+# --------------------------------------------------------------------------- MNIST loader
+def make_mnist(directory, n_train=3, n_test=2, label=0, gz=True):
+    """Write four tiny MNIST-shaped files; every label is `label`, so sources are tellable apart.
+
+    Returns {file name as written: its bytes}.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(label)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": np.full(n_train, label, dtype=np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": np.full(n_test, label, dtype=np.uint8),
+    }
+    written = {}
+    for name, array in arrays.items():
+        name = name + ".gz" if gz else name
+        write_idx(directory / name, array)
+        written[name] = (directory / name).read_bytes()
+    return written
+
+
+def labels_of(data):
+    (_, y_train), (_, y_test) = data
+    return set(y_train.tolist()) | set(y_test.tolist())
+
+
+@pytest.fixture(autouse=True)
+def offline(tmp_path, monkeypatch):
+    """Every test: an empty private cache, no LEPTON_NN_DATA, and a _fetch that records calls
+    and fails, so nothing here can reach the network."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.delenv("LEPTON_NN_DATA", raising=False)
+    calls = []
+
+    def no_network(url):
+        calls.append(url)
+        raise urllib.error.URLError("network disabled in tests")
+    monkeypatch.setattr(mnist, "_fetch", no_network)
+    return calls
+
+
+def cache(tmp_path):
+    return tmp_path / "xdg-cache" / "lepton_nn" / "mnist"
+
+
+def test_load_data_shapes_and_dtypes(tmp_path):
+    make_mnist(tmp_path / "d", n_train=3, n_test=2, label=7)
+    (x_train, y_train), (x_test, y_test) = mnist.load_data(path=tmp_path / "d")
+    assert x_train.shape == (3, 28, 28) and x_train.dtype == np.uint8
+    assert y_train.shape == (3,) and y_train.dtype == np.uint8
+    assert x_test.shape == (2, 28, 28) and y_test.tolist() == [7, 7]
+
+
+def test_uncompressed_files_and_str_path(tmp_path):
+    make_mnist(tmp_path / "d", label=2, gz=False)
+    assert labels_of(mnist.load_data(str(tmp_path / "d"))) == {2}
+
+
+def test_cache_dir_follows_xdg_then_home(tmp_path, monkeypatch):
+    assert mnist.cache_dir() == cache(tmp_path)
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert mnist.cache_dir() == tmp_path / "home" / ".cache" / "lepton_nn" / "mnist"
+
+
+def test_lookup_order_argument_then_env_then_cache(tmp_path, monkeypatch, offline):
+    make_mnist(tmp_path / "arg", label=1)
+    make_mnist(tmp_path / "env", label=2)
+    make_mnist(cache(tmp_path), label=3)
+    monkeypatch.setenv("LEPTON_NN_DATA", str(tmp_path / "env"))
+    assert labels_of(mnist.load_data(path=tmp_path / "arg")) == {1}  # argument beats env
+    assert labels_of(mnist.load_data()) == {2}                        # env beats cache
+    monkeypatch.delenv("LEPTON_NN_DATA")
+    assert labels_of(mnist.load_data()) == {3}                        # then the cache
+    assert offline == []
+
+
+def test_env_var_may_point_at_a_parent_with_mnist_subfolder(tmp_path, monkeypatch):
+    make_mnist(tmp_path / "datasets" / "mnist", label=4)
+    monkeypatch.setenv("LEPTON_NN_DATA", str(tmp_path / "datasets"))
+    assert labels_of(mnist.load_data()) == {4}
+
+
+def test_missing_files_are_named_and_never_downloaded(tmp_path, offline):
+    written = make_mnist(tmp_path / "d")
+    for name in ["train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz"]:
+        os.remove(tmp_path / "d" / name)
+    with pytest.raises(FileNotFoundError) as info:
+        mnist.load_data(path=tmp_path / "d")
+    message = str(info.value)
+    assert str(tmp_path / "d") in message
+    assert "train-labels-idx1-ubyte[.gz]" in message and "t10k-images-idx3-ubyte[.gz]" in message
+    assert "train-images-idx3-ubyte[.gz]" not in message.split("Expected")[0]
+    assert offline == [] and len(written) == 4
+
+
+def test_env_var_missing_files_is_an_error_too(tmp_path, monkeypatch, offline):
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("LEPTON_NN_DATA", str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match="LEPTON_NN_DATA"):
+        mnist.load_data()
+    assert offline == []
+
+
+def test_path_that_is_not_a_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        mnist.load_data(path=tmp_path / "nowhere")
+
+
+def test_image_and_label_counts_must_agree(tmp_path):
+    make_mnist(tmp_path / "d", n_train=3)
+    write_idx(tmp_path / "d" / "train-labels-idx1-ubyte.gz", np.zeros(4, dtype=np.uint8))
+    with pytest.raises(ValueError, match="3 images .* 4 labels"):
+        mnist.load_data(path=tmp_path / "d")
+
+
+def test_images_must_be_28_by_28(tmp_path):
+    make_mnist(tmp_path / "d")
+    write_idx(tmp_path / "d" / "t10k-images-idx3-ubyte.gz", np.zeros((2, 28, 27), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"\(N, 28, 28\).*\(2, 28, 27\)"):
+        mnist.load_data(path=tmp_path / "d")
+
+
+# --------------------------------------------------------------------------- download
+M1, M2 = "https://mirror-one.test/mnist/", "https://mirror-two.test/mnist/"
+
+
+@pytest.fixture
+def served(tmp_path, monkeypatch):
+    """Tiny .gz files with their MD5s registered as the published ones, two fake mirrors,
+    and a fake _fetch serving `responses[url]` (bytes, or an exception to raise)."""
+    files = make_mnist(tmp_path / "source", label=5)
+    monkeypatch.setattr(mnist, "MD5", {n: hashlib.md5(b).hexdigest() for n, b in files.items()})
+    monkeypatch.setattr(mnist, "MIRRORS", (M1, M2))
+    responses, calls = {}, []
+
+    def fetch(url):
+        calls.append(url)
+        response = responses.get(url, urllib.error.URLError("no route to host"))
+        if isinstance(response, Exception):
+            raise response
+        return response
+    monkeypatch.setattr(mnist, "_fetch", fetch)
+    return files, responses, calls
+
+
+def test_download_from_first_mirror_into_cache(tmp_path, served):
+    files, responses, calls = served
+    responses.update({M1 + name: data for name, data in files.items()})
+    assert labels_of(mnist.load_data()) == {5}
+    assert sorted(os.listdir(cache(tmp_path))) == sorted(files)  # and no temporary files
+    assert calls == [M1 + name for name in files]
+    calls.clear()
+    mnist.load_data()  # second time: from the cache
+    assert calls == []
+
+
+def test_fallback_to_second_mirror(tmp_path, served):
+    files, responses, calls = served
+    responses.update({M2 + name: data for name, data in files.items()})
+    assert labels_of(mnist.load_data()) == {5}
+    assert calls[:2] == [M1 + "train-images-idx3-ubyte.gz", M2 + "train-images-idx3-ubyte.gz"]
+
+
+def test_md5_mismatch_is_rejected_and_next_mirror_tried(tmp_path, served):
+    files, responses, calls = served
+    for name, data in files.items():
+        responses[M1 + name] = data + b"tampered"
+        responses[M2 + name] = data
+    assert labels_of(mnist.load_data()) == {5}
+    for name, data in files.items():
+        assert (cache(tmp_path) / name).read_bytes() == data
+
+
+def test_md5_mismatch_everywhere_fails(tmp_path, served):
+    files, responses, calls = served
+    for name, data in files.items():
+        responses[M1 + name] = responses[M2 + name] = data[:-1]
+    with pytest.raises(mnist.DownloadError) as info:
+        mnist.load_data()
+    assert "MD5 mismatch" in str(info.value) and mnist.MD5["train-images-idx3-ubyte.gz"] in str(info.value)
+    assert not cache(tmp_path).exists() or os.listdir(cache(tmp_path)) == []
+
+
+def test_only_missing_files_are_downloaded(tmp_path, served):
+    files, responses, calls = served
+    responses.update({M1 + name: data for name, data in files.items()})
+    cache(tmp_path).mkdir(parents=True)
+    for name in ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]:
+        (cache(tmp_path) / name).write_bytes(files[name])
+    mnist.load_data()
+    assert calls == [M1 + "t10k-images-idx3-ubyte.gz", M1 + "t10k-labels-idx1-ubyte.gz"]
+
+
+def test_offline_message_says_how_to_use_local_files(tmp_path, served):
+    files, responses, calls = served  # no responses: every mirror fails
+    with pytest.raises(mnist.DownloadError) as info:
+        mnist.load_data()
+    message = str(info.value)
+    assert "download failed" in message
+    assert M1 + "train-images-idx3-ubyte.gz" in message and M2 + "train-images-idx3-ubyte.gz" in message
+    assert "no route to host" in message
+    assert "load_data(path=DIR)" in message and "LEPTON_NN_DATA=DIR" in message
+    assert "lepton-nn train --data DIR" in message
+    assert isinstance(info.value, OSError)
+
+
+def test_real_mirrors_and_checksums_are_the_published_ones():
+    assert mnist.MIRRORS == ("https://ossci-datasets.s3.amazonaws.com/mnist/",
+                             "https://storage.googleapis.com/cvdf-datasets/mnist/")
+    assert mnist.MD5["train-images-idx3-ubyte.gz"] == "f68b3c2dcbeaaa9fbdd348bbdeb94873"
+    assert mnist.MD5["t10k-labels-idx1-ubyte.gz"] == "ec29112dd5afa0611ce80d1b7f02629c"
+
+
+# --------------------------------------------------------------------------- the real data set
+def test_real_mnist():
+    directory = os.environ.get("LEPTON_NN_MNIST_DIR")
+    if not directory:
+        pytest.skip("set LEPTON_NN_MNIST_DIR to a directory holding the four MNIST files")
+    (x_train, y_train), (x_test, y_test) = mnist.load_data(path=directory)
+    assert x_train.shape == (60000, 28, 28) and y_train.shape == (60000,)
+    assert x_test.shape == (10000, 28, 28) and y_test.shape == (10000,)
+    assert {a.dtype for a in (x_train, y_train, x_test, y_test)} == {np.dtype(np.uint8)}
+    assert y_train[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert y_test[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    assert np.bincount(y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
