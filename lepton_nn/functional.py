@@ -114,13 +114,14 @@ def linear(x, weight, bias=None):
     if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input has {x.shape[-1] if x.ndim else 0} features (shape {x.shape}) "
                          f"but weight expects in_features = {weight.shape[1]} (weight shape {weight.shape})")
-    y = x @ weight.T
+    if x.dtype != weight.dtype:
+        raise ValueError(f"linear: input dtype {x.dtype} differs from weight dtype {weight.dtype}")
     if bias is not None:
         bias = _as_tensor(bias)
-        if bias.shape != (weight.shape[0],):
-            raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got {bias.shape}")
-        y = y + bias
-    return y
+        if bias.shape != (weight.shape[0],) or bias.dtype != weight.dtype:
+            raise ValueError(f"linear: bias must have shape ({weight.shape[0]},) and dtype {weight.dtype}, "
+                             f"got {bias.shape} {bias.dtype}")
+    return apply(ops.Linear, x, weight, bias)
 
 
 def relu(x):

@@ -271,6 +271,34 @@ class MatMul(Function):
         return grad_a, grad_b
 
 
+class Linear(Function):
+    """Dense layer Y = X·Wᵀ + b for X (..., in), W (out, in), b (out,) or None.
+
+    With the leading axes of X flattened into M rows:
+    ∂L/∂X = G·W,  ∂L/∂W = Gᵀ·X,  ∂L/∂b = Σ_rows G. One op rather than matmul + transpose + add,
+    so that backward is three GEMMs straight into the layouts the parameters have.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        rows = x.reshape(-1, x.shape[-1])
+        ctx.save(rows, weight, x.shape)
+        y = rows @ weight.T
+        if bias is not None:
+            y += bias
+        return y.reshape(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad):
+        rows, weight, x_shape = ctx.saved
+        grad = grad.reshape(-1, weight.shape[0])
+        need_x, need_weight, need_bias = ctx.needs_input_grad
+        grad_x = (grad @ weight).reshape(x_shape) if need_x else None
+        grad_weight = grad.T @ rows if need_weight else None
+        grad_bias = grad.sum(axis=0) if need_bias else None
+        return grad_x, grad_weight, grad_bias
+
+
 # --------------------------------------------------------------------------- reductions
 def _expand_reduced(grad, shape, axis, keepdims):
     """Put back the axes a reduction removed, so grad broadcasts against the input."""

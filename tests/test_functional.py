@@ -137,6 +137,20 @@ def test_probability_targets_match_label_targets_when_one_hot():
                                rtol=1e-12)
 
 
+def test_linear_op_equals_the_composition():
+    rng = np.random.default_rng(2)
+    x, w, b = (rng.standard_normal(s) for s in [(2, 3, 5), (4, 5), (4,)])
+    fused = [ln.tensor(a, requires_grad=True) for a in (x, w, b)]
+    composed = [ln.tensor(a, requires_grad=True) for a in (x, w, b)]
+    upstream = rng.standard_normal((2, 3, 4))
+    F.linear(*fused).backward(upstream)
+    y = composed[0] @ composed[1].T + composed[2]
+    y.backward(upstream)
+    np.testing.assert_allclose(F.linear(x, w, b).data, y.data, rtol=1e-13)
+    for f, c in zip(fused, composed):
+        np.testing.assert_allclose(f.grad, c.grad, rtol=1e-13)
+
+
 def test_nll_and_mse_by_hand():
     log_probs = np.log(np.array([[0.5, 0.5], [0.1, 0.9]]))
     assert F.nll_loss(log_probs, np.array([0, 1])).item() == pytest.approx(-(np.log(0.5) + np.log(0.9)) / 2)
