@@ -1,0 +1,65 @@
+/* lepton_kernels.c — C99 kernels of lepton_nn; the contract is in lepton_kernels.h.
+ *
+ * Every kernel is written once, in lepton_kernels_generic.inc, in terms of a scalar type T.
+ * This file includes it twice: once with T = float (names ending _f32) and once with
+ * T = double (_f64). <tgmath.h> makes exp/log/sqrt pick expf/logf/sqrtf for float.
+ *
+ * Reductions (sums over a window, a channel, a row of logits) accumulate in double for both
+ * types: cheap, and it keeps float32 results close to the float64 ones.
+ */
+#include <math.h>
+#include <string.h>
+#include <tgmath.h>
+
+#include "lepton_kernels.h"
+
+/* `#pragma omp parallel for` when the work is large enough to pay for waking the threads;
+ * without -fopenmp the pragma is ignored and the loop runs serially. */
+#define LEPTON_PRAGMA(text) _Pragma(#text)
+#define PARALLEL_FOR_IF(cond) LEPTON_PRAGMA(omp parallel for schedule(static) if (cond))
+
+/* Elements below which a kernel stays single-threaded. */
+#define PARALLEL_MIN_WORK 32768
+
+/* The outputs o in [*lo, *hi) whose input index o*stride + offset lies in [0, in_len).
+ * Used for rows (offset = p - ph) and columns (offset = q - pw) of a sliding window: outside
+ * that range the tap reads padding. */
+static void valid_range(int64_t out_len, int64_t in_len, int64_t stride, int64_t offset,
+                        int64_t *lo, int64_t *hi)
+{
+    int64_t first = offset >= 0 ? 0 : (-offset + stride - 1) / stride;  /* ceil(-offset/stride) */
+    int64_t last = in_len - 1 - offset;                                  /* o*stride <= last    */
+    int64_t end = last < 0 ? 0 : last / stride + 1;
+    if (end > out_len) end = out_len;
+    if (first > end) first = end;
+    *lo = first;
+    *hi = end;
+}
+
+/* The window of output (i, j) clipped to the input plane: rows [*r0, *r1), cols [*c0, *c1). */
+static void window_bounds(const lepton_window *g, int64_t i, int64_t j,
+                          int64_t *r0, int64_t *r1, int64_t *c0, int64_t *c1)
+{
+    int64_t top = i * g->sh - g->ph, left = j * g->sw - g->pw;
+    *r0 = top < 0 ? 0 : top;
+    *r1 = top + g->kh > g->h ? g->h : top + g->kh;
+    *c0 = left < 0 ? 0 : left;
+    *c1 = left + g->kw > g->w ? g->w : left + g->kw;
+}
+
+/* FN(relu_forward) -> lepton_relu_forward_f32 while SUFFIX is f32. */
+#define FN(name) FN_EXPAND(name, SUFFIX)
+#define FN_EXPAND(name, suffix) FN_PASTE(name, suffix)
+#define FN_PASTE(name, suffix) lepton_##name##_##suffix
+
+#define T float
+#define SUFFIX f32
+#include "lepton_kernels_generic.inc"
+#undef T
+#undef SUFFIX
+
+#define T double
+#define SUFFIX f64
+#include "lepton_kernels_generic.inc"
+#undef T
+#undef SUFFIX

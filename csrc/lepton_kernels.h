@@ -1,0 +1,132 @@
+/* lepton_kernels.h — the C kernels of lepton_nn and their contract.
+ *
+ * The specification is lepton_nn/kernels/reference.py (NumPy): every kernel here computes the
+ * same equation, stated in the docstring of the reference function of the same name. The
+ * Python wrapper lepton_nn/kernels/c_backend.py is the only caller; it validates arguments,
+ * so these functions check nothing.
+ *
+ * Conventions for every kernel:
+ *   - Layout is NCHW. Every array is C-contiguous (row-major, no gaps), float32 or float64.
+ *   - Each kernel exists twice: suffix _f32 takes float*, suffix _f64 takes double*. Both are
+ *     compiled from the same source, lepton_kernels_generic.inc.
+ *   - Python (NumPy) allocates every output and workspace; C never allocates memory.
+ *     An output argument is fully overwritten (no need to zero it first).
+ *   - Inputs (const) and outputs never overlap, except adam_step, which updates in place.
+ *   - With OpenMP, loops over (sample, channel) planes or over elements run in parallel;
+ *     each thread writes a disjoint part of the output, so results do not depend on the
+ *     number of threads.
+ *
+ * Sliding windows (conv, pooling) are described by `lepton_window`:
+ *   H_out = (H + 2*ph - kh) / sh + 1, W_out likewise (the wrapper computes and checks them).
+ *   Output pixel (i, j), tap (p, q) reads input row i*sh - ph + p, column j*sw - pw + q;
+ *   rows/columns outside [0, H) x [0, W) are padding.
+ *
+ * The text between the cffi markers is fed to cffi's cdef as is (build_ffi.py), so it may
+ * hold only plain declarations, comments and integer #defines.
+ */
+#ifndef LEPTON_KERNELS_H
+#define LEPTON_KERNELS_H
+
+#include <stdint.h>
+
+/* cffi-cdef-begin */
+
+/* Bumped whenever a signature below changes, so the wrapper can refuse a stale build. */
+#define LEPTON_KERNELS_ABI 1
+
+typedef struct {
+    int64_t n, c;          /* samples and channels of the input                     */
+    int64_t h, w;          /* input plane                                           */
+    int64_t kh, kw;        /* window (kernel) size                                  */
+    int64_t sh, sw;        /* stride                                                */
+    int64_t ph, pw;        /* zero (conv, avg) or -inf (max) padding on each side   */
+    int64_t h_out, w_out;  /* output plane                                          */
+} lepton_window;
+
+/* Adam hyper-parameters, computed in Python double precision exactly as reference.py writes
+ * them (e.g. one_minus_beta1 = 1 - beta1, bias_correction1 = 1 - beta1**step); the _f32
+ * kernel rounds each to float once, as NumPy does with a Python scalar. */
+typedef struct {
+    double lr, beta1, one_minus_beta1, beta2, one_minus_beta2;
+    double bias_correction1, bias_correction2, eps, weight_decay;
+} lepton_adam_hyper;
+
+/* ---- conv2d: im2col / col2im; the GEMMs run in NumPy (BLAS) -----------------------------
+ * im2col: x (n, c, h, w) -> cols (n, c*kh*kw, h_out*w_out),
+ *   cols[s, (ci*kh + p)*kw + q, i*w_out + j] = x_pad[s, ci, i*sh + p, j*sw + q]  (0 in padding)
+ *   so that conv2d is y[s] = weight.reshape(c_out, c*kh*kw) @ cols[s].
+ * col2im: the adjoint: x (n, c, h, w) = sum of every cols entry into the input pixel it was
+ *   copied from (entries from padding are dropped). Overwrites x.
+ */
+void lepton_im2col_f32(const float *x, const lepton_window *g, float *cols);
+void lepton_im2col_f64(const double *x, const lepton_window *g, double *cols);
+void lepton_col2im_f32(const float *cols, const lepton_window *g, float *x);
+void lepton_col2im_f64(const double *cols, const lepton_window *g, double *x);
+
+/* bias gradient: grad_y (n, c, hw) -> grad_b (c), grad_b[o] = sum over n and hw. */
+void lepton_bias_grad_f32(const float *grad_y, int64_t n, int64_t c, int64_t hw, float *grad_b);
+void lepton_bias_grad_f64(const double *grad_y, int64_t n, int64_t c, int64_t hw, double *grad_b);
+
+/* ---- max_pool2d ---------------------------------------------------------------------------
+ * forward: x (n, c, h, w) -> y, argmax (n, c, h_out, w_out). argmax is the flat index h*W + w
+ *   of the winner in its unpadded input plane. Ties: first in row-major window order; NaN
+ *   wins over numbers (the first NaN), as np.argmax. Padding never wins; a window made only
+ *   of padding gives y = -inf and the index of its top-left corner, as the reference does.
+ * backward: grad_x (planes, in_size) = scatter-add of grad_y (planes, out_size) into
+ *   argmax; indices outside [0, in_size) are ignored. Overwrites grad_x.
+ */
+void lepton_max_pool2d_forward_f32(const float *x, const lepton_window *g, float *y, int64_t *argmax);
+void lepton_max_pool2d_forward_f64(const double *x, const lepton_window *g, double *y, int64_t *argmax);
+void lepton_max_pool2d_backward_f32(const float *grad_y, const int64_t *argmax, int64_t planes,
+                                    int64_t out_size, int64_t in_size, float *grad_x);
+void lepton_max_pool2d_backward_f64(const double *grad_y, const int64_t *argmax, int64_t planes,
+                                    int64_t out_size, int64_t in_size, double *grad_x);
+
+/* ---- avg_pool2d ---------------------------------------------------------------------------
+ * forward: y (n, c, h_out, w_out) = window sum / D, D = kh*kw if count_include_pad else the
+ *   number of unpadded elements in the window.
+ * backward: grad_x (n, c, h, w) = every g/D added to each unpadded pixel of its window.
+ *   Overwrites grad_x.
+ */
+void lepton_avg_pool2d_forward_f32(const float *x, const lepton_window *g, int count_include_pad, float *y);
+void lepton_avg_pool2d_forward_f64(const double *x, const lepton_window *g, int count_include_pad, double *y);
+void lepton_avg_pool2d_backward_f32(const float *grad_y, const lepton_window *g, int count_include_pad,
+                                    float *grad_x);
+void lepton_avg_pool2d_backward_f64(const double *grad_y, const lepton_window *g, int count_include_pad,
+                                    double *grad_x);
+
+/* ---- relu (any shape, `size` elements) ------------------------------------------------------
+ * forward: y = x < 0 ? 0 : x (NaN passes through, as np.maximum).
+ * backward: grad_x = grad_y * (x > 0), a product so that NaN/inf in grad_y behave as in NumPy.
+ */
+void lepton_relu_forward_f32(const float *x, int64_t size, float *y);
+void lepton_relu_forward_f64(const double *x, int64_t size, double *y);
+void lepton_relu_backward_f32(const float *grad_y, const float *x, int64_t size, float *grad_x);
+void lepton_relu_backward_f64(const double *grad_y, const double *x, int64_t size, double *grad_x);
+
+/* ---- softmax + cross-entropy --------------------------------------------------------------
+ * forward: logits (n, k), labels (n) in [0, k) -> loss (n), probs (n, k); max-shifted.
+ * backward: grad_logits (n, k) = grad_loss[r] * (probs[r, j] - [j == labels[r]]).
+ * Labels must be in range: the wrapper checks them.
+ */
+void lepton_softmax_xent_forward_f32(const float *logits, const int64_t *labels, int64_t n, int64_t k,
+                                     float *loss, float *probs);
+void lepton_softmax_xent_forward_f64(const double *logits, const int64_t *labels, int64_t n, int64_t k,
+                                     double *loss, double *probs);
+void lepton_softmax_xent_backward_f32(const float *grad_loss, const float *probs, const int64_t *labels,
+                                      int64_t n, int64_t k, float *grad_logits);
+void lepton_softmax_xent_backward_f64(const double *grad_loss, const double *probs, const int64_t *labels,
+                                      int64_t n, int64_t k, double *grad_logits);
+
+/* ---- adam ---------------------------------------------------------------------------------
+ * One AdamW step over `size` elements, in place on param, m and v, in a single pass, with
+ * the reference's operations in the reference's order (bit-identical results).
+ */
+void lepton_adam_step_f32(float *param, const float *grad, float *m, float *v, int64_t size,
+                          const lepton_adam_hyper *hp);
+void lepton_adam_step_f64(double *param, const double *grad, double *m, double *v, int64_t size,
+                          const lepton_adam_hyper *hp);
+
+/* cffi-cdef-end */
+
+#endif /* LEPTON_KERNELS_H */

@@ -1,0 +1,296 @@
+"""The c backend: the kernels of reference.py in C (csrc/), called through cffi.
+
+Every function here has the signature and return values of its namesake in reference.py, the
+specification, against which tests/test_kernels.py checks it. This wrapper does all checking
+and allocating; the C side (contract in csrc/lepton_kernels.h) only computes:
+
+- dtypes: float32 or float64, the same for every float array of a call, else TypeError;
+  labels may be any integer dtype (converted to int64).
+- layout: inputs are made C-contiguous (copied only if they are not); adam_step updates in
+  place, so its param, m and v must already be C-contiguous and writable (else ValueError).
+- outputs are allocated here with NumPy and filled by C.
+- conv2d: im2col in C, then one GEMM per sample with np.matmul (BLAS beats a hand-written
+  GEMM). The columns of a whole batch can be hundreds of MB, so samples go through in chunks
+  whose columns fit a per-thread workspace of WORKSPACE_BYTES, kept between calls: a training
+  loop does not allocate the column buffer again at every step.
+
+If the extension was not built (no C compiler at install), importing this module raises
+ImportError, and lepton_nn.kernels.backends() shows why.
+"""
+import math
+import os
+import threading
+
+import numpy as np
+
+from .reference import output_size
+
+# After each parallel region, OpenMP (libgomp) threads by default spin for a while before they
+# sleep. Spinning threads steal the cores from the BLAS threads of the np.matmul that follows
+# an im2col (conv2d forward measured 4x slower on 2 cores), so let them sleep at once; a
+# wake-up costs microseconds. libgomp reads this when it loads; a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+try:
+    from lepton_nn._lepton_c import ffi, lib
+except ImportError as err:
+    raise ImportError(f"C extension not built: {err}; reinstall with a C compiler: pip install -e .") from err
+
+_ABI = 1  # must match LEPTON_KERNELS_ABI in csrc/lepton_kernels.h
+if lib.LEPTON_KERNELS_ABI != _ABI:
+    raise ImportError(f"C extension is stale (ABI {lib.LEPTON_KERNELS_ABI}, this wrapper needs {_ABI}); "
+                      "rebuild it: pip install -e .")
+
+# Upper bound on the im2col columns (per workspace slot and thread) of one chunk of samples.
+# Larger chunks save only Python overhead; the GEMMs are per sample either way.
+WORKSPACE_BYTES = 8 << 20
+
+_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+_C_ARRAY = {np.dtype(np.float32): "float[]", np.dtype(np.float64): "double[]",
+            np.dtype(np.int64): "int64_t[]"}
+_workspaces = threading.local()
+
+
+# --------------------------------------------------------------------------- helpers
+def _floats(**arrays):
+    """(dtype, *arrays): the named arrays C-contiguous, and their one dtype; None passes through.
+
+    Raises TypeError unless every array is float32, or every one is float64.
+    """
+    arrays = {name: None if a is None else np.asarray(a, order="C") for name, a in arrays.items()}
+    dtypes = {a.dtype for a in arrays.values() if a is not None}
+    if len(dtypes) != 1 or not dtypes <= _SUFFIX.keys():
+        found = ", ".join(f"{name}={a.dtype}" for name, a in arrays.items() if a is not None)
+        raise TypeError(f"the c backend needs float32 or float64 arrays, all of one dtype; got {found}")
+    return (dtypes.pop(), *arrays.values())
+
+
+def _labels(labels, n, k):
+    """Labels as contiguous int64 of shape (n,), each in [0, k)."""
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"labels must be integers, got {labels.dtype}")
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},), got {labels.shape}")
+    if n and (labels.min() < 0 or labels.max() >= k):
+        raise IndexError(f"labels must be in [0, {k}), got values from {labels.min()} to {labels.max()}")
+    return np.ascontiguousarray(labels, dtype=np.int64)
+
+
+def _ptr(a):
+    """A C pointer to the data of the C-contiguous array `a` (no copy)."""
+    return ffi.from_buffer(_C_ARRAY[a.dtype], a)
+
+
+def _kernel(name, dtype):
+    """The C function of kernel `name` for `dtype`, e.g. lib.lepton_relu_forward_f32."""
+    return getattr(lib, f"lepton_{name}_{_SUFFIX[dtype]}")
+
+
+def _window(x_shape, kernel, stride, padding):
+    """The C description of a sliding window over an input of shape x_shape (N, C, H, W)."""
+    if len(x_shape) != 4:
+        raise ValueError(f"expected an (N, C, H, W) input, got shape {tuple(x_shape)}")
+    n, c, h, w = (int(s) for s in x_shape)
+    (kh, kw), (sh, sw), (ph, pw) = ((int(a), int(b)) for a, b in (kernel, stride, padding))
+    h_out, w_out = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
+    if min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0 or h_out < 1 or w_out < 1:
+        raise ValueError(f"kernel {(kh, kw)}, stride {(sh, sw)}, padding {(ph, pw)} "
+                         f"do not fit an input plane of {(h, w)}")
+    return ffi.new("lepton_window *", dict(n=n, c=c, h=h, w=w, kh=kh, kw=kw, sh=sh, sw=sw,
+                                           ph=ph, pw=pw, h_out=h_out, w_out=w_out))
+
+
+def _workspace(slot, shape, dtype):
+    """A scratch array of `shape` (contents undefined), reused across calls in this thread.
+
+    Never return it, or a view of it, to the caller: the next call overwrites it.
+    """
+    size = math.prod(shape)
+    buffers = _workspaces.__dict__.setdefault("buffers", {})
+    buffer = buffers.get((slot, dtype))
+    if buffer is None or buffer.size < size:
+        buffer = buffers[(slot, dtype)] = np.empty(size, dtype)
+    return buffer[:size].reshape(shape)
+
+
+def _sample_chunks(n, bytes_per_sample):
+    """[start, stop) ranges covering n samples, each needing at most WORKSPACE_BYTES (or 1 sample)."""
+    step = max(1, WORKSPACE_BYTES // max(1, bytes_per_sample))
+    return [(start, min(n, start + step)) for start in range(0, n, step)]
+
+
+# --------------------------------------------------------------------------- conv2d
+def _conv_shapes(x, weight, stride, padding):
+    if weight.ndim != 4 or x.ndim != 4 or weight.shape[1] != x.shape[1]:
+        raise ValueError(f"conv2d needs x (N, C_in, H, W) and weight (C_out, C_in, kH, kW); "
+                         f"got {x.shape} and {weight.shape}")
+    window = _window(x.shape, weight.shape[2:], stride, padding)
+    rows = weight.shape[1] * weight.shape[2] * weight.shape[3]  # C_in·kH·kW
+    return window, rows, window.h_out * window.w_out
+
+
+def conv2d_forward(x, weight, bias, stride, padding):
+    """reference.conv2d_forward: y[n] = weight (C_out, C_in·kH·kW) @ im2col(x[n]) + bias."""
+    dtype, x, weight, bias = _floats(x=x, weight=weight, bias=bias)
+    window, rows, pixels = _conv_shapes(x, weight, stride, padding)
+    n, c_out = x.shape[0], weight.shape[0]
+    y = np.empty((n, c_out, window.h_out, window.w_out), dtype)
+    y_mat, w_mat = y.reshape(n, c_out, pixels), weight.reshape(c_out, rows)
+    im2col = _kernel("im2col", dtype)
+    for start, stop in _sample_chunks(n, rows * pixels * dtype.itemsize):
+        cols = _workspace(0, (stop - start, rows, pixels), dtype)
+        window.n = stop - start
+        im2col(_ptr(x[start:stop]), window, _ptr(cols))
+        np.matmul(w_mat, cols, out=y_mat[start:stop])
+    if bias is not None:
+        y_mat += bias.reshape(c_out, 1)
+    return y
+
+
+def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight=True, need_bias=True):
+    """reference.conv2d_backward, per sample n with cols = im2col(x[n]), g = grad_y[n]:
+
+        grad_w += g @ colsᵀ,   grad_x[n] = col2im(weightᵀ @ g),   grad_b = Σ over n, H_out, W_out of g
+    """
+    dtype, grad_y, x, weight = _floats(grad_y=grad_y, x=x, weight=weight)
+    window, rows, pixels = _conv_shapes(x, weight, stride, padding)
+    n, c_out = x.shape[0], weight.shape[0]
+    if grad_y.shape != (n, c_out, window.h_out, window.w_out):
+        raise ValueError(f"grad_y has shape {grad_y.shape}, the output of this conv2d has "
+                         f"{(n, c_out, window.h_out, window.w_out)}")
+    g_mat, w_mat = grad_y.reshape(n, c_out, pixels), weight.reshape(c_out, rows)
+    grad_x = np.empty_like(x) if need_x else None
+    grad_w_mat = np.zeros((c_out, rows), dtype) if need_weight else None
+    im2col, col2im = _kernel("im2col", dtype), _kernel("col2im", dtype)
+    if need_x or need_weight:
+        for start, stop in _sample_chunks(n, rows * pixels * dtype.itemsize):
+            window.n = stop - start
+            g = g_mat[start:stop]
+            if need_weight:
+                cols = _workspace(0, (stop - start, rows, pixels), dtype)
+                im2col(_ptr(x[start:stop]), window, _ptr(cols))
+                grad_w_mat += np.matmul(g, cols.transpose(0, 2, 1)).sum(axis=0)
+            if need_x:
+                grad_cols = _workspace(1, (stop - start, rows, pixels), dtype)
+                np.matmul(w_mat.T, g, out=grad_cols)
+                col2im(_ptr(grad_cols), window, _ptr(grad_x[start:stop]))
+    grad_b = None
+    if need_bias:
+        grad_b = np.empty(c_out, dtype)
+        _kernel("bias_grad", dtype)(_ptr(grad_y), n, c_out, pixels, _ptr(grad_b))
+    grad_w = grad_w_mat.reshape(weight.shape) if need_weight else None
+    return grad_x, grad_w, grad_b
+
+
+# --------------------------------------------------------------------------- max_pool2d
+def max_pool2d_forward(x, kernel, stride, padding):
+    """reference.max_pool2d_forward: (y, argmax), argmax int64 flat h·W + w in the unpadded plane."""
+    dtype, x = _floats(x=x)
+    window = _window(x.shape, kernel, stride, padding)
+    out_shape = x.shape[:2] + (window.h_out, window.w_out)
+    y, argmax = np.empty(out_shape, dtype), np.empty(out_shape, np.int64)
+    _kernel("max_pool2d_forward", dtype)(_ptr(x), window, _ptr(y), _ptr(argmax))
+    return y, argmax
+
+
+def max_pool2d_backward(grad_y, argmax, x_shape):
+    """reference.max_pool2d_backward: scatter-add of grad_y into the argmax positions."""
+    dtype, grad_y = _floats(grad_y=grad_y)
+    argmax = np.ascontiguousarray(argmax, dtype=np.int64)
+    n, c, h, w = x_shape
+    if argmax.shape != grad_y.shape or grad_y.shape[:2] != (n, c):
+        raise ValueError(f"grad_y {grad_y.shape} and argmax {argmax.shape} must be equal and "
+                         f"start with (N, C) of x_shape {tuple(x_shape)}")
+    grad_x = np.empty((n, c, h, w), dtype)
+    out_size = grad_y.shape[2] * grad_y.shape[3]
+    _kernel("max_pool2d_backward", dtype)(_ptr(grad_y), _ptr(argmax), n * c, out_size, h * w, _ptr(grad_x))
+    return grad_x
+
+
+# --------------------------------------------------------------------------- avg_pool2d
+def avg_pool2d_forward(x, kernel, stride, padding, count_include_pad=True):
+    """reference.avg_pool2d_forward: window sums over D (kH·kW, or the unpadded count)."""
+    dtype, x = _floats(x=x)
+    window = _window(x.shape, kernel, stride, padding)
+    y = np.empty(x.shape[:2] + (window.h_out, window.w_out), dtype)
+    _kernel("avg_pool2d_forward", dtype)(_ptr(x), window, int(bool(count_include_pad)), _ptr(y))
+    return y
+
+
+def avg_pool2d_backward(grad_y, x_shape, kernel, stride, padding, count_include_pad=True):
+    """reference.avg_pool2d_backward: each g/D spread over the unpadded part of its window."""
+    dtype, grad_y = _floats(grad_y=grad_y)
+    window = _window(x_shape, kernel, stride, padding)
+    if grad_y.shape != tuple(x_shape[:2]) + (window.h_out, window.w_out):
+        raise ValueError(f"grad_y has shape {grad_y.shape}, the output of this pooling has "
+                         f"{tuple(x_shape[:2]) + (window.h_out, window.w_out)}")
+    grad_x = np.empty(tuple(x_shape), dtype)
+    _kernel("avg_pool2d_backward", dtype)(_ptr(grad_y), window, int(bool(count_include_pad)), _ptr(grad_x))
+    return grad_x
+
+
+# --------------------------------------------------------------------------- relu
+def relu_forward(x):
+    """reference.relu_forward: max(x, 0), any shape."""
+    dtype, x = _floats(x=x)
+    y = np.empty_like(x)
+    _kernel("relu_forward", dtype)(_ptr(x), x.size, _ptr(y))
+    return y
+
+
+def relu_backward(grad_y, x):
+    """reference.relu_backward: grad_y · [x > 0]."""
+    dtype, grad_y, x = _floats(grad_y=grad_y, x=x)
+    if grad_y.shape != x.shape:
+        raise ValueError(f"grad_y {grad_y.shape} and x {x.shape} must have the same shape")
+    grad_x = np.empty_like(x)
+    _kernel("relu_backward", dtype)(_ptr(grad_y), _ptr(x), x.size, _ptr(grad_x))
+    return grad_x
+
+
+# --------------------------------------------------------------------------- softmax + cross-entropy
+def softmax_cross_entropy_forward(logits, labels):
+    """reference.softmax_cross_entropy_forward: (loss (N,), probs (N, K)), max-shifted."""
+    dtype, logits = _floats(logits=logits)
+    if logits.ndim != 2 or logits.shape[1] == 0:
+        raise ValueError(f"logits must have shape (N, K) with K >= 1, got {logits.shape}")
+    n, k = logits.shape
+    labels = _labels(labels, n, k)
+    loss, probs = np.empty(n, dtype), np.empty((n, k), dtype)
+    _kernel("softmax_xent_forward", dtype)(_ptr(logits), _ptr(labels), n, k, _ptr(loss), _ptr(probs))
+    return loss, probs
+
+
+def softmax_cross_entropy_backward(grad_loss, probs, labels):
+    """reference.softmax_cross_entropy_backward: grad_loss[n] · (probs − onehot(labels))."""
+    dtype, grad_loss, probs = _floats(grad_loss=grad_loss, probs=probs)
+    if probs.ndim != 2 or grad_loss.shape != probs.shape[:1]:
+        raise ValueError(f"need probs (N, K) and grad_loss (N,), got {probs.shape} and {grad_loss.shape}")
+    n, k = probs.shape
+    labels = _labels(labels, n, k)
+    grad = np.empty((n, k), dtype)
+    _kernel("softmax_xent_backward", dtype)(_ptr(grad_loss), _ptr(probs), _ptr(labels), n, k, _ptr(grad))
+    return grad
+
+
+# --------------------------------------------------------------------------- adam
+def adam_step(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
+    """reference.adam_step, in place on param, m and v in one pass; returns None.
+
+    The hyper-parameters are combined here exactly as the reference writes them (in Python,
+    e.g. 1 − β₁ᵗ), so the C loop reproduces NumPy's results bit for bit.
+    """
+    dtype, _, grad, _, _ = _floats(param=param, grad=grad, m=m, v=v)
+    for name, a in (("param", param), ("m", m), ("v", v)):
+        if not (isinstance(a, np.ndarray) and a.flags.c_contiguous and a.flags.writeable):
+            raise ValueError(f"adam_step updates {name} in place: it must be a writable C-contiguous ndarray")
+        if a.shape != param.shape:
+            raise ValueError(f"{name} has shape {a.shape}, param has {param.shape}")
+    if grad.shape != param.shape:
+        raise ValueError(f"grad has shape {grad.shape}, param has {param.shape}")
+    hyper = ffi.new("lepton_adam_hyper *", dict(
+        lr=lr, beta1=beta1, one_minus_beta1=1 - beta1, beta2=beta2, one_minus_beta2=1 - beta2,
+        bias_correction1=1 - beta1 ** step, bias_correction2=1 - beta2 ** step,
+        eps=eps, weight_decay=weight_decay))
+    _kernel("adam_step", dtype)(_ptr(param), _ptr(grad), _ptr(m), _ptr(v), param.size, hyper)
