@@ -27,6 +27,17 @@ def _backends(args):
     return 0
 
 
+def _bench(args):
+    # Each flag runs one benchmark; with no flag, --kernels. (--train is added as a second flag.)
+    status = 0
+    if args.kernels or not getattr(args, "train", False):
+        from lepton_nn.bench import kernels as kernel_bench
+        backends = args.backend.split(",") if args.backend != "all" else None
+        progress = (lambda what: print(f"  timing {what} …", file=sys.stderr, flush=True)) if sys.stderr.isatty() else None
+        status = kernel_bench.main(backends, repeat=args.repeat, json_path=args.json, progress=progress)
+    return status
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="lepton-nn", description="lepton_nn: read, verify and benchmark a neural-network engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -38,6 +49,13 @@ def build_parser():
 
     p = sub.add_parser("backends", help="list the kernel backends and whether they are available")
     p.set_defaults(run=_backends)
+
+    p = sub.add_parser("bench", help="benchmarks: --kernels (the default) times every kernel on every backend and PyTorch")
+    p.add_argument("--kernels", action="store_true", help="the kernel table: ms, GFLOP/s, %% of GEMM, speedups, targets")
+    p.add_argument("--backend", default="all", help="comma-separated backends to time (numpy, numba, c, torch); default all")
+    p.add_argument("--repeat", type=int, default=50, help="timed runs per kernel, at most (stops after ~2 s); default 50")
+    p.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
+    p.set_defaults(run=_bench)
     return parser
 
 
