@@ -1,0 +1,430 @@
+"""Numba kernels: the reference equations written as explicit loops and compiled to machine code.
+
+Same functions, signatures and results as `lepton_nn.kernels.reference`; read that module
+first, since its docstrings state each equation and shape. Here is only how it is computed.
+
+How this file is organised:
+
+* Every public kernel is a plain-Python wrapper that makes its inputs C-contiguous, allocates
+  the outputs and hands both to a small `@njit` loop (named with a leading underscore) that
+  fills them in. Outputs keep the input dtype: numba compiles one specialisation per dtype.
+* Nothing compiles at import. Each loop compiles on its first call and is cached on disk
+  (`cache=True`, files in `__pycache__`), so later processes load it in milliseconds.
+* `NUMBA_DISABLE_JIT=1` turns each loop back into the Python function you read here and
+  `prange` into `range`: you can step through a kernel in a debugger (use small inputs).
+* `prange` splits work over independent (sample, channel) planes or array elements. Each
+  output element is written by exactly one thread, so there are no races and no locks.
+  The cross-entropy loops over (N, K) logits stay serial: waking threads costs more than
+  the work at classifier sizes.
+* Convolution is im2col (a numba loop gathering every window into a column) followed by a
+  matrix product in `np.matmul`, i.e. BLAS, which beats any hand-written loop. Its backward
+  reuses the same im2col for the weight gradient and the adjoint col2im for the input one.
+
+Preconditions the op layer (lepton_nn.functional) checks before calling, so the loops do not:
+pool padding is at most half the kernel (so no window is made of padding alone), class labels
+lie in [0, K), and all float inputs of one call share a dtype.
+"""
+import os
+import threading
+
+import numpy as np
+from numba import njit, prange
+
+from lepton_nn.kernels.reference import output_size
+
+# OpenMP threads (numba's default threading layer) spin for a while after each parallel loop,
+# and here they share 1–2 cores with OpenBLAS threads that run the very next GEMM. Measured
+# on 2 cores: a conv GEMM after a parallel im2col went from 14 ms to 21 ms. Waiting passively
+# fixes that. It must be set before the OpenMP runtime loads, i.e. before the first parallel
+# kernel runs; an explicit choice in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# --------------------------------------------------------------------------- shared helpers
+# The reference's formula ⌊(size + 2·pad − kernel) / stride⌋ + 1, compiled so loops can call it.
+_output_size = njit(cache=True)(output_size)
+
+
+@njit(cache=True)
+def _window_span(start, kernel, size):
+    """The part [lo, hi) of the window [start, start + kernel) that lies inside [0, size).
+
+    Positions outside are padding: max-pool ignores them, avg-pool counts them as zeros.
+    """
+    return max(start, 0), min(start + kernel, size)
+
+
+@njit(cache=True)
+def _inside_outputs(offset, stride, size, n_out):
+    """The outputs j in [0, n_out) whose input position j·stride + offset lies in [0, size).
+
+    For a fixed kernel tap, these are the outputs that read real input rather than padding.
+    Returned as a range [lo, hi); empty (lo == hi) when every output reads padding.
+    """
+    lo = 0 if offset >= 0 else (-offset + stride - 1) // stride  # ⌈−offset / stride⌉
+    last_inside = size - 1 - offset
+    hi = 0 if last_inside < 0 else min(n_out, last_inside // stride + 1)
+    return lo, max(lo, hi)
+
+
+class _Scratch(threading.local):
+    def __init__(self):
+        self.buffers = {}  # dtype → flat array
+
+
+_scratch = _Scratch()
+
+
+def _scratch_buffer(shape, dtype):
+    """A work array, reused across calls so multi-MB im2col matrices are not re-faulted in.
+
+    A fresh array costs ~2 µs per 4 KiB page the first time it is written, and a 32→64-channel
+    convolution at batch 64 needs ~58 MB of columns (float32): ~28 ms of page faults per call,
+    since malloc hands blocks that large straight back to the OS when they are freed. The
+    buffer only grows (it is held for the life of the thread); its contents are garbage on
+    entry and it must never be returned to the caller. One per thread, because np.matmul
+    releases the GIL while it reads the buffer.
+    """
+    size = int(np.prod(shape))
+    dtype = np.dtype(dtype)
+    buffer = _scratch.buffers.get(dtype)
+    if buffer is None or buffer.size < size:
+        buffer = _scratch.buffers[dtype] = np.empty(size, dtype)
+    return buffer[:size].reshape(shape)
+
+
+# --------------------------------------------------------------------------- conv2d
+@njit(parallel=True, cache=True)
+def _im2col(x, kh, kw, sh, sw, ph, pw, cols):
+    """Gather every window into a column: cols[n, (c·kH + p)·kW + q, i·W_out + j] = x_pad[n, c, i·sh + p, j·sw + q].
+
+    With x in this form the convolution of sample n is one matrix product,
+    y[n] = w.reshape(C_out, C_in·kH·kW) @ cols[n]. Padding is written as explicit zeros.
+    """
+    n, c, h, w = x.shape
+    h_out, w_out = _output_size(h, kh, sh, ph), _output_size(w, kw, sw, pw)
+    for plane in prange(n * c):
+        b, ch = plane // c, plane % c
+        for p in range(kh):
+            for q in range(kw):
+                col_row = cols[b, (ch * kh + p) * kw + q]
+                j_lo, j_hi = _inside_outputs(q - pw, sw, w, w_out)
+                for i in range(h_out):
+                    dst = col_row[i * w_out:(i + 1) * w_out]
+                    r = i * sh + p - ph
+                    if r < 0 or r >= h:  # this whole output row reads a padding row
+                        dst[:] = 0
+                        continue
+                    dst[:j_lo] = 0
+                    dst[j_hi:] = 0
+                    for j in range(j_lo, j_hi):
+                        dst[j] = x[b, ch, r, j * sw + q - pw]
+
+
+@njit(parallel=True, cache=True)
+def _col2im(cols, kh, kw, sh, sw, ph, pw, grad_x):
+    """The adjoint of _im2col: every column entry is added back to the input pixel it was copied from.
+
+        grad_x[n, c, i·sh + p − ph, j·sw + q − pw] += cols[n, (c·kH + p)·kW + q, i·W_out + j]
+
+    Entries that came from padding are dropped. grad_x is overwritten, not accumulated into.
+    """
+    n, c, h, w = grad_x.shape
+    h_out, w_out = _output_size(h, kh, sh, ph), _output_size(w, kw, sw, pw)
+    for plane in prange(n * c):
+        b, ch = plane // c, plane % c
+        grad_x[b, ch] = 0
+        for p in range(kh):
+            for q in range(kw):
+                col_row = cols[b, (ch * kh + p) * kw + q]
+                j_lo, j_hi = _inside_outputs(q - pw, sw, w, w_out)
+                for i in range(h_out):
+                    r = i * sh + p - ph
+                    if r < 0 or r >= h:
+                        continue
+                    for j in range(j_lo, j_hi):
+                        grad_x[b, ch, r, j * sw + q - pw] += col_row[i * w_out + j]
+
+
+def _columns(x, kernel, stride, padding):
+    """im2col of x into the scratch buffer: (N, C_in·kH·kW, H_out·W_out)."""
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    cols = _scratch_buffer((n, c * kh * kw, output_size(h, kh, sh, ph) * output_size(w, kw, sw, pw)), x.dtype)
+    _im2col(x, kh, kw, sh, sw, ph, pw, cols)
+    return cols
+
+
+def conv2d_forward(x, weight, bias, stride, padding):
+    """y[n] = w.reshape(C_out, −1) @ im2col(x)[n] + b, one BLAS product per sample, already NCHW."""
+    x = np.ascontiguousarray(x)
+    n, c_out = x.shape[0], weight.shape[0]
+    cols = _columns(x, weight.shape[2:], stride, padding)
+    y = np.empty((n, c_out, cols.shape[2]), dtype=x.dtype)
+    np.matmul(weight.reshape(c_out, -1), cols, out=y)  # (C_out, K) @ (N, K, L) → (N, C_out, L)
+    if bias is not None:
+        y += bias[:, None]
+    h_out = output_size(x.shape[2], weight.shape[2], stride[0], padding[0])
+    return y.reshape(n, c_out, h_out, -1)
+
+
+def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight=True, need_bias=True):
+    """With cols = im2col(x) and g = grad_y as (N, C_out, L):
+
+        grad_w = Σ_n g[n] @ cols[n]ᵀ        grad_b = Σ_{n, l} g[n, :, l]
+        grad_x = col2im(wᵀ @ g[n])          (each column's gradient scattered back to its window)
+    """
+    x = np.ascontiguousarray(x)
+    n, c_out = x.shape[0], weight.shape[0]
+    kernel = weight.shape[2:]
+    g = np.ascontiguousarray(grad_y).reshape(n, c_out, -1)
+    w2d = weight.reshape(c_out, -1)
+    grad_x = grad_w = grad_b = None
+    if need_weight:
+        cols = _columns(x, kernel, stride, padding)
+        # One (C_out × K) product per sample, summed over the batch.
+        grad_w = np.matmul(g, cols.transpose(0, 2, 1)).sum(axis=0).reshape(weight.shape).astype(x.dtype, copy=False)
+    if need_bias:
+        grad_b = g.sum(axis=(0, 2))
+    if need_x:
+        # The im2col columns are dead by now, so their scratch buffer holds the column gradients.
+        grad_cols = _scratch_buffer((n, w2d.shape[1], g.shape[2]), x.dtype)
+        np.matmul(w2d.T, g, out=grad_cols)  # (K, C_out) @ (N, C_out, L) → (N, K, L)
+        grad_x = np.empty_like(x)
+        _col2im(grad_cols, kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1], grad_x)
+    return grad_x, grad_w, grad_b
+
+
+# --------------------------------------------------------------------------- max_pool2d
+@njit(cache=True)
+def _first_nan(x_plane, r_lo, r_hi, c_lo, c_hi):
+    """Row-major position (r, c) of the first NaN in x_plane[r_lo:r_hi, c_lo:c_hi], or (−1, −1)."""
+    for r in range(r_lo, r_hi):
+        for col in range(c_lo, c_hi):
+            if x_plane[r, col] != x_plane[r, col]:
+                return r, col
+    return -1, -1
+
+
+@njit(parallel=True, cache=True)
+def _max_pool(x, kh, kw, sh, sw, ph, pw, y, argmax):
+    """y = the largest element of each window, argmax = its flat index r·W + c in the unpadded plane."""
+    n, c, h, w = x.shape
+    h_out, w_out = y.shape[2:]
+    for plane in prange(n * c):
+        x_plane = x[plane // c, plane % c]
+        y_plane, argmax_plane = y[plane // c, plane % c], argmax[plane // c, plane % c]
+        for i in range(h_out):
+            r_lo, r_hi = _window_span(i * sh - ph, kh, h)
+            for j in range(w_out):
+                # Only the part of the window inside the input is searched: padding never wins.
+                c_lo, c_hi = _window_span(j * sw - pw, kw, w)
+                best, best_r, best_c = x_plane[r_lo, c_lo], r_lo, c_lo
+                nan_probe = 0.0  # the window's sum: NaN if it holds a NaN (or both +inf and −inf)
+                for r in range(r_lo, r_hi):
+                    for col in range(c_lo, c_hi):
+                        v = x_plane[r, col]
+                        nan_probe += v
+                        if v > best:  # strict: the first maximum in row-major order wins ties
+                            best, best_r, best_c = v, r, col
+                if nan_probe != nan_probe:
+                    # NaN propagates, the first one winning as with np.argmax. Checked once per
+                    # window rather than per element, where the extra branch costs ~50 %.
+                    nan_r, nan_c = _first_nan(x_plane, r_lo, r_hi, c_lo, c_hi)
+                    if nan_r >= 0:
+                        best, best_r, best_c = x_plane[nan_r, nan_c], nan_r, nan_c
+                y_plane[i, j] = best
+                argmax_plane[i, j] = best_r * w + best_c
+
+
+@njit(parallel=True, cache=True)
+def _max_pool_backward(grad_y, argmax, grad_x):
+    """Per plane: grad_x[argmax[k]] += grad_y[k]. Arrays are (planes, positions)."""
+    for plane in prange(grad_x.shape[0]):
+        grad_x[plane] = 0
+        for k in range(grad_y.shape[1]):
+            grad_x[plane, argmax[plane, k]] += grad_y[plane, k]  # '+=': overlapping windows can share a winner
+
+
+def max_pool2d_forward(x, kernel, stride, padding):
+    """(y, argmax) of every window; see reference.max_pool2d_forward."""
+    x = np.ascontiguousarray(x)
+    n, c, h, w = x.shape
+    out_shape = (n, c, output_size(h, kernel[0], stride[0], padding[0]), output_size(w, kernel[1], stride[1], padding[1]))
+    y = np.empty(out_shape, dtype=x.dtype)
+    argmax = np.empty(out_shape, dtype=np.int64)
+    _max_pool(x, kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1], y, argmax)
+    return y, argmax
+
+
+def max_pool2d_backward(grad_y, argmax, x_shape):
+    """Each output's gradient goes to its window's winner; see reference.max_pool2d_backward."""
+    n, c, h, w = x_shape
+    grad_x = np.empty((n * c, h * w), dtype=grad_y.dtype)
+    _max_pool_backward(np.ascontiguousarray(grad_y).reshape(n * c, -1),
+                       np.ascontiguousarray(argmax, dtype=np.int64).reshape(n * c, -1), grad_x)
+    return grad_x.reshape(x_shape)
+
+
+# --------------------------------------------------------------------------- avg_pool2d
+@njit(cache=True)
+def _avg_divisor(r_lo, r_hi, c_lo, c_hi, kh, kw, count_include_pad):
+    """How many elements a window averages: all kH·kW, or only those inside the input."""
+    return kh * kw if count_include_pad else (r_hi - r_lo) * (c_hi - c_lo)
+
+
+@njit(parallel=True, cache=True)
+def _avg_pool(x, kh, kw, sh, sw, ph, pw, count_include_pad, y):
+    """y = (sum of the window's real elements) / D; padding adds zeros, so it is skipped."""
+    n, c, h, w = x.shape
+    h_out, w_out = y.shape[2:]
+    for plane in prange(n * c):
+        x_plane, y_plane = x[plane // c, plane % c], y[plane // c, plane % c]
+        for i in range(h_out):
+            r_lo, r_hi = _window_span(i * sh - ph, kh, h)
+            for j in range(w_out):
+                c_lo, c_hi = _window_span(j * sw - pw, kw, w)
+                total = 0.0  # a float64 accumulator, also for float32 inputs
+                for r in range(r_lo, r_hi):
+                    for col in range(c_lo, c_hi):
+                        total += x_plane[r, col]
+                y_plane[i, j] = total / _avg_divisor(r_lo, r_hi, c_lo, c_hi, kh, kw, count_include_pad)
+
+
+@njit(parallel=True, cache=True)
+def _avg_pool_backward(grad_y, kh, kw, sh, sw, ph, pw, count_include_pad, grad_x):
+    """Each window hands g / D to every real element it averaged; gradients of overlapping windows add."""
+    n, c, h, w = grad_x.shape
+    h_out, w_out = grad_y.shape[2:]
+    for plane in prange(n * c):
+        grad_y_plane, grad_x_plane = grad_y[plane // c, plane % c], grad_x[plane // c, plane % c]
+        grad_x_plane[:] = 0
+        for i in range(h_out):
+            r_lo, r_hi = _window_span(i * sh - ph, kh, h)
+            for j in range(w_out):
+                c_lo, c_hi = _window_span(j * sw - pw, kw, w)
+                share = grad_y_plane[i, j] / _avg_divisor(r_lo, r_hi, c_lo, c_hi, kh, kw, count_include_pad)
+                for r in range(r_lo, r_hi):
+                    for col in range(c_lo, c_hi):
+                        grad_x_plane[r, col] += share
+
+
+def avg_pool2d_forward(x, kernel, stride, padding, count_include_pad=True):
+    """Mean of every window; see reference.avg_pool2d_forward."""
+    x = np.ascontiguousarray(x)
+    n, c, h, w = x.shape
+    y = np.empty((n, c, output_size(h, kernel[0], stride[0], padding[0]),
+                  output_size(w, kernel[1], stride[1], padding[1])), dtype=x.dtype)
+    _avg_pool(x, kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1], bool(count_include_pad), y)
+    return y
+
+
+def avg_pool2d_backward(grad_y, x_shape, kernel, stride, padding, count_include_pad=True):
+    """Each output's gradient shared equally over its window; see reference.avg_pool2d_backward."""
+    grad_x = np.empty(x_shape, dtype=grad_y.dtype)
+    _avg_pool_backward(np.ascontiguousarray(grad_y), kernel[0], kernel[1], stride[0], stride[1],
+                       padding[0], padding[1], bool(count_include_pad), grad_x)
+    return grad_x
+
+
+# --------------------------------------------------------------------------- relu
+@njit(parallel=True, cache=True)
+def _relu(x, y):
+    for k in prange(x.size):
+        # Written as "0 if v < 0" rather than "v if v > 0" so that NaN passes through, as in np.maximum.
+        y[k] = 0 if x[k] < 0 else x[k]
+
+
+@njit(parallel=True, cache=True)
+def _relu_backward(grad_y, x, grad_x):
+    for k in prange(x.size):
+        grad_x[k] = grad_y[k] * (x[k] > 0)  # a multiply, not a select: 0·NaN stays NaN, as in the reference
+
+
+def relu_forward(x):
+    """max(x, 0) elementwise, any shape."""
+    x = np.asarray(x, order="C")  # any shape, 0-d included; flattened for the loop
+    y = np.empty_like(x)
+    _relu(x.reshape(-1), y.reshape(-1))
+    return y
+
+
+def relu_backward(grad_y, x):
+    """grad_y · [x > 0] elementwise, any shape."""
+    grad_y, x = np.asarray(grad_y, order="C"), np.asarray(x, order="C")
+    grad_x = np.empty_like(grad_y)
+    _relu_backward(grad_y.reshape(-1), x.reshape(-1), grad_x.reshape(-1))
+    return grad_x
+
+
+# --------------------------------------------------------------------------- softmax + cross-entropy
+@njit(cache=True)
+def _softmax_cross_entropy(logits, labels, loss, probs):
+    """Row by row: shift by the row max, log-sum-exp, then loss and probabilities from log p."""
+    n, k = logits.shape
+    for s in range(n):
+        row = logits[s]
+        # Shifting by the max keeps every exp(z − m) in (0, 1]: no overflow at logits of ±1e4.
+        m = row[0]
+        for c in range(1, k):
+            m = max(m, row[c])
+        total = 0.0
+        for c in range(k):
+            total += np.exp(row[c] - m)
+        log_norm = np.log(total)
+        for c in range(k):
+            probs[s, c] = np.exp(row[c] - m - log_norm)
+        loss[s] = log_norm - (row[labels[s]] - m)
+
+
+@njit(cache=True)
+def _softmax_cross_entropy_backward(grad_loss, probs, labels, grad_logits):
+    n, k = probs.shape
+    for s in range(n):
+        for c in range(k):
+            one_hot = 1 if c == labels[s] else 0
+            grad_logits[s, c] = (probs[s, c] - one_hot) * grad_loss[s]
+
+
+def softmax_cross_entropy_forward(logits, labels):
+    """(loss (N,), probs (N, K)); see reference.softmax_cross_entropy_forward."""
+    logits = np.ascontiguousarray(logits)
+    labels = np.ascontiguousarray(labels, dtype=np.int64)  # one compiled variant for every int dtype
+    loss = np.empty(logits.shape[0], dtype=logits.dtype)
+    probs = np.empty_like(logits)
+    _softmax_cross_entropy(logits, labels, loss, probs)
+    return loss, probs
+
+
+def softmax_cross_entropy_backward(grad_loss, probs, labels):
+    """grad_loss[n] · (probs − onehot(labels)); see reference.softmax_cross_entropy_backward."""
+    grad_loss, probs = np.ascontiguousarray(grad_loss), np.ascontiguousarray(probs)
+    grad_logits = np.empty(probs.shape, dtype=np.result_type(probs, grad_loss))
+    _softmax_cross_entropy_backward(grad_loss, probs, np.ascontiguousarray(labels, dtype=np.int64), grad_logits)
+    return grad_logits
+
+
+# --------------------------------------------------------------------------- adam
+@njit(parallel=True, cache=True)
+def _adam(param, grad, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2,
+          bias_correction1, bias_correction2, eps, weight_decay):
+    """One pass over the flat arrays; the same operations in the same order as the reference."""
+    for k in prange(param.size):
+        g = grad[k]
+        m[k] = beta1 * m[k] + one_minus_beta1 * g
+        v[k] = beta2 * v[k] + one_minus_beta2 * g * g
+        m_hat = m[k] / bias_correction1
+        v_hat = v[k] / bias_correction2
+        param[k] = param[k] - lr * (m_hat / (np.sqrt(v_hat) + eps) + weight_decay * param[k])
+
+
+def adam_step(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
+    """One AdamW update in place on param, m and v (C-contiguous); see reference.adam_step."""
+    for name, array in (("param", param), ("m", m), ("v", v)):
+        if not array.flags.c_contiguous:  # reshape(-1) would copy, and the update would be lost
+            raise ValueError(f"adam_step: {name} is updated in place and must be C-contiguous")
+    # The reference mixes Python floats into float32 arrays, which NumPy rounds to float32
+    # first; rounding the scalars here the same way makes float32 results match it exactly.
+    real = param.dtype.type
+    _adam(param.reshape(-1), np.ascontiguousarray(grad, dtype=param.dtype).reshape(-1), m.reshape(-1), v.reshape(-1),
+          real(lr), real(beta1), real(beta2), real(1 - beta1), real(1 - beta2),
+          real(1 - beta1 ** step), real(1 - beta2 ** step), real(eps), real(weight_decay))
