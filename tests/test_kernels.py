@@ -1,0 +1,300 @@
+"""Every fast kernel backend agrees with the NumPy reference, kernel by kernel.
+
+`lepton_nn/kernels/reference.py` is the specification. Each backend that loads here (numba,
+and c once it is built) runs every kernel forward and backward, in float32 and float64, on a
+grid of shapes picked to reach the edge cases, and must return what the reference returns
+for the same inputs: same shapes, same dtypes, same values up to rounding.
+
+Tolerances. float64 must agree to 1e-10: both sides evaluate the same equation and differ
+only in summation order, which costs a few ulps (~1e-15) per term. float32 gets 1e-4: its
+unit roundoff is 6e-8, and a backend may sum in another order or in a wider accumulator than
+NumPy, so two correct float32 results can differ by roughly (number of terms) × 6e-8 of the
+largest term; our longest sums (weight gradients) have a few hundred terms, i.e. ~1e-5.
+Rounding errors scale with the terms, not with the result, which may cancel to ~0, so the
+absolute tolerance is scaled by the largest output. Any indexing mistake shows up as an
+error of order 1, far above either tolerance.
+"""
+import importlib.util
+import itertools
+
+import numpy as np
+import pytest
+
+from lepton_nn import kernels
+from lepton_nn.kernels import reference
+
+# The reference is compared with itself nowhere: "numpy" is the backend under no test here.
+FAST_BACKENDS = [name for name in kernels.available_backends() if name != "numpy"]
+DTYPES = [np.float32, np.float64]
+TOLERANCE = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
+
+
+@pytest.fixture(params=FAST_BACKENDS)
+def backend(request):
+    return kernels.get(request.param)
+
+
+@pytest.fixture(params=DTYPES, ids=lambda t: np.dtype(t).name)
+def dtype(request):
+    return np.dtype(request.param)
+
+
+def assert_matches(actual, expected, dtype):
+    """Same shape, both of `dtype`, equal within that dtype's tolerance (see the module docstring)."""
+    assert isinstance(actual, np.ndarray), f"expected an ndarray, got {type(actual).__name__}"
+    assert actual.shape == expected.shape
+    assert expected.dtype == dtype and actual.dtype == dtype, f"dtype {actual.dtype}, expected {dtype}"
+    tol = TOLERANCE[dtype]
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale)
+
+
+def normal(rng, shape, dtype, scale=1.0):
+    return (scale * rng.standard_normal(shape)).astype(dtype)
+
+
+# --------------------------------------------------------------------------- which backends run
+def test_backend_inventory():
+    """numba must load whenever it is installed; any backend that did not load is reported as a skip."""
+    infos = {info.name: info for info in kernels.backends()}
+    assert infos["numpy"].available
+    if importlib.util.find_spec("numba") is not None:
+        assert infos["numba"].available, infos["numba"].reason
+    missing = [str(info) for info in infos.values() if not info.available]
+    if missing:
+        pytest.skip("not tested here: " + "; ".join(missing))
+
+
+# --------------------------------------------------------------------------- conv2d
+def _conv_cases():
+    """(x shape, C_out, kernel, stride, padding, bias?) for kernel 1/3/5 × stride 1/2 × padding 0/1/2.
+
+    Two input groups: one sample with one channel and no bias, and a batch of two with three
+    channels and a bias. H and W are odd or differ, so a swapped axis cannot pass.
+    """
+    cases = []
+    for x_shape, with_bias in (((1, 1, 7, 9), False), ((2, 3, 6, 5), True)):
+        for k, s, p in itertools.product((1, 3, 5), (1, 2), (0, 1, 2)):
+            if min(x_shape[2:]) + 2 * p >= k:
+                cases.append(pytest.param(x_shape, 4, (k, k), (s, s), (p, p), with_bias,
+                                          id=f"x{'x'.join(map(str, x_shape))}-k{k}-s{s}-p{p}{'-bias' if with_bias else ''}"))
+    # Non-square kernel, stride and padding: each axis must use its own.
+    cases.append(pytest.param((2, 2, 8, 7), 3, (3, 1), (2, 1), (0, 1), True, id="k3x1-s2x1-p0x1"))
+    cases.append(pytest.param((1, 2, 5, 9), 2, (2, 4), (1, 3), (1, 2), True, id="k2x4-s1x3-p1x2"))
+    return cases
+
+
+@pytest.mark.parametrize("x_shape, c_out, kernel, stride, padding, with_bias", _conv_cases())
+def test_conv2d(backend, dtype, x_shape, c_out, kernel, stride, padding, with_bias):
+    rng = np.random.default_rng(0)
+    x = normal(rng, x_shape, dtype)
+    weight = normal(rng, (c_out, x_shape[1], *kernel), dtype)
+    bias = normal(rng, (c_out,), dtype) if with_bias else None
+
+    y = backend.conv2d_forward(x, weight, bias, stride, padding)
+    assert_matches(y, reference.conv2d_forward(x, weight, bias, stride, padding), dtype)
+
+    grad_y = normal(rng, y.shape, dtype)
+    grads = backend.conv2d_backward(grad_y, x, weight, stride, padding)
+    expected = reference.conv2d_backward(grad_y, x, weight, stride, padding)
+    for name, got, want in zip(("grad_x", "grad_w", "grad_b"), grads, expected):
+        assert got is not None, name
+        assert_matches(got, want, dtype)
+
+
+@pytest.mark.parametrize("need_x, need_weight, need_bias", itertools.product((False, True), repeat=3))
+def test_conv2d_backward_computes_only_what_is_needed(backend, need_x, need_weight, need_bias):
+    rng = np.random.default_rng(1)
+    x, weight = normal(rng, (2, 3, 6, 5), np.float64), normal(rng, (4, 3, 3, 3), np.float64)
+    grad_y = normal(rng, (2, 4, 3, 3), np.float64)  # stride 2, padding 1
+    needs = (need_x, need_weight, need_bias)
+    grads = backend.conv2d_backward(grad_y, x, weight, (2, 2), (1, 1), *needs)
+    expected = reference.conv2d_backward(grad_y, x, weight, (2, 2), (1, 1))
+    assert len(grads) == 3
+    for needed, got, want in zip(needs, grads, expected):
+        if needed:
+            assert_matches(got, want, np.dtype(np.float64))
+        else:
+            assert got is None
+
+
+# --------------------------------------------------------------------------- pooling
+POOL_CASES = [  # x shape, kernel, stride, padding
+    pytest.param((1, 1, 6, 6), (2, 2), (2, 2), (0, 0), id="tiles"),
+    pytest.param((2, 3, 7, 9), (2, 2), (2, 2), (0, 0), id="leftover-row-and-column"),
+    pytest.param((2, 3, 7, 9), (3, 3), (2, 2), (1, 1), id="overlap-padded"),
+    pytest.param((1, 2, 5, 8), (3, 3), (1, 1), (1, 1), id="stride1-padded"),
+    pytest.param((2, 1, 9, 6), (2, 3), (1, 2), (1, 1), id="non-square"),
+    pytest.param((1, 3, 8, 8), (5, 5), (3, 3), (2, 2), id="k5-s3-p2"),
+    pytest.param((1, 1, 4, 4), (4, 4), (4, 4), (0, 0), id="one-window"),
+]
+
+
+def distinct_negative(rng, shape, dtype):
+    """All different (so the maximum is unique) and all < 0 (so padding mistaken for 0 would win)."""
+    size = int(np.prod(shape))
+    return (-(1.0 + rng.permutation(size)) / size).reshape(shape).astype(dtype)
+
+
+@pytest.mark.parametrize("x_shape, kernel, stride, padding", POOL_CASES)
+def test_max_pool2d(backend, dtype, x_shape, kernel, stride, padding):
+    rng = np.random.default_rng(2)
+    x = distinct_negative(rng, x_shape, dtype)
+    y, argmax = backend.max_pool2d_forward(x, kernel, stride, padding)
+    want_y, want_argmax = reference.max_pool2d_forward(x, kernel, stride, padding)
+    assert_matches(y, want_y, dtype)
+    assert argmax.dtype == np.int64
+    np.testing.assert_array_equal(argmax, want_argmax)
+
+    grad_y = normal(rng, y.shape, dtype)
+    grad_x = backend.max_pool2d_backward(grad_y, argmax, x.shape)
+    assert_matches(grad_x, reference.max_pool2d_backward(grad_y, want_argmax, x.shape), dtype)
+
+
+def test_max_pool2d_ties_go_to_the_first_in_window(backend):
+    x = np.array([[1, 1, 0, 2],
+                  [1, 0, 2, 2],
+                  [3, 0, 5, 5],
+                  [0, 3, 5, 5]], dtype=np.float64).reshape(1, 1, 4, 4)
+    y, argmax = backend.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+    np.testing.assert_array_equal(y[0, 0], [[1, 2], [3, 5]])
+    np.testing.assert_array_equal(argmax[0, 0], [[0, 3], [8, 10]])  # flat h·W + w: (0,0) (0,3) (2,0) (2,2)
+
+    # A constant plane with padding: every element ties, and padding comes first in row-major
+    # order for the border windows, yet the first real element must win.
+    flat = -np.ones((1, 1, 3, 4))
+    _, argmax = backend.max_pool2d_forward(flat, (3, 3), (1, 1), (1, 1))
+    first_inside = [[max(i - 1, 0) * 4 + max(j - 1, 0) for j in range(4)] for i in range(3)]
+    np.testing.assert_array_equal(argmax[0, 0], first_inside)
+    np.testing.assert_array_equal(argmax, reference.max_pool2d_forward(flat, (3, 3), (1, 1), (1, 1))[1])
+
+
+@pytest.mark.parametrize("count_include_pad", (True, False), ids=("include-pad", "exclude-pad"))
+@pytest.mark.parametrize("x_shape, kernel, stride, padding", POOL_CASES)
+def test_avg_pool2d(backend, dtype, x_shape, kernel, stride, padding, count_include_pad):
+    rng = np.random.default_rng(3)
+    x = normal(rng, x_shape, dtype)
+    y = backend.avg_pool2d_forward(x, kernel, stride, padding, count_include_pad)
+    assert_matches(y, reference.avg_pool2d_forward(x, kernel, stride, padding, count_include_pad), dtype)
+
+    grad_y = normal(rng, y.shape, dtype)
+    grad_x = backend.avg_pool2d_backward(grad_y, x.shape, kernel, stride, padding, count_include_pad)
+    want = reference.avg_pool2d_backward(grad_y, x.shape, kernel, stride, padding, count_include_pad)
+    assert_matches(grad_x, want, dtype)
+
+
+# --------------------------------------------------------------------------- relu
+@pytest.mark.parametrize("shape", [(5,), (3, 4), (2, 3, 5, 7)], ids=str)
+def test_relu(backend, dtype, shape):
+    rng = np.random.default_rng(4)
+    x = normal(rng, shape, dtype)
+    x.reshape(-1)[::3] = 0  # exact zeros: the subgradient there is 0
+    grad_y = normal(rng, shape, dtype)
+    # ReLU does no arithmetic beyond a comparison, so results must be identical, not just close.
+    y = backend.relu_forward(x)
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, reference.relu_forward(x))
+    grad_x = backend.relu_backward(grad_y, x)
+    assert grad_x.dtype == dtype
+    np.testing.assert_array_equal(grad_x, reference.relu_backward(grad_y, x))
+
+
+# --------------------------------------------------------------------------- softmax + cross-entropy
+@pytest.mark.parametrize("n, k, scale, label_dtype", [
+    pytest.param(1, 10, 1.0, np.int64, id="batch1"),
+    pytest.param(64, 10, 3.0, np.int64, id="mnist-head"),
+    pytest.param(7, 5, 1e4, np.int64, id="logits-1e4"),  # exp would overflow without the max shift
+    pytest.param(6, 3, 1.0, np.int32, id="int32-labels"),
+])
+def test_softmax_cross_entropy(backend, dtype, n, k, scale, label_dtype):
+    rng = np.random.default_rng(5)
+    logits = normal(rng, (n, k), dtype, scale)
+    labels = rng.integers(0, k, n).astype(label_dtype)
+    loss, probs = backend.softmax_cross_entropy_forward(logits, labels)
+    want_loss, want_probs = reference.softmax_cross_entropy_forward(logits, labels)
+    assert_matches(loss, want_loss, dtype)
+    assert_matches(probs, want_probs, dtype)
+    assert np.isfinite(loss).all() and np.isfinite(probs).all()
+
+    grad_loss = normal(rng, (n,), dtype)
+    grad_logits = backend.softmax_cross_entropy_backward(grad_loss, probs, labels)
+    assert_matches(grad_logits, reference.softmax_cross_entropy_backward(grad_loss, want_probs, labels), dtype)
+
+
+# --------------------------------------------------------------------------- adam
+@pytest.mark.parametrize("weight_decay", (0.0, 0.01))
+@pytest.mark.parametrize("shape", [(7,), (3, 4, 5)], ids=str)
+def test_adam_step(backend, dtype, shape, weight_decay):
+    rng = np.random.default_rng(6)
+    # lr = 0.1 makes each update large next to the parameters, so a wrong update cannot hide
+    # inside the float32 tolerance.
+    hyper = dict(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=weight_decay)
+    param = normal(rng, shape, dtype)
+    m, v = np.zeros(shape, dtype), np.zeros(shape, dtype)
+    want_param, want_m, want_v = param.copy(), m.copy(), v.copy()
+    for step in (1, 2, 3):
+        grad = normal(rng, shape, dtype)
+        assert backend.adam_step(param, grad, m, v, step=step, **hyper) is None  # updates in place
+        reference.adam_step(want_param, grad, want_m, want_v, step=step, **hyper)
+        for got, want in ((param, want_param), (m, want_m), (v, want_v)):
+            assert_matches(got, want, dtype)
+
+
+# --------------------------------------------------------------------------- layouts
+def test_strided_views_are_read_correctly(backend):
+    """Slices and transposes (as the op layer may pass) give the reference's results."""
+    rng = np.random.default_rng(7)
+    f64 = np.dtype(np.float64)
+    x = normal(rng, (2, 3, 11, 13), f64)[:, :, ::2, 1::2]  # (2, 3, 6, 6), every axis strided
+    weight = normal(rng, (3, 4, 3, 3), f64).transpose(1, 0, 3, 2)  # (4, 3, 3, 3)
+    bias = normal(rng, (8,), f64)[::2]
+    y = backend.conv2d_forward(x, weight, bias, (1, 1), (1, 1))
+    assert_matches(y, reference.conv2d_forward(x, weight, bias, (1, 1), (1, 1)), f64)
+    grad_y = normal(rng, (2, 4, 6, 6), f64).transpose(0, 1, 3, 2)
+    for got, want in zip(backend.conv2d_backward(grad_y, x, weight, (1, 1), (1, 1)),
+                         reference.conv2d_backward(grad_y, x, weight, (1, 1), (1, 1))):
+        assert_matches(got, want, f64)
+
+    y, argmax = backend.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+    want_y, want_argmax = reference.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+    assert_matches(y, want_y, f64)
+    np.testing.assert_array_equal(argmax, want_argmax)
+    grad_y = normal(rng, (2, 3, 3, 3), f64).transpose(0, 1, 3, 2)
+    assert_matches(backend.max_pool2d_backward(grad_y, argmax, x.shape),
+                   reference.max_pool2d_backward(grad_y, want_argmax, x.shape), f64)
+    assert_matches(backend.avg_pool2d_forward(x, (3, 3), (2, 2), (1, 1)),
+                   reference.avg_pool2d_forward(x, (3, 3), (2, 2), (1, 1)), f64)
+    assert_matches(backend.avg_pool2d_backward(grad_y, x.shape, (3, 3), (2, 2), (1, 1)),
+                   reference.avg_pool2d_backward(grad_y, x.shape, (3, 3), (2, 2), (1, 1)), f64)
+
+    np.testing.assert_array_equal(backend.relu_forward(x.T), reference.relu_forward(x.T))
+    grad_y = normal(rng, (2, 3, 6, 12), f64)[..., ::-2]
+    np.testing.assert_array_equal(backend.relu_backward(grad_y, x), reference.relu_backward(grad_y, x))
+
+    logits = normal(rng, (5, 4), f64).T  # (4, 5)
+    labels = np.array([0, 4, 2, 1, 3, 3, 0, 1])[::2]
+    loss, probs = backend.softmax_cross_entropy_forward(logits, labels)
+    want_loss, want_probs = reference.softmax_cross_entropy_forward(logits, labels)
+    assert_matches(loss, want_loss, f64)
+    assert_matches(probs, want_probs, f64)
+    grad_loss = normal(rng, (8,), f64)[::2]
+    assert_matches(backend.softmax_cross_entropy_backward(grad_loss, np.asfortranarray(probs), labels),
+                   reference.softmax_cross_entropy_backward(grad_loss, want_probs, labels), f64)
+
+
+def test_adam_step_never_loses_an_update_on_a_view(backend):
+    """A strided param cannot be updated through a flat copy: either it is updated in place
+    like the reference does, or the backend refuses with ValueError. Silence is the bug."""
+    rng = np.random.default_rng(8)
+    f64 = np.dtype(np.float64)
+    param, m, v = (np.zeros((4, 6))[:, ::2] for _ in range(3))
+    param[...] = normal(rng, param.shape, f64)
+    grad = normal(rng, param.shape, f64)
+    want_param, want_m, want_v = param.copy(), m.copy(), v.copy()
+    reference.adam_step(want_param, grad, want_m, want_v, 0.1, 0.9, 0.999, 1e-8, 1)
+    try:
+        backend.adam_step(param, grad, m, v, 0.1, 0.9, 0.999, 1e-8, 1)
+    except ValueError:
+        return
+    for got, want in ((param, want_param), (m, want_m), (v, want_v)):
+        assert_matches(got, want, f64)
