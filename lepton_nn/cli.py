@@ -38,6 +38,51 @@ def _bench(args):
     return status
 
 
+def _use_backend(name):
+    from lepton_nn import kernels
+    if name:
+        kernels.set_backend(name)
+    return kernels.active_name()
+
+
+def _train(args):
+    from lepton_nn import train
+    _use_backend(args.backend)
+    verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
+    train.train(epochs=args.epochs, batch_size=args.batch_size, data=args.data, seed=args.seed, save=args.save,
+                verbose=verbose)
+    return 0
+
+
+def _evaluate(args):
+    from lepton_nn import keras, train
+    from lepton_nn.data import mnist
+    backend = _use_backend(args.backend)
+    model = keras.models.load_model(args.model)
+    _, (x_test, y_test) = mnist.load_data(args.data)
+    x_test = train.preprocess(x_test).reshape((-1,) + model.input_shape[1:])
+    loss = model.evaluate(x_test, y_test, batch_size=256, verbose=0) if model.compiled else None
+    loss = loss[0] if isinstance(loss, list) else loss
+    print(f"model {args.model} on the {len(x_test):,} MNIST test images (backend {backend})")
+    train.report(y_test, model.predict(x_test, batch_size=256), loss=loss)
+    return 0
+
+
+def _predict(args):
+    import numpy as np
+
+    from lepton_nn import keras, train
+    _use_backend(args.backend)
+    model = keras.models.load_model(args.model, compile=False)
+    image = train.load_image(args.image, invert=args.invert).reshape(model.input_shape[1:])
+    probabilities = model.predict(image)
+    best = int(np.argmax(probabilities))
+    print(f"{args.image}: {best}  (probability {probabilities[best]:.4f})")
+    for k in np.argsort(probabilities)[::-1][:3]:
+        print(f"  {int(k)}: {probabilities[k]:.4f}")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="lepton-nn", description="lepton_nn: read, verify and benchmark a neural-network engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -56,6 +101,32 @@ def build_parser():
     p.add_argument("--repeat", type=int, default=50, help="timed runs per kernel, at most (stops after ~2 s); default 50")
     p.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
     p.set_defaults(run=_bench)
+
+    p = sub.add_parser("train", help="train the article's MNIST CNN, then report test accuracy, per-class "
+                                     "precision/recall/F1 and the confusion matrix")
+    p.add_argument("--epochs", type=int, default=5, help="default 5")
+    p.add_argument("--batch-size", type=int, default=64, help="default 64")
+    p.add_argument("--backend", help="kernel backend: numpy, numba or c (default: the fastest available)")
+    p.add_argument("--data", metavar="DIR", help="directory with the four MNIST files (default: $LEPTON_NN_DATA, "
+                                                 "the cache, or a download)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (initialisation, shuffling); default 0")
+    p.add_argument("--save", metavar="PATH", help="write the trained model to PATH (.lnn)")
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2),
+                   help="1 progress bar, 2 one line per epoch (default: 1 on a terminal, else 2)")
+    p.set_defaults(run=_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a saved model (.lnn) on the MNIST test set")
+    p.add_argument("--model", required=True, metavar="PATH")
+    p.add_argument("--data", metavar="DIR", help="directory with the four MNIST files")
+    p.add_argument("--backend", help="kernel backend (default: the fastest available)")
+    p.set_defaults(run=_evaluate)
+
+    p = sub.add_parser("predict", help="classify one 28×28 image (.png or .npy) with a saved model")
+    p.add_argument("--model", required=True, metavar="PATH")
+    p.add_argument("image", metavar="IMAGE", help="a .png (8-bit grey/RGB/RGBA/palette) or .npy (28, 28) image")
+    p.add_argument("--invert", action="store_true", help="dark digit on a light background: invert it first")
+    p.add_argument("--backend", help="kernel backend (default: the fastest available)")
+    p.set_defaults(run=_predict)
     return parser
 
 
@@ -63,7 +134,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, RuntimeError) as err:
+    except (ValueError, RuntimeError, OSError) as err:  # OSError: missing data files, failed download
         print(f"lepton-nn {args.command}: {err}", file=sys.stderr)
         return 2
 

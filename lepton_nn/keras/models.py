@@ -1,0 +1,468 @@
+"""Sequential: a stack of Keras layers with compile, fit, evaluate, predict, summary and save.
+
+    model = keras.Sequential([keras.layers.Dense(10, activation='softmax', input_shape=(784,))])
+    model.compile(optimizer='adam', loss='sparse_categorical_crossentropy', metrics=['accuracy'])
+    history = model.fit(x, y, epochs=5, batch_size=64)
+    loss, accuracy = model.evaluate(x_test, y_test)
+
+Fused softmax + cross-entropy. When the last layer's activation is softmax (Dense(...,
+activation='softmax'), Activation('softmax') or Softmax()) over a (batch, classes) output and
+the loss is (sparse_)categorical_crossentropy on probabilities, the model stops before that
+softmax and computes the loss from the logits z with functional.cross_entropy:
+
+    loss = mean_n [ log Σ_k e^{z_nk} − z_n,y ],   ∂loss/∂z = (softmax(z) − onehot(y)) / N
+
+That is the same function as the graph the user wrote, −log softmax(z)_y, but stable (no log
+of an underflowed probability) and with the simple gradient ŷ − y instead of the softmax
+Jacobian times 1/p. predict and the metrics still see the softmax probabilities.
+`model.uses_fused_softmax_cross_entropy` says whether it applies; compile(...,
+fuse_softmax_cross_entropy=False) turns it off (tests/test_keras.py proves both agree).
+Derivation: docs/equations.md, "Softmax + cross-entropy in the Keras API".
+"""
+import math
+import sys
+import time
+
+import numpy as np
+
+from lepton_nn import metrics as metrics_module
+from lepton_nn import optim, rng
+from lepton_nn.keras import callbacks as callbacks_module
+from lepton_nn.keras import layers as layers_module
+from lepton_nn.keras import losses, optimizers
+from lepton_nn.tensor import Tensor, no_grad
+
+# Keras metric names that mean accuracy for a classifier.
+_METRIC_ALIASES = {"acc": "accuracy", "sparse_categorical_accuracy": "accuracy",
+                   "categorical_accuracy": "accuracy"}
+
+
+class _Running:
+    """Epoch-to-date loss (mean weighted by batch size) and metrics (on all predictions so far)."""
+
+    def __init__(self, metrics):
+        self.metrics = metrics
+        self.loss_sum, self.count, self.trues, self.preds = 0.0, 0, [], []
+
+    def add(self, loss, y_true, y_pred):
+        self.loss_sum += loss * len(y_true)
+        self.count += len(y_true)
+        if self.metrics:
+            self.trues.append(y_true)
+            self.preds.append(y_pred)
+
+    @property
+    def loss(self):
+        return self.loss_sum / max(self.count, 1)
+
+    def logs(self, prefix=""):
+        logs = {prefix + "loss": self.loss}
+        if self.metrics and self.count:
+            y_true, y_pred = np.concatenate(self.trues), np.concatenate(self.preds)
+            self.trues, self.preds = [y_true], [y_pred]
+            for name, fn in self.metrics:
+                logs[prefix + name] = float(fn(y_true, y_pred))
+        return logs
+
+
+def _format_size(n_bytes):
+    for unit in ("B", "KB", "MB", "GB"):
+        if n_bytes < 1024 or unit == "GB":
+            return f"{n_bytes:.2f} {unit}"
+        n_bytes /= 1024
+
+
+class Sequential:
+    def __init__(self, layers=None, name=None):
+        self.name = name or layers_module._unique_name("sequential")
+        self.layers = []
+        self._input_shape = None  # without the batch axis
+        self.built = False
+        self.compiled = False
+        self.optimizer = self.loss = None
+        self._metrics = []
+        self._optim = None  # the lepton_nn.optim optimizer, made on first use
+        self.fuse_softmax_cross_entropy = True
+        self.stop_training = False
+        self.history = None
+        for layer in layers or ():
+            self.add(layer)
+
+    # ------------------------------------------------------------------ building
+    def add(self, layer):
+        if isinstance(layer, layers_module.InputLayer):
+            if self.layers:
+                raise ValueError("Sequential.add: an Input must come before every other layer")
+            self._input_shape = layer.input_shape_arg
+            return
+        if not isinstance(layer, layers_module.Layer):
+            raise TypeError(f"Sequential.add: expected a keras layer, got {type(layer).__name__}")
+        if any(existing is layer for existing in self.layers):
+            raise ValueError(f"Sequential.add: layer {layer.name!r} is already in the model")
+        if not self.layers and self._input_shape is None and layer.input_shape_arg is not None:
+            self._input_shape = layer.input_shape_arg
+        self.layers.append(layer)
+        self.built = False
+        if self._input_shape is not None:
+            self.build()
+
+    def build(self, input_shape=None):
+        """Create every layer's weights by running a batch of one zero sample through the model;
+        records each layer's output_shape. input_shape includes the batch axis: (None, 28, 28, 1)."""
+        if input_shape is not None:
+            self._input_shape = tuple(int(d) for d in tuple(input_shape)[1:])
+        if self._input_shape is None:
+            raise ValueError(f"model {self.name!r} is not built: give the first layer input_shape=..., start "
+                             f"with keras.Input(shape=...), call build((None, ...)) or fit it on data")
+        if not self.layers:
+            raise ValueError(f"model {self.name!r} has no layers")
+        x = np.zeros((1,) + self._input_shape, dtype=self.dtype)
+        with no_grad():
+            for layer in self.layers:
+                x = layer(x)
+                layer.output_shape = (None,) + tuple(x.shape[1:])
+        self.built = True
+
+    def _ensure_built(self, x):
+        if not self.built:
+            if self._input_shape is None:
+                self._input_shape = tuple(x.shape[1:])
+            self.build()
+        if tuple(x.shape[1:]) != self._input_shape:
+            raise ValueError(f"model {self.name!r} expects input of shape (batch, "
+                             f"{', '.join(map(str, self._input_shape))}), got {tuple(x.shape)}")
+
+    @property
+    def dtype(self):
+        return self.layers[0].dtype if self.layers else np.dtype("float32")
+
+    @property
+    def input_shape(self):
+        return None if self._input_shape is None else (None,) + self._input_shape
+
+    @property
+    def output_shape(self):
+        return self.layers[-1].output_shape if self.built else None
+
+    # ------------------------------------------------------------------ weights
+    @property
+    def weights(self):
+        return [p for layer in self.layers for p in layer.weights]
+
+    @property
+    def trainable_weights(self):
+        return [p for layer in self.layers for p in layer.trainable_weights]
+
+    @property
+    def non_trainable_weights(self):
+        return [p for layer in self.layers for p in layer.non_trainable_weights]
+
+    @property
+    def trainable(self):
+        return any(layer.trainable for layer in self.layers)
+
+    @trainable.setter
+    def trainable(self, value):
+        for layer in self.layers:
+            layer.trainable = value
+
+    def count_params(self):
+        return int(sum(layer.count_params() for layer in self.layers))
+
+    def get_weights(self):
+        return [w for layer in self.layers for w in layer.get_weights()]
+
+    def set_weights(self, arrays):
+        arrays = list(arrays)
+        if len(arrays) != len(self.weights):
+            raise ValueError(f"set_weights: got {len(arrays)} arrays for {len(self.weights)} weights")
+        for layer in self.layers:
+            k = len(layer.weights)
+            layer.set_weights(arrays[:k])
+            arrays = arrays[k:]
+
+    def get_layer(self, name=None, index=None):
+        if index is not None:
+            return self.layers[index]
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"no layer named {name!r}; layers: {', '.join(l.name for l in self.layers)}")
+
+    # ------------------------------------------------------------------ compile
+    def compile(self, optimizer="adam", loss=None, metrics=None, fuse_softmax_cross_entropy=True):
+        """optimizer: 'adam' | 'sgd' | 'adamw' | a keras.optimizers object | a lepton_nn.optim
+        optimizer; loss: a name, a keras.losses object or a function (y_true, y_pred) → Tensor;
+        metrics: names from lepton_nn.metrics.METRICS ('accuracy', 'precision', 'recall', 'f1')
+        or functions (y_true, y_pred) → float."""
+        if loss is None:
+            raise ValueError("compile: a loss is required, e.g. loss='sparse_categorical_crossentropy'")
+        self.optimizer = optimizers.get(optimizer)
+        self.loss = losses.get(loss)
+        self._metrics = []
+        for metric in metrics or ():
+            if isinstance(metric, str):
+                key = _METRIC_ALIASES.get(metric, metric)
+                if key not in metrics_module.METRICS:
+                    raise ValueError(f"compile: unknown metric {metric!r}; known: "
+                                     f"{', '.join(metrics_module.METRICS)} or a function (y_true, y_pred) -> float")
+                self._metrics.append((metric, metrics_module.METRICS[key]))
+            elif callable(metric):
+                self._metrics.append((getattr(metric, "__name__", "metric"), metric))
+            else:
+                raise ValueError(f"compile: a metric must be a name or a function, got {metric!r}")
+        self._optim = self.optimizer if isinstance(self.optimizer, optim.Optimizer) else None
+        self.fuse_softmax_cross_entropy = bool(fuse_softmax_cross_entropy)
+        self.compiled = True
+
+    @property
+    def metrics_names(self):
+        return ["loss"] + [name for name, _ in self._metrics]
+
+    def _require_compiled(self, method):
+        if not self.compiled:
+            raise RuntimeError(f"{method}: compile the model first (model.compile(optimizer=..., loss=...))")
+
+    def _bound_optimizer(self):
+        if self._optim is None:
+            self._optim = self.optimizer.build(self.weights)
+        return self._optim
+
+    # ------------------------------------------------------------------ forward and loss
+    @property
+    def uses_fused_softmax_cross_entropy(self):
+        """True when the loss is computed from the logits before the final softmax (module docstring)."""
+        if not (self.compiled and self.fuse_softmax_cross_entropy and self.loss.fusable and self.built):
+            return False
+        last = self.layers[-1]
+        return last.activation_name == "softmax" and len(last.output_shape) == 2
+
+    def _tensor(self, x):
+        return Tensor(np.asarray(x, dtype=self.dtype))
+
+    def _forward(self, x, training=False, stop_before_last_activation=False):
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x, training=training, activation=not (stop_before_last_activation and i == last))
+        return x
+
+    def __call__(self, x, training=False):
+        x = x if isinstance(x, Tensor) else self._tensor(x)
+        self._ensure_built(x)
+        return self._forward(x, training)
+
+    def _loss_and_predictions(self, x, y, training):
+        fused = self.uses_fused_softmax_cross_entropy
+        out = self._forward(x, training, stop_before_last_activation=fused)
+        if not fused:
+            return self.loss(y, out), out
+        with no_grad():
+            probabilities = self.layers[-1].activation(out.detach())
+        return self.loss.logits_loss(y, out), probabilities
+
+    def compute_loss(self, x, y, training=False):
+        """The compiled loss of the model on (x, y) as a Tensor, ready for backward()."""
+        self._require_compiled("compute_loss")
+        x = np.asarray(x)
+        self._ensure_built(x)
+        return self._loss_and_predictions(self._tensor(x), y, training)[0]
+
+    # ------------------------------------------------------------------ fit / evaluate / predict
+    @staticmethod
+    def _check_xy(x, y, method):
+        if x is None or y is None:
+            raise ValueError(f"{method}: both x and y are required")
+        x, y = np.asarray(x), np.asarray(y)
+        if len(x) != len(y):
+            raise ValueError(f"{method}: x has {len(x)} samples but y has {len(y)}")
+        if len(x) == 0:
+            raise ValueError(f"{method}: no samples")
+        return x, y
+
+    def _train_step(self, x, y):
+        opt = self._optim
+        opt.zero_grad()
+        loss, y_pred = self._loss_and_predictions(self._tensor(x), y, training=True)
+        loss.backward()
+        opt.step()
+        return float(loss.item()), y_pred.data
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
+            validation_data=None, shuffle=True, initial_epoch=0):
+        """Train for `epochs` passes over (x, y) in shuffled mini-batches; returns a History whose
+        .history maps 'loss', each metric and their 'val_' versions to per-epoch lists.
+
+        validation_split takes the last fraction of x and y (before shuffling), as Keras does.
+        verbose: 'auto' or 1 progress bar per epoch, 2 one line per epoch, 0 silent.
+        """
+        self._require_compiled("fit")
+        x, y = self._check_xy(x, y, "fit")
+        x_val = y_val = None
+        if validation_data is not None:
+            if len(validation_data) != 2:
+                raise ValueError("fit: validation_data must be (x_val, y_val)")
+            x_val, y_val = self._check_xy(*validation_data, "fit (validation_data)")
+        elif validation_split:
+            if not 0 < validation_split < 1:
+                raise ValueError(f"fit: validation_split must be in (0, 1), got {validation_split}")
+            split = int(len(x) * (1 - validation_split))
+            x, x_val, y, y_val = x[:split], x[split:], y[:split], y[split:]
+        batch_size = int(batch_size or 32)
+        verbose = 1 if verbose == "auto" else int(verbose)
+        self._ensure_built(x)
+        if not any(p.requires_grad for p in self.weights):
+            raise ValueError("fit: the model has no trainable weights (every layer is frozen)")
+        self._bound_optimizer()
+
+        n = len(x)
+        steps = math.ceil(n / batch_size)
+        self.history = callbacks_module.History()
+        callback_list = ([callbacks_module.ProgbarLogger(verbose)] if verbose else []) + [self.history]
+        callback_list += list(callbacks or [])
+        cbs = callbacks_module.CallbackList(callback_list, self, {
+            "epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size, "samples": n})
+        self.stop_training = False
+        cbs.on_train_begin()
+        for epoch in range(initial_epoch, epochs):
+            cbs.on_epoch_begin(epoch)
+            order = rng.generator().permutation(n) if shuffle else np.arange(n)
+            running, logs, last_full = _Running(self._metrics), {}, -math.inf
+            for step in range(steps):
+                batch = order[step * batch_size:(step + 1) * batch_size]
+                cbs.on_train_batch_begin(step)
+                loss, y_pred = self._train_step(x[batch], y[batch])
+                running.add(loss, y[batch], y_pred)
+                # The loss is always current; metrics over the epoch so far are recomputed at
+                # most every 0.2 s (they need every prediction of the epoch).
+                now = time.perf_counter()
+                if now - last_full >= 0.2 or step == steps - 1:
+                    logs, last_full = running.logs(), now
+                else:
+                    logs["loss"] = running.loss
+                cbs.on_train_batch_end(step, dict(logs))
+            epoch_logs = running.logs()
+            if x_val is not None:
+                epoch_logs.update(self._evaluate(x_val, y_val, batch_size, prefix="val_"))
+            cbs.on_epoch_end(epoch, epoch_logs)
+            if self.stop_training:
+                break
+        cbs.on_train_end()
+        return self.history
+
+    def _evaluate(self, x, y, batch_size, prefix="", bar=None):
+        running = _Running(self._metrics)
+        with no_grad():
+            for start in range(0, len(x), batch_size):
+                xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+                loss, y_pred = self._loss_and_predictions(self._tensor(xb), yb, training=False)
+                running.add(float(loss.item()), yb, y_pred.data)
+                if bar is not None:
+                    bar.update(1)
+        return running.logs(prefix)
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", return_dict=False):
+        """Loss and metrics on (x, y): [loss, *metrics], or the loss alone when there are no
+        metrics (a dict with return_dict=True). verbose: 'auto'/1 progress bar, 2 one line, 0 silent."""
+        self._require_compiled("evaluate")
+        x, y = self._check_xy(x, y, "evaluate")
+        self._ensure_built(x)
+        batch_size = int(batch_size or 32)
+        verbose = 1 if verbose == "auto" else int(verbose)
+        bar = None
+        if verbose == 1:
+            bar = callbacks_module.progress_bar(math.ceil(len(x) / batch_size), "evaluate")
+        logs = self._evaluate(x, y, batch_size, bar=bar)
+        if bar is not None:
+            bar.set_postfix_str(callbacks_module.format_logs(logs), refresh=False)
+            bar.close()
+        elif verbose == 2:
+            print(f"evaluate - {callbacks_module.format_logs(logs)}", file=sys.stdout, flush=True)
+        if return_dict:
+            return logs
+        values = list(logs.values())
+        return values[0] if len(values) == 1 else values
+
+    def predict(self, x, batch_size=None, verbose=0):
+        """The model's outputs as a NumPy array (eval mode: no dropout).
+
+        x is a batch (N, *input_shape), or one sample shaped exactly input_shape, whose output is
+        returned without the batch axis (e.g. (10,) instead of (1, 10)). Non-float input is cast
+        to the model's dtype, not rescaled.
+        """
+        x = np.asarray(x)
+        single = self._input_shape is not None and tuple(x.shape) == self._input_shape
+        if single:
+            x = x[None]
+        self._ensure_built(x)
+        batch_size = int(batch_size or 32)
+        starts = range(0, len(x), batch_size)
+        bar = callbacks_module.progress_bar(len(starts), "predict") if verbose == 1 else None
+        outputs = []
+        with no_grad():
+            for start in starts:
+                outputs.append(self._forward(self._tensor(x[start:start + batch_size])).data)
+                if bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
+        if not outputs:
+            return np.empty((0,) + self.output_shape[1:], dtype=self.dtype)
+        out = np.concatenate(outputs)
+        return out[0] if single else out
+
+    # ------------------------------------------------------------------ summary
+    def summary(self, print_fn=None):
+        """Print each layer's name, type, output shape and parameter count, then the totals."""
+        print_fn = print_fn or print
+        widths = (31, 26, 12)
+        rule = "_" * sum(widths)
+
+        def row(*cells):
+            return " " + "".join(f"{str(c):<{w}}" for c, w in zip(cells, widths)).rstrip()
+
+        lines = [f'Model: "{self.name}"', rule, row("Layer (type)", "Output Shape", "Param #"), "=" * sum(widths)]
+        for i, layer in enumerate(self.layers):
+            shape = layer.output_shape if layer.output_shape is not None else "? (unbuilt)"
+            lines.append(row(f"{layer.name} ({type(layer).__name__})", shape, f"{layer.count_params():,}"))
+            if i < len(self.layers) - 1:
+                lines.append(rule)
+
+        def total(params):
+            count = int(sum(p.size for p in params))
+            return f"{count:,} ({_format_size(sum(p.size * p.dtype.itemsize for p in params))})"
+
+        lines += ["=" * sum(widths), f"Total params: {total(self.weights)}",
+                  f"Trainable params: {total(self.trainable_weights)}",
+                  f"Non-trainable params: {total(self.non_trainable_weights)}", rule]
+        for line in lines:
+            print_fn(line)
+
+    # ------------------------------------------------------------------ config and saving
+    def get_config(self):
+        return {"name": self.name,
+                "input_shape": None if self._input_shape is None else list(self._input_shape),
+                "layers": [layers_module.serialize(layer) for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, config):
+        model = cls(name=config.get("name"))
+        if config.get("input_shape") is not None:
+            model._input_shape = tuple(int(d) for d in config["input_shape"])
+        for layer_config in config["layers"]:
+            model.add(layers_module.deserialize(layer_config))
+        return model
+
+    def save(self, filepath, include_optimizer=True):
+        """Write architecture, weights, compile settings and (optionally) the optimizer's state to
+        one .lnn file, atomically. Format: lepton_nn/keras/saving.py."""
+        from lepton_nn.keras import saving
+        saving.save_model(self, filepath, include_optimizer=include_optimizer)
+
+    def __repr__(self):
+        return f"<Sequential name={self.name!r}, {len(self.layers)} layers>"
+
+
+def load_model(filepath, compile=True):
+    """Restore a model written by model.save (see lepton_nn/keras/saving.py)."""
+    from lepton_nn.keras import saving
+    return saving.load_model(filepath, compile=compile)

@@ -1,0 +1,23 @@
+"""PyTorch-style modules: the layer between the functional API and the Keras-style API.
+
+    from lepton_nn import nn, optim
+    import lepton_nn.functional as F
+
+    model = nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(32 * 13 * 13, 128), nn.ReLU(), nn.Linear(128, 10))
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+    for x, y in batches:                     # x (N, 1, 28, 28) float32, y (N,) int
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)  # fused softmax + cross-entropy on the logits
+        loss.backward()
+        opt.step()
+
+Modules hold parameters and call `lepton_nn.functional`; no math lives here.
+"""
+from lepton_nn.nn import init
+from lepton_nn.nn.layers import (AvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sigmoid, Softmax,
+                                 Tanh, same_padding)
+from lepton_nn.nn.module import Module, Parameter, Sequential
+
+__all__ = ["init", "Module", "Parameter", "Sequential", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "Flatten",
+           "ReLU", "Sigmoid", "Tanh", "Softmax", "Dropout", "same_padding"]

@@ -1,0 +1,168 @@
+"""Parameter, Module and Sequential: the PyTorch-style containers of learnable state.
+
+A Module owns Parameters and sub-Modules, found by attribute assignment:
+
+    class TwoLayer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.hidden = nn.Linear(784, 128)     # a sub-module: its parameters are ours too
+            self.out = nn.Linear(128, 10)
+
+        def forward(self, x):
+            return self.out(self.hidden(x).relu())
+
+`parameters()` walks the tree in assignment order; `state_dict()` names each parameter by its
+path ("hidden.weight"). `train()` / `eval()` set `training` on the whole tree (Dropout reads it).
+Gradients follow the contract of `lepton_nn.tensor`: they accumulate until `zero_grad()`.
+"""
+from collections import OrderedDict
+
+import numpy as np
+
+from lepton_nn.tensor import Tensor
+
+
+class Parameter(Tensor):
+    """A Tensor that a Module learns: a leaf with requires_grad=True (set it False to freeze)."""
+
+    def __init__(self, data, dtype=None, requires_grad=True):
+        super().__init__(data, dtype=dtype, requires_grad=requires_grad)
+
+    def __repr__(self):
+        return "Parameter" + super().__repr__()[len("Tensor"):]
+
+
+class Module:
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        object.__delattr__(self, name)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} must define forward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # ------------------------------------------------------------------ the tree
+    def children(self):
+        return iter(self._modules.values())
+
+    def named_modules(self, prefix=""):
+        yield prefix, self
+        for name, module in self._modules.items():
+            yield from module.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        return (m for _, m in self.named_modules())
+
+    def named_parameters(self, prefix=""):
+        """(path, Parameter) for every parameter in the tree, each once, in assignment order."""
+        seen = set()
+        for module_path, module in self.named_modules(prefix):
+            for name, p in module._parameters.items():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    yield (f"{module_path}.{name}" if module_path else name), p
+
+    def parameters(self):
+        return (p for _, p in self.named_parameters())
+
+    # ------------------------------------------------------------------ modes and gradients
+    def train(self, mode=True):
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+    def requires_grad_(self, requires_grad=True):
+        """Freeze (False) or unfreeze every parameter of this module."""
+        for p in self.parameters():
+            p.requires_grad = requires_grad
+        return self
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self):
+        """OrderedDict path → copy of the parameter's array."""
+        return OrderedDict((name, p.data.copy()) for name, p in self.named_parameters())
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy arrays into the parameters, in place. Shapes must match; with strict=True the
+        keys must match exactly. Returns (missing_keys, unexpected_keys)."""
+        own = OrderedDict(self.named_parameters())
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        if strict and (missing or unexpected):
+            raise ValueError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        for name, p in own.items():
+            if name in state_dict:
+                value = np.asarray(state_dict[name])
+                if value.shape != p.shape:
+                    raise ValueError(f"load_state_dict: {name} has shape {p.shape} in the module but "
+                                     f"{value.shape} in the state dict")
+                np.copyto(p.data, value, casting="same_kind")
+        return missing, unexpected
+
+    # ------------------------------------------------------------------ printing
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        if not self._modules:
+            return head + ")"
+        lines = [head]
+        for name, module in self._modules.items():
+            lines.append(f"  ({name}): " + repr(module).replace("\n", "\n  "))
+        return "\n".join(lines) + "\n)"
+
+
+class Sequential(Module):
+    """Apply modules in order: Sequential(a, b, c)(x) = c(b(a(x)))."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        for module in modules:
+            self.append(module)
+
+    def append(self, module):
+        if not isinstance(module, Module):
+            raise TypeError(f"Sequential: expected a Module, got {type(module).__name__}")
+        setattr(self, str(len(self._modules)), module)
+        return self
+
+    def __getitem__(self, index):
+        return list(self._modules.values())[index]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def forward(self, x):
+        for module in self:
+            x = module(x)
+        return x

@@ -1,0 +1,169 @@
+"""Optimizers, used PyTorch-style:
+
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+    for x, y in batches:
+        opt.zero_grad()          # gradients accumulate (lepton_nn.tensor), so clear them first
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()               # updates every parameter that has a .grad, in place, under no_grad
+
+A parameter whose .grad is None (frozen: requires_grad=False, or unused by the loss) is skipped
+and its state is left alone. Hyperparameters are attributes (`opt.lr = 1e-4` takes effect on
+the next step). Notation below: θ parameter, g its gradient, η = lr, t the parameter's step
+count from 1, λ = weight_decay.
+"""
+import numpy as np
+
+from lepton_nn import kernels
+from lepton_nn.tensor import Tensor, no_grad
+
+
+class Optimizer:
+    HYPER = ()  # names of the hyperparameters, saved by state_dict()
+
+    def __init__(self, params, **hyper):
+        params = list(params)
+        if not params:
+            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        unique, seen = [], set()
+        for p in params:
+            if not isinstance(p, Tensor) or not np.issubdtype(p.dtype, np.floating):
+                raise TypeError(f"{type(self).__name__}: parameters must be floating-point Tensors, "
+                                f"got {type(p).__name__}")
+            if id(p) not in seen:
+                seen.add(id(p))
+                unique.append(p)
+        self.params = unique
+        self.state = [{} for _ in unique]
+        for name, value in hyper.items():
+            setattr(self, name, value)
+        self._check()
+
+    def _check(self):
+        if self.lr < 0:
+            raise ValueError(f"{type(self).__name__}: lr must be ≥ 0, got {self.lr}")
+        if getattr(self, "weight_decay", 0) < 0:
+            raise ValueError(f"{type(self).__name__}: weight_decay must be ≥ 0, got {self.weight_decay}")
+
+    def zero_grad(self):
+        """Forget every parameter's gradient (.grad = None), as PyTorch's set_to_none=True."""
+        for p in self.params:
+            p.grad = None
+
+    def step(self):
+        with no_grad():
+            for p, state in zip(self.params, self.state):
+                if p.grad is not None:
+                    self._update(p.data, np.ascontiguousarray(p.grad, dtype=p.dtype), state)
+
+    def _update(self, param, grad, state):
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self):
+        """{'hyper': {name: value}, 'state': [per-parameter {name: array or int}]} — copies."""
+        return {"hyper": {name: getattr(self, name) for name in self.HYPER},
+                "state": [{k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
+                          for s in self.state]}
+
+    def load_state_dict(self, state_dict):
+        states = state_dict["state"]
+        if len(states) != len(self.params):
+            raise ValueError(f"{type(self).__name__}.load_state_dict: state for {len(states)} parameters, "
+                             f"optimizer has {len(self.params)}")
+        for i, (p, s) in enumerate(zip(self.params, states)):
+            for k, v in s.items():
+                if isinstance(v, np.ndarray) and v.shape != p.shape:
+                    raise ValueError(f"{type(self).__name__}.load_state_dict: state {k!r} of parameter {i} "
+                                     f"has shape {v.shape}, the parameter {p.shape}")
+        for name, value in state_dict.get("hyper", {}).items():
+            setattr(self, name, value)
+        self.state = [{k: (np.array(v, dtype=p.dtype) if isinstance(v, np.ndarray) else v) for k, v in s.items()}
+                      for p, s in zip(self.params, states)]
+
+    def __repr__(self):
+        hyper = ", ".join(f"{name}={getattr(self, name)}" for name in self.HYPER)
+        return f"{type(self).__name__}({len(self.params)} parameters, {hyper})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, Nesterov and L2 weight decay (PyTorch's form):
+
+        g ← g + λ·θ                                   (weight decay, coupled: part of the gradient)
+        b ← g                    at the first step     (momentum buffer)
+        b ← μ·b + (1 − d)·g      afterwards            (μ = momentum, d = dampening)
+        g ← g + μ·b  if nesterov,  else  g ← b
+        θ ← θ − η·g
+
+    Keras writes momentum as v ← μ·v − η·g, θ ← θ + v; with a constant η that is the same
+    update (v = −η·b).
+    """
+    HYPER = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
+
+    def __init__(self, params, lr=0.01, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+        if momentum < 0:
+            raise ValueError(f"SGD: momentum must be ≥ 0, got {momentum}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("SGD: nesterov needs momentum > 0 and dampening 0")
+        super().__init__(params, lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
+                         weight_decay=weight_decay)
+
+    def _update(self, param, grad, state):
+        g = grad + self.weight_decay * param if self.weight_decay else grad
+        if self.momentum:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = g.copy()
+            else:
+                buf *= self.momentum
+                buf += (1 - self.dampening) * g
+            g = g + self.momentum * buf if self.nesterov else buf
+        param -= self.lr * g
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2015), one in-place pass of the active backend's `adam_step` kernel:
+
+        g ← g + λ·θ                          (weight_decay: coupled L2, as PyTorch's Adam)
+        m ← β₁·m + (1 − β₁)·g                 (running mean of the gradient)
+        v ← β₂·v + (1 − β₂)·g²                (running mean of its square)
+        m̂ = m / (1 − β₁ᵗ),  v̂ = v / (1 − β₂ᵗ)  (bias correction: m and v start at 0)
+        θ ← θ − η·m̂ / (√v̂ + ε)
+
+    Defaults are PyTorch's (ε = 1e-8); `keras.optimizers.Adam` / 'adam' uses Keras's ε = 1e-7.
+    """
+    HYPER = ("lr", "betas", "eps", "weight_decay")
+    _decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        if not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"{type(self).__name__}: betas must lie in [0, 1), got {betas}")
+        if eps < 0:
+            raise ValueError(f"{type(self).__name__}: eps must be ≥ 0, got {eps}")
+        super().__init__(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+
+    def _update(self, param, grad, state):
+        if not state:
+            state.update(step=0, m=np.zeros_like(param), v=np.zeros_like(param))
+        state["step"] += 1
+        if self.weight_decay and not self._decoupled:
+            grad = grad + self.weight_decay * param
+        decay = self.weight_decay if self._decoupled else 0.0
+        beta1, beta2 = self.betas
+        kernels.active().adam_step(param, grad, state["m"], state["v"], self.lr, beta1, beta2, self.eps,
+                                   state["step"], decay)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019): the decay is not part of g,
+    so it is not rescaled by 1/√v̂:
+
+        m, v, m̂, v̂ as in Adam (on the raw gradient)
+        θ ← θ − η·(m̂ / (√v̂ + ε) + λ·θ)
+
+    Defaults are PyTorch's (λ = 0.01, ε = 1e-8).
+    """
+    _decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)

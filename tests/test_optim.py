@@ -1,0 +1,142 @@
+"""lepton_nn.optim: each update checked against steps worked out by hand.
+
+Every hand computation uses a 2-element parameter θ₀ = [1, −2], learning rate η = 0.1 and
+two gradients set by hand (no model needed): g₁ = [0.5, −1], g₂ = [0.2, 0.4].
+"""
+import numpy as np
+import pytest
+
+import lepton_nn as ln
+from lepton_nn import functional as F
+from lepton_nn import kernels, nn, optim
+
+G1, G2 = np.array([0.5, -1.0]), np.array([0.2, 0.4])
+
+
+def two_steps(opt_class, **hyper):
+    theta = nn.Parameter(np.array([1.0, -2.0]))
+    opt = opt_class([theta], lr=0.1, **hyper)
+    after = []
+    for g in (G1, G2):
+        theta.grad = g.copy()
+        opt.step()
+        after.append(theta.data.copy())
+    return after, opt
+
+
+def test_sgd_momentum_two_steps_by_hand():
+    # μ = 0.9
+    # step 1: b = g₁ = [0.5, −1]                       θ₁ = θ₀ − 0.1·b = [0.95, −1.9]
+    # step 2: b = 0.9·[0.5, −1] + [0.2, 0.4] = [0.65, −0.5]
+    #                                                  θ₂ = [0.95 − 0.065, −1.9 + 0.05] = [0.885, −1.85]
+    (theta1, theta2), opt = two_steps(optim.SGD, momentum=0.9)
+    np.testing.assert_allclose(theta1, [0.95, -1.9], rtol=1e-12)
+    np.testing.assert_allclose(theta2, [0.885, -1.85], rtol=1e-12)
+    np.testing.assert_allclose(opt.state[0]["momentum_buffer"], [0.65, -0.5], rtol=1e-12)
+
+
+def test_sgd_nesterov_two_steps_by_hand():
+    # step 1: b = g₁; the step uses g₁ + 0.9·b = 1.9·g₁ = [0.95, −1.9]    θ₁ = [0.905, −1.81]
+    # step 2: b = [0.65, −0.5] (as above); g₂ + 0.9·b = [0.2 + 0.585, 0.4 − 0.45] = [0.785, −0.05]
+    #                                                  θ₂ = [0.905 − 0.0785, −1.81 + 0.005] = [0.8265, −1.805]
+    (theta1, theta2), _ = two_steps(optim.SGD, momentum=0.9, nesterov=True)
+    np.testing.assert_allclose(theta1, [0.905, -1.81], rtol=1e-12)
+    np.testing.assert_allclose(theta2, [0.8265, -1.805], rtol=1e-12)
+
+
+def test_sgd_weight_decay_is_added_to_the_gradient():
+    # λ = 0.1: g = g₁ + 0.1·θ₀ = [0.6, −1.2]            θ₁ = [1 − 0.06, −2 + 0.12] = [0.94, −1.88]
+    (theta1, _), _ = two_steps(optim.SGD, weight_decay=0.1)
+    np.testing.assert_allclose(theta1, [0.94, -1.88], rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", kernels.available_backends())
+def test_adam_two_steps_by_hand(backend):
+    # β₁ = 0.9, β₂ = 0.999, ε = 1e-8
+    # step 1: m = 0.1·g₁ = [0.05, −0.1]          v = 0.001·g₁² = [0.00025, 0.001]
+    #         m̂ = m/(1 − 0.9) = [0.5, −1]        v̂ = v/(1 − 0.999) = [0.25, 1]      √v̂ = [0.5, 1]
+    #         m̂/(√v̂ + ε) = [1, −1] (to 2e-8)     θ₁ = [0.9, −1.9]
+    # step 2: m = 0.9·[0.05, −0.1] + 0.1·[0.2, 0.4] = [0.065, −0.05]
+    #         v = 0.999·[0.00025, 0.001] + 0.001·[0.04, 0.16] = [0.00028975, 0.001159]
+    #         m̂ = m/(1 − 0.81) = m/0.19 = [0.3421053, −0.2631579]
+    #         v̂ = v/(1 − 0.998001) = v/0.001999 = [0.1449475, 0.5797899]   √v̂ = [0.3807197, 0.7614394]
+    #         m̂/√v̂ = [0.8985752, −0.3456058]      θ₂ = [0.9 − 0.0898575, −1.9 + 0.0345606]
+    #                                                 = [0.8101425, −1.8654394]
+    with ln.backend(backend):
+        (theta1, theta2), opt = two_steps(optim.Adam)
+    np.testing.assert_allclose(theta1, [0.9, -1.9], rtol=1e-7)
+    np.testing.assert_allclose(theta2, [0.8101425, -1.8654394], rtol=1e-7)
+    np.testing.assert_allclose(opt.state[0]["m"], [0.065, -0.05], rtol=1e-12)
+    np.testing.assert_allclose(opt.state[0]["v"], [0.00028975, 0.001159], rtol=1e-12)
+    assert opt.state[0]["step"] == 2
+
+
+def test_adam_weight_decay_is_coupled_adamw_decoupled():
+    # Adam, λ = 0.1: the decay joins the gradient, g = g₁ + 0.1·θ₀ = [0.6, −1.2], so m = 0.1·g = [0.06, −0.12];
+    # the first step is still ±η (m̂/√v̂ = g/|g|): θ₁ = [0.9, −1.9].
+    (theta1, _), _ = two_steps(optim.Adam, weight_decay=0.1)
+    np.testing.assert_allclose(theta1, [0.9, -1.9], rtol=1e-7)
+    theta = nn.Parameter(np.array([1.0, -2.0]))
+    adam = optim.Adam([theta], lr=0.1, weight_decay=0.1)
+    theta.grad = G1.copy()
+    adam.step()
+    np.testing.assert_allclose(adam.state[0]["m"], [0.06, -0.12], rtol=1e-12)
+    # AdamW, λ = 0.1: m uses the raw g₁; θ₁ = θ₀ − η·(m̂/√v̂ + λ·θ₀) = [1 − 0.1·(1 + 0.1), −2 − 0.1·(−1 − 0.2)]
+    #                                                          = [0.89, −1.88]
+    (theta1, _), opt = two_steps(optim.AdamW, weight_decay=0.1)
+    np.testing.assert_allclose(theta1, [0.89, -1.88], rtol=1e-7)
+    np.testing.assert_allclose(opt.state[0]["m"], 0.9 * 0.1 * G1 + 0.1 * G2, rtol=1e-12)
+
+
+def test_parameters_without_grad_are_skipped_and_zero_grad_clears():
+    a, b = nn.Parameter(np.ones(2)), nn.Parameter(np.ones(2))
+    opt = optim.Adam([a, b, a], lr=0.1)   # duplicates are kept once
+    assert len(opt.params) == 2
+    a.grad = np.ones(2)
+    opt.step()
+    np.testing.assert_array_equal(b.data, 1)
+    assert opt.state[1] == {} and opt.state[0]["step"] == 1
+    opt.zero_grad()
+    assert a.grad is None
+
+
+def test_state_dict_resumes_exactly():
+    (_, _), opt = two_steps(optim.Adam)
+    theta = opt.params[0]
+    copy = nn.Parameter(theta.data.copy())
+    resumed = optim.Adam([copy], lr=0.5)
+    resumed.load_state_dict(opt.state_dict())
+    assert resumed.lr == 0.1
+    for p, o in ((theta, opt), (copy, resumed)):
+        p.grad = np.array([0.3, -0.3])
+        o.step()
+    np.testing.assert_array_equal(theta.data, copy.data)
+    bad = opt.state_dict()
+    bad["state"][0]["m"] = np.zeros(3)
+    with pytest.raises(ValueError, match="shape"):
+        resumed.load_state_dict(bad)
+
+
+def test_bad_hyperparameters_are_refused():
+    p = [nn.Parameter(np.ones(2))]
+    with pytest.raises(ValueError, match="nesterov"):
+        optim.SGD(p, momentum=0, nesterov=True)
+    with pytest.raises(ValueError, match="betas"):
+        optim.Adam(p, betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match="empty"):
+        optim.SGD([])
+
+
+def test_a_pytorch_style_loop_learns():
+    ln.seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 2)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+    model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2))
+    opt = optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(60):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.15
