@@ -68,27 +68,27 @@ def _inside_outputs(offset, stride, size, n_out):
 
 class _Scratch(threading.local):
     def __init__(self):
-        self.buffers = {}  # dtype → flat array
+        self.buffers = {}  # (purpose, dtype) → flat array
 
 
 _scratch = _Scratch()
 
 
-def _scratch_buffer(shape, dtype):
-    """A work array, reused across calls so multi-MB im2col matrices are not re-faulted in.
+def _scratch_buffer(purpose, shape, dtype):
+    """A work array for `purpose`, reused across calls so multi-MB temporaries are not re-faulted in.
 
     A fresh array costs ~2 µs per 4 KiB page the first time it is written, and a 32→64-channel
     convolution at batch 64 needs ~58 MB of columns (float32): ~28 ms of page faults per call,
-    since malloc hands blocks that large straight back to the OS when they are freed. The
-    buffer only grows (it is held for the life of the thread); its contents are garbage on
-    entry and it must never be returned to the caller. One per thread, because np.matmul
-    releases the GIL while it reads the buffer.
+    since malloc hands large blocks back to the OS when they are freed. A buffer only grows
+    (it is held for the life of the thread); its contents are garbage on entry and it must
+    never be returned to the caller. One set per thread, because np.matmul releases the GIL
+    while it reads them.
     """
     size = int(np.prod(shape))
-    dtype = np.dtype(dtype)
-    buffer = _scratch.buffers.get(dtype)
+    key = (purpose, np.dtype(dtype))
+    buffer = _scratch.buffers.get(key)
     if buffer is None or buffer.size < size:
-        buffer = _scratch.buffers[dtype] = np.empty(size, dtype)
+        buffer = _scratch.buffers[key] = np.empty(size, dtype)
     return buffer[:size].reshape(shape)
 
 
@@ -167,10 +167,11 @@ def conv2d_forward(x, weight, bias, stride, padding):
     """y = w2d @ im2col(x) (+ b), then reordered from (C_out, N, H_out·W_out) to NCHW."""
     x = np.ascontiguousarray(x)
     c_out = weight.shape[0]
-    cols = _scratch_buffer(_columns_shape(x.shape, weight.shape[2:], stride, padding), x.dtype)
+    cols = _scratch_buffer("columns", _columns_shape(x.shape, weight.shape[2:], stride, padding), x.dtype)
     _im2col(x, *weight.shape[2:], *stride, *padding, cols)
     k, n, hw_out = cols.shape
-    y_by_channel = np.matmul(weight.reshape(c_out, k), cols.reshape(k, n * hw_out)).reshape(c_out, n, hw_out)
+    y_by_channel = _scratch_buffer("by channel", (c_out, n, hw_out), x.dtype)
+    np.matmul(weight.reshape(c_out, k), cols.reshape(k, n * hw_out), out=y_by_channel.reshape(c_out, n * hw_out))
     y = np.empty((n, c_out, hw_out), dtype=x.dtype)
     if bias is None:
         y[...] = y_by_channel.transpose(1, 0, 2)
@@ -189,17 +190,19 @@ def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight
     n, c_out = x.shape[0], weight.shape[0]
     cols_shape = _columns_shape(x.shape, weight.shape[2:], stride, padding)
     k, _, hw_out = cols_shape
-    g2d = np.ascontiguousarray(grad_y.reshape(n, c_out, hw_out).transpose(1, 0, 2)).reshape(c_out, n * hw_out)
+    g_by_channel = _scratch_buffer("by channel", (c_out, n, hw_out), grad_y.dtype)
+    g_by_channel[...] = grad_y.reshape(n, c_out, hw_out).transpose(1, 0, 2)
+    g2d = g_by_channel.reshape(c_out, n * hw_out)
     grad_x = grad_w = grad_b = None
     if need_weight:
-        cols = _scratch_buffer(cols_shape, x.dtype)
+        cols = _scratch_buffer("columns", cols_shape, x.dtype)
         _im2col(x, *weight.shape[2:], *stride, *padding, cols)
         grad_w = np.matmul(g2d, cols.reshape(k, n * hw_out).T).reshape(weight.shape).astype(x.dtype, copy=False)
     if need_bias:
         grad_b = g2d.sum(axis=1)
     if need_x:
         # The im2col columns are dead by now, so the same scratch buffer takes their gradients.
-        grad_cols = _scratch_buffer(cols_shape, x.dtype)
+        grad_cols = _scratch_buffer("columns", cols_shape, x.dtype)
         np.matmul(weight.reshape(c_out, k).T, g2d, out=grad_cols.reshape(k, n * hw_out))
         grad_x = np.empty_like(x)
         _col2im(grad_cols, *weight.shape[2:], *stride, *padding, grad_x)
