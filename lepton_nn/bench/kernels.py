@@ -534,7 +534,7 @@ def _flop_text(flops):
 
 def format_table(results, gemm_gflops, info, repeat):
     lines = ["lepton-nn bench --kernels: median ms of up to "
-             f"{repeat} runs after a warm-up call; every output checked against the NumPy reference first",
+             f"{repeat} runs after warm-up calls; every output checked against the NumPy reference first",
              f"machine: {info['cpu'] or info['machine']}, {info['cpus']} CPUs; python {info['python']}",
              f"threads: {info['threads']} (numba, OpenMP, BLAS; torch.set_num_threads({info['threads']})); "
              f"OMP_NUM_THREADS={info['OMP_NUM_THREADS'] or 'unset'}",
