@@ -14,7 +14,7 @@ count from 1, λ = weight_decay.
 """
 import numpy as np
 
-from lepton_nn import kernels
+from lepton_nn import kernels, profiler
 from lepton_nn.tensor import Tensor, no_grad
 
 
@@ -51,6 +51,13 @@ class Optimizer:
             p.grad = None
 
     def step(self):
+        prof = profiler.active()
+        if prof is None:
+            self._step()
+        else:
+            prof.timed(type(self).__name__, "update", self._step)
+
+    def _step(self):
         with no_grad():
             for p, state in zip(self.params, self.state):
                 if p.grad is not None:

@@ -17,7 +17,7 @@ import contextlib
 
 import numpy as np
 
-from lepton_nn import ops
+from lepton_nn import ops, profiler
 
 _grad_enabled = True
 
@@ -50,7 +50,11 @@ def apply(op, *inputs, **options):
     needs = tuple(isinstance(t, Tensor) and t.requires_grad for t in inputs)
     ctx = ops.Context(needs)
     arrays = [t.data if isinstance(t, Tensor) else t for t in inputs]
-    out = Tensor._wrap(op.forward(ctx, *arrays, **options))
+    prof = profiler.active()
+    if prof is None:
+        out = Tensor._wrap(op.forward(ctx, *arrays, **options))
+    else:
+        out = Tensor._wrap(prof.timed(op.__name__, "forward", op.forward, ctx, *arrays, **options))
     if _grad_enabled and any(needs):
         out.requires_grad = True
         out._node = _Node(op, ctx, inputs)
@@ -141,7 +145,11 @@ class Tensor:
             if node.ctx is None:
                 raise RuntimeError("backward: this graph was already freed by a previous backward pass; "
                                    "pass retain_graph=True to the first one to go through it twice")
-            input_grads = node.op.backward(node.ctx, g)
+            prof = profiler.active()
+            if prof is None:
+                input_grads = node.op.backward(node.ctx, g)
+            else:
+                input_grads = prof.timed(node.op.__name__, "backward", node.op.backward, node.ctx, g)
             for inp, ig in zip(node.inputs, input_grads):
                 if ig is None or not (isinstance(inp, Tensor) and inp.requires_grad):
                     continue
