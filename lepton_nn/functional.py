@@ -48,22 +48,46 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     Output (N, C_out, H_out, W_out), H_out = ⌊(H + 2·padding − kH)/stride⌋ + 1.
     Equation: lepton_nn.kernels.reference.conv2d_forward; derivation: docs/equations.md.
     """
+    x, weight, bias, stride, padding = _conv_args("conv2d", x, weight, bias, stride, padding)
+    return apply(ops.Conv2d, x, weight, bias, stride, padding)
+
+
+def conv2d_relu_max_pool2d(x, weight, bias=None, stride=1, padding=0, pool_size=2, pool_stride=None):
+    """max_pool2d(relu(conv2d(x, weight, bias, stride, padding)), pool_size, pool_stride), fused.
+
+    The same function as the three calls (pool without padding), computed without storing the
+    convolution's output: what nn.Sequential and keras.Sequential run when a model has
+    conv → relu → max-pool in a row. Shapes: conv2d's output, then max_pool2d's formula.
+    """
+    op = "conv2d_relu_max_pool2d"
+    x, weight, bias, stride, padding = _conv_args(op, x, weight, bias, stride, padding)
+    pool_kernel = _pair(pool_size, op, "pool_size")
+    pool_stride = pool_kernel if pool_stride is None else _pair(pool_stride, op, "pool_stride")
+    conv_hw = [output_size(x.shape[2 + a], weight.shape[2 + a], stride[a], padding[a]) for a in (0, 1)]
+    if any(k < 1 or s < 1 or k > size for k, s, size in zip(pool_kernel, pool_stride, conv_hw)):
+        raise ValueError(f"{op}: pool window {pool_kernel} stride {pool_stride} does not fit the convolution's "
+                         f"output {tuple(conv_hw)}")
+    return apply(ops.Conv2dReluMaxPool2d, x, weight, bias, stride, padding, pool_kernel, pool_stride)
+
+
+def _conv_args(op, x, weight, bias, stride, padding):
+    """Check and normalise conv2d's arguments; errors name `op`."""
     x, weight = _as_tensor(x), _as_tensor(weight)
-    _check_float("conv2d", "input", x, 4, "(N, C_in, H, W)")
-    _check_float("conv2d", "weight", weight, 4, "(C_out, C_in, kH, kW)")
+    _check_float(op, "input", x, 4, "(N, C_in, H, W)")
+    _check_float(op, "weight", weight, 4, "(C_out, C_in, kH, kW)")
     if x.shape[1] != weight.shape[1]:
-        raise ValueError(f"conv2d: input has {x.shape[1]} channels (shape {x.shape}) but weight expects "
+        raise ValueError(f"{op}: input has {x.shape[1]} channels (shape {x.shape}) but weight expects "
                          f"C_in = {weight.shape[1]} (weight shape {weight.shape})")
     if x.dtype != weight.dtype:
-        raise ValueError(f"conv2d: input dtype {x.dtype} differs from weight dtype {weight.dtype}")
+        raise ValueError(f"{op}: input dtype {x.dtype} differs from weight dtype {weight.dtype}")
     if bias is not None:
         bias = _as_tensor(bias)
         if bias.shape != (weight.shape[0],) or bias.dtype != weight.dtype:
-            raise ValueError(f"conv2d: bias must have shape ({weight.shape[0]},) and dtype {weight.dtype}, "
+            raise ValueError(f"{op}: bias must have shape ({weight.shape[0]},) and dtype {weight.dtype}, "
                              f"got {bias.shape} {bias.dtype}")
-    stride, padding = _pair(stride, "conv2d", "stride"), _pair(padding, "conv2d", "padding")
-    _check_window("conv2d", x, weight.shape[2:], stride, padding)
-    return apply(ops.Conv2d, x, weight, bias, stride, padding)
+    stride, padding = _pair(stride, op, "stride"), _pair(padding, op, "padding")
+    _check_window(op, x, weight.shape[2:], stride, padding)
+    return x, weight, bias, stride, padding
 
 
 def _pool_args(op, x, kernel_size, stride, padding):

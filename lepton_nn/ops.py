@@ -405,6 +405,29 @@ class Conv2d(Function):
         return (*grads, None, None)
 
 
+class Conv2dReluMaxPool2d(Function):
+    """conv2d → relu → max_pool2d (no pool padding) as one op, for speed: the conv output is
+    never stored. Kernels: conv2d_relu_max_pool2d_forward / _backward. The model containers
+    (nn.Sequential, keras Sequential) use it where the user wrote those three steps in a row;
+    tests/test_functional.py proves it equal to the composition, forward and every gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, pool_kernel, pool_stride):
+        backend = kernels.active()
+        y, argmax = backend.conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel, pool_stride)
+        ctx.save(backend, y, argmax, x, weight, stride, padding)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        backend, y, argmax, x, weight, stride, padding = ctx.saved
+        need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
+        grads = backend.conv2d_relu_max_pool2d_backward(grad, y, argmax, x, weight, stride, padding,
+                                                        need_x, need_weight, need_bias)
+        return (*grads, None, None, None, None)
+
+
 class MaxPool2d(Function):
     """Kernels: max_pool2d_forward / max_pool2d_backward."""
 

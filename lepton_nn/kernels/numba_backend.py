@@ -443,3 +443,130 @@ def adam_step(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
     _adam(param.reshape(-1), np.ascontiguousarray(grad, dtype=param.dtype).reshape(-1), m.reshape(-1), v.reshape(-1),
           real(lr), real(beta1), real(beta2), real(1 - beta1), real(1 - beta2),
           real(1 - beta1 ** step), real(1 - beta2 ** step), real(eps), real(weight_decay))
+
+
+# --------------------------------------------------------------------------- fused conv → relu → max-pool
+# When a window's taps are few (the first layer of a CNN: C_in·kH·kW = 9), a direct loop beats
+# im2col + GEMM: each (sample, channel) plane of the convolution is computed into a small
+# buffer that stays in L1 cache, pooled and clamped from there, and never written to memory.
+# With many taps the GEMM wins, so the fused kernel falls back to conv2d_forward + pooling.
+_DIRECT_CONV_MAX_TAPS = 64
+
+
+def _padded(x, padding):
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return np.ascontiguousarray(x)
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+
+
+@njit(parallel=True, cache=True)
+def _conv_relu_max_pool(x_pad, weight, bias, sh, sw, h_c, w_c, pkh, pkw, psh, psw, y, argmax):
+    n, c_in = x_pad.shape[:2]
+    c_out, _, kh, kw = weight.shape
+    h_p, w_p = y.shape[2:]
+    for plane in prange(n * c_out):
+        b, o = plane // c_out, plane % c_out
+        conv = np.full((h_c, w_c), bias[o], dtype=y.dtype)
+        for c in range(c_in):
+            for p in range(kh):
+                for q in range(kw):
+                    tap = weight[o, c, p, q]
+                    for i in range(h_c):
+                        row = x_pad[b, c, i * sh + p]
+                        for j in range(w_c):  # the loop LLVM vectorises
+                            conv[i, j] += tap * row[j * sw + q]
+        for i in range(h_p):
+            for j in range(w_p):
+                best_r, best_c = i * psh, j * psw
+                for p in range(pkh):
+                    for q in range(pkw):  # strict >: the first maximum in row-major order wins
+                        if conv[i * psh + p, j * psw + q] > conv[best_r, best_c]:
+                            best_r, best_c = i * psh + p, j * psw + q
+                y[b, o, i, j] = max(conv[best_r, best_c], 0)
+                argmax[b, o, i, j] = best_r * w_c + best_c
+
+
+def conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel, pool_stride):
+    """Direct fused loop for few taps, else conv2d_forward then max-pool and relu."""
+    c_out, c_in, kh, kw = weight.shape
+    if c_in * kh * kw > _DIRECT_CONV_MAX_TAPS:
+        pooled, argmax = max_pool2d_forward(conv2d_forward(x, weight, bias, stride, padding),
+                                            pool_kernel, pool_stride, (0, 0))
+        return relu_forward(pooled), argmax
+    n, _, h, w = x.shape
+    h_c, w_c = output_size(h, kh, stride[0], padding[0]), output_size(w, kw, stride[1], padding[1])
+    out_shape = (n, c_out, output_size(h_c, pool_kernel[0], pool_stride[0], 0),
+                 output_size(w_c, pool_kernel[1], pool_stride[1], 0))
+    y = np.empty(out_shape, dtype=x.dtype)
+    argmax = np.empty(out_shape, dtype=np.int64)
+    bias = np.zeros(c_out, x.dtype) if bias is None else np.ascontiguousarray(bias)
+    _conv_relu_max_pool(_padded(x, padding), np.ascontiguousarray(weight), bias, *stride, h_c, w_c,
+                        *pool_kernel, *pool_stride, y, argmax)
+    return y, argmax
+
+
+# Backward from the winners alone. Pooled value (b, o, i, j) with g = grad_y·[y > 0] came from
+# conv position (hc, wc) = divmod(argmax, W_c), which read x_pad[b, c, hc·sh + p, wc·sw + q]
+# with weight w[o, c, p, q]; every other conv position has zero gradient. Threads split the
+# weight gradient by output channel and the input gradient by sample, so no two write the
+# same element.
+@njit(parallel=True, cache=True)
+def _conv_relu_max_pool_grad_weight(grad_y, y, argmax, x_pad, sh, sw, w_c, grad_w, grad_b):
+    n, c_out, h_p, w_p = grad_y.shape
+    c_in, kh, kw = grad_w.shape[1:]
+    for o in prange(c_out):
+        acc_w = np.zeros((c_in, kh, kw))  # float64 accumulators: sums of tens of thousands of terms
+        acc_b = 0.0
+        for b in range(n):
+            for i in range(h_p):
+                for j in range(w_p):
+                    if y[b, o, i, j] > 0:
+                        g = grad_y[b, o, i, j]
+                        r0, c0 = (argmax[b, o, i, j] // w_c) * sh, (argmax[b, o, i, j] % w_c) * sw
+                        acc_b += g
+                        for c in range(c_in):
+                            for p in range(kh):
+                                for q in range(kw):
+                                    acc_w[c, p, q] += g * x_pad[b, c, r0 + p, c0 + q]
+        grad_b[o] = acc_b
+        for c in range(c_in):
+            for p in range(kh):
+                for q in range(kw):
+                    grad_w[o, c, p, q] = acc_w[c, p, q]
+
+
+@njit(parallel=True, cache=True)
+def _conv_relu_max_pool_grad_input(grad_y, y, argmax, weight, sh, sw, w_c, grad_x_pad):
+    n, c_out, h_p, w_p = grad_y.shape
+    c_in, kh, kw = weight.shape[1:]
+    for b in prange(n):
+        grad_x_pad[b] = 0
+        for o in range(c_out):
+            for i in range(h_p):
+                for j in range(w_p):
+                    if y[b, o, i, j] > 0:
+                        g = grad_y[b, o, i, j]
+                        r0, c0 = (argmax[b, o, i, j] // w_c) * sh, (argmax[b, o, i, j] % w_c) * sw
+                        for c in range(c_in):
+                            for p in range(kh):
+                                for q in range(kw):
+                                    grad_x_pad[b, c, r0 + p, c0 + q] += g * weight[o, c, p, q]
+
+
+def conv2d_relu_max_pool2d_backward(grad_y, y, argmax, x, weight, stride, padding,
+                                    need_x=True, need_weight=True, need_bias=True):
+    """Gradients accumulated from each pooling window's winner (see the comment above)."""
+    grad_y, y, argmax = (np.ascontiguousarray(a) for a in (grad_y, y, argmax))
+    n, _, h, w = x.shape
+    c_out, c_in, kh, kw = weight.shape
+    (ph, pw), w_c = padding, output_size(w, kw, stride[1], padding[1])
+    grad_x = grad_w = grad_b = None
+    if need_weight or need_bias:
+        grad_w, grad_b = np.empty(weight.shape, x.dtype), np.empty(c_out, x.dtype)
+        _conv_relu_max_pool_grad_weight(grad_y, y, argmax, _padded(x, padding), *stride, w_c, grad_w, grad_b)
+    if need_x:
+        grad_x_pad = np.empty((n, c_in, h + 2 * ph, w + 2 * pw), x.dtype)
+        _conv_relu_max_pool_grad_input(grad_y, y, argmax, np.ascontiguousarray(weight), *stride, w_c, grad_x_pad)
+        grad_x = np.ascontiguousarray(grad_x_pad[:, :, ph:ph + h, pw:pw + w])
+    return grad_x, grad_w if need_weight else None, grad_b if need_bias else None

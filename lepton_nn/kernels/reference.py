@@ -199,3 +199,41 @@ def adam_step(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
     m_hat = m / (1 - beta1 ** step)
     v_hat = v / (1 - beta2 ** step)
     param -= lr * (m_hat / (np.sqrt(v_hat) + eps) + weight_decay * param)
+
+
+# --------------------------------------------------------------------------- fused conv → relu → max-pool
+def conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel, pool_stride):
+    """The block every small CNN starts with, as one kernel: y = max_pool2d(relu(conv2d(x))).
+
+    Since relu is monotone, max_pool(relu(c)) = relu(max_pool(c)): the fast kernels pool the
+    raw convolution and clamp once per pooled value, without ever storing the conv output.
+    Pooling has no padding here.
+
+    x (N, C_in, H, W), weight (C_out, C_in, kH, kW), bias (C_out,) or None →
+    y (N, C_out, H_p, W_p), with the conv output (N, C_out, H_c, W_c):
+        H_c = ⌊(H + 2·ph − kH)/sh⌋ + 1,   H_p = ⌊(H_c − pool_kH)/pool_sh⌋ + 1   (W likewise)
+    Also returns argmax (N, C_out, H_p, W_p), int64: the flat index h·W_c + w of each window's
+    maximum in the conv output plane, first maximum in row-major order on ties.
+    """
+    conv = conv2d_forward(x, weight, bias, stride, padding)
+    pooled, argmax = max_pool2d_forward(conv, pool_kernel, pool_stride, (0, 0))
+    return relu_forward(pooled), argmax
+
+
+def conv2d_relu_max_pool2d_backward(grad_y, y, argmax, x, weight, stride, padding,
+                                    need_x=True, need_weight=True, need_bias=True):
+    """Gradients of conv2d_relu_max_pool2d_forward, by the chain rule through its three steps:
+
+        g_pool = g · [y > 0]                                   (relu)
+        g_conv[n, o, h, w] = Σ_{windows won by (h, w)} g_pool  (max-pool: only winners)
+        (∂L/∂x, ∂L/∂w, ∂L/∂b) = conv2d_backward(g_conv, ...)
+
+    g_conv is non-zero at one position per pooling window at most, so a fast kernel can
+    accumulate ∂L/∂w, ∂L/∂b and ∂L/∂x from the winners alone (a quarter of the work of the
+    dense conv backward for 2×2 pooling). Returns (grad_x, grad_w, grad_b), None where not needed.
+    """
+    (kh, kw), (sh, sw), (ph, pw) = weight.shape[2:], stride, padding
+    n, _, h, w = x.shape
+    conv_shape = (n, weight.shape[0], output_size(h, kh, sh, ph), output_size(w, kw, sw, pw))
+    grad_conv = max_pool2d_backward(relu_backward(grad_y, y), argmax, conv_shape)
+    return conv2d_backward(grad_conv, x, weight, stride, padding, need_x, need_weight, need_bias)
