@@ -28,13 +28,22 @@ def _backends(args):
 
 
 def _bench(args):
-    # Each flag runs one benchmark; with no flag, --kernels. (--train is added as a second flag.)
+    # Each flag runs one benchmark; with neither --train nor --profile, --kernels (the default).
     status = 0
-    if args.kernels or not getattr(args, "train", False):
+    if args.kernels or not (getattr(args, "train", False) or getattr(args, "profile", False)):
         from lepton_nn.bench import kernels as kernel_bench
         backends = args.backend.split(",") if args.backend != "all" else None
         progress = (lambda what: print(f"  timing {what} …", file=sys.stderr, flush=True)) if sys.stderr.isatty() else None
         status = kernel_bench.main(backends, repeat=args.repeat, json_path=args.json, progress=progress)
+    if getattr(args, "train", False) or getattr(args, "profile", False):
+        from lepton_nn.bench import train as train_bench
+        backends = args.backend.split(",") if args.backend != "all" else None
+        progress = (lambda what: print(f"  {what} …", file=sys.stderr, flush=True)) if sys.stderr.isatty() else None
+        options = dict(steps=args.steps, data=args.data, threads=args.threads, json_path=args.json, progress=progress)
+        if args.profile:
+            status = train_bench.profile_main(backends, **options) or status
+        else:
+            status = train_bench.main(backends, full=args.full, **options) or status
     return status
 
 
@@ -100,6 +109,15 @@ def build_parser():
     p.add_argument("--backend", default="all", help="comma-separated backends to time (numpy, numba, c, torch); default all")
     p.add_argument("--repeat", type=int, default=50, help="timed runs per kernel, at most (stops after ~2 s); default 50")
     p.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
+    p.add_argument("--train", action="store_true", help="train and evaluate the article's CNN per backend and in "
+                   "PyTorch, each in its own process: s/epoch, images/s, GFLOP/s, peak RSS, time to first step")
+    p.add_argument("--profile", action="store_true", help="with --train: where a step's time goes, per op and kernel")
+    p.add_argument("--steps", type=int, default=200, help="--train: timed training steps of batch 64; default 200")
+    p.add_argument("--full", action="store_true", help="--train: also the whole 5-epoch run per framework, for its "
+                                                       "peak memory (slow)")
+    p.add_argument("--data", metavar="DIR", help="--train: directory with the four MNIST files (default: "
+                                                 "$LEPTON_NN_DATA, the cache, or a download)")
+    p.add_argument("--threads", type=int, help="--train: threads for every run (default: numba's count, the CPUs)")
     p.set_defaults(run=_bench)
 
     p = sub.add_parser("train", help="train the article's MNIST CNN, then report test accuracy, per-class "
