@@ -301,6 +301,8 @@ def run_all(runs, data, steps, warmup, threads, explicit_threads=False, full=Fal
                 progress(f"{run}: time to first step, warm")
             warm = launch(run, data, steps, warmup, threads, env, first_step_only=True)
             result["first_step_warm_s"] = warm.get("first_step_s")
+            if "error" in warm:
+                result["probe_error"] = f"warm first-step probe: {warm['error']}"
             if run not in TORCH_VARIANTS:
                 if progress:
                     progress(f"{run}: time to first step, cold (empty NUMBA_CACHE_DIR)")
@@ -308,6 +310,8 @@ def run_all(runs, data, steps, warmup, threads, explicit_threads=False, full=Fal
                     cold = launch(run, data, steps, warmup, threads, dict(env, NUMBA_CACHE_DIR=cache),
                                   first_step_only=True)
                 result["first_step_cold_s"] = cold.get("first_step_s")
+                if "error" in cold:
+                    result["probe_error"] = f"cold first-step probe: {cold['error']}"
         results.append(result)
     return results
 
@@ -422,6 +426,7 @@ def format_report(results, targets, gemm_gflops, info, settings):
               "excluded; cold: empty NUMBA_CACHE_DIR.", ""]
     lines += format_targets(targets)
     lines += [f"FAILED {r['run']}: {r['error']}" for r in results if "error" in r]
+    lines += [f"FAILED {r['run']}, {r['probe_error']}" for r in results if "probe_error" in r]
     return "\n".join(lines)
 
 
@@ -444,7 +449,7 @@ def main(backends=None, steps=200, warmup=10, data=None, threads=None, full=Fals
         with open(json_path, "w") as f:
             json.dump({"machine": info, "settings": settings, "gemm_gflops": gemm, "flops_per_image": flops_per_image(),
                        "runs": results, "targets": targets}, f, indent=1)
-    return 1 if any("error" in r for r in results) else 0
+    return 1 if any("error" in r or "probe_error" in r for r in results) else 0
 
 
 # =========================================================================== the profile
