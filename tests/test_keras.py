@@ -86,6 +86,27 @@ def test_conv2d_is_channels_last_around_the_nchw_kernel():
     np.testing.assert_allclose(y, np.maximum(nchw.data, 0).transpose(0, 2, 3, 1), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "softmax"])
+def test_conv2d_activation_inside_equals_activation_layer_after(activation):
+    # Conv2D applies elementwise activations before permuting back to channels-last (cheaper);
+    # that must be the same function, with the same gradients, as an Activation layer after it.
+    ln.seed(0)
+    x = np.random.default_rng(0).normal(size=(2, 6, 5, 3))
+    inside = keras.Sequential([keras.Input(shape=(6, 5, 3)), layers.Conv2D(4, 3, activation=activation,
+                                                                           dtype="float64")])
+    after = keras.Sequential([keras.Input(shape=(6, 5, 3)), layers.Conv2D(4, 3, dtype="float64"),
+                              layers.Activation(activation, dtype="float64")])
+    after.set_weights(inside.get_weights())
+    upstream = np.random.default_rng(1).normal(size=(2, 4, 3, 4))
+    for model in (inside, after):
+        model(x).backward(upstream)
+    np.testing.assert_allclose(inside(x).data, after(x).data, rtol=1e-12)
+    for a, b in zip(inside.weights, after.weights):
+        np.testing.assert_allclose(a.grad, b.grad, rtol=1e-10)
+    if activation == "softmax":  # over the channel axis, the last one in channels-last
+        np.testing.assert_allclose(inside(x).data.sum(axis=-1), 1, rtol=1e-12)
+
+
 def test_flatten_uses_keras_order_channel_fastest():
     x = np.arange(2 * 2 * 2 * 3, dtype=np.float32).reshape(2, 2, 2, 3)
     np.testing.assert_array_equal(layers.Flatten()(x).data, x.reshape(2, 12))

@@ -5,9 +5,13 @@ NCHW, so Conv2D and the pooling layers transpose at their boundary,
 
     (N, H, W, C) --permute(0, 3, 1, 2)--> nn module --permute(0, 2, 3, 1)--> (N, H', W', C')
 
-Both permutes are views (no copy) in the forward pass; their backward is the inverse permute.
-The kernels then read strided (non-contiguous) input, and Flatten after a channels-last
-output copies once to make (N, H·W·C) in Keras's order. That is the cost of the boundary.
+The permutes are views and their backward is the inverse permute, but the compiled kernels
+(C, Numba) want C-contiguous NCHW arrays and copy a strided view first. So Conv2D applies an
+elementwise activation (relu, sigmoid, tanh) before permuting back, and a pooling layer right
+after a Conv2D gets its NCHW input contiguous again (the two permutes cancel). What remains in
+the article's model: Flatten copies the (N, 13, 13, 32) pooled output into Keras's (H, W, C)
+order, and max-pool backward copies its permuted gradient. A softmax on Conv2D stays
+channels-last (it normalises over the channel axis).
 
 A layer is built on first call (or when the model knows its input shape): `build` reads the
 input's shape and creates the nn module, initialised as Keras does (Glorot-uniform kernels,
@@ -56,6 +60,7 @@ def _padding(value, layer):
 
 # --------------------------------------------------------------------------- activations
 _ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "softmax": nn.Softmax}
+_ELEMENTWISE = ("relu", "sigmoid", "tanh")  # act on each element alone, so any layout will do
 
 
 def get_activation(identifier):
@@ -115,8 +120,11 @@ class Layer:
             self.build(x.shape)
             self.built = True
             self.trainable = self._trainable  # apply the flag to the weights just made
+        return self._forward_and_activate(x, training, self.activation if activation else None)
+
+    def _forward_and_activate(self, x, training, activation):
         y = self.forward(x, training)
-        return self.activation(y) if activation and self.activation is not None else y
+        return activation(y) if activation is not None else y
 
     def _expect_rank(self, shape, rank, layout):
         if len(shape) != rank:
@@ -239,6 +247,15 @@ class Conv2D(Layer):
     def forward(self, x, training=False):
         self._expect_rank(x.shape, 4, "(batch, height, width, channels)")
         return nchw_to_nhwc(self.module(nhwc_to_nchw(x)))
+
+    def _forward_and_activate(self, x, training, activation):
+        if self.activation_name not in _ELEMENTWISE or activation is None:
+            return super()._forward_and_activate(x, training, activation)
+        # An elementwise activation commutes with the permute, so apply it while the output is
+        # still contiguous NCHW: on the permuted view it would force transposing copies (forward
+        # and backward) on the compiled backends.
+        self._expect_rank(x.shape, 4, "(batch, height, width, channels)")
+        return nchw_to_nhwc(activation(self.module(nhwc_to_nchw(x))))
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": list(self.kernel_size),

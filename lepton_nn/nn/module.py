@@ -23,10 +23,12 @@ from lepton_nn.tensor import Tensor
 
 
 class Parameter(Tensor):
-    """A Tensor that a Module learns: a leaf with requires_grad=True (set it False to freeze)."""
+    """A Tensor that a Module learns: a leaf with requires_grad=True (set it False to freeze).
+    Its array is C-contiguous (copied if needed), as optimizers update it in place."""
 
     def __init__(self, data, dtype=None, requires_grad=True):
         super().__init__(data, dtype=dtype, requires_grad=requires_grad)
+        self.data = np.ascontiguousarray(self.data)
 
     def __repr__(self):
         return "Parameter" + super().__repr__()[len("Tensor"):]
