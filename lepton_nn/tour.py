@@ -100,6 +100,11 @@ CASES = [
     _conv_case(2, 3, 2, 7, 8, 3, 2, 1),
     _conv_case(1, 2, 3, 6, 5, 5, 2, 2),
     _conv_case(3, 2, 3, 4, 5, 1, 1, 0),
+    Case("conv2d_relu_max_pool2d", "b2 1->3 8x9 k3 pool 2", lambda x, w, b: F.conv2d_relu_max_pool2d(x, w, b),
+         lambda r: [_normal(r, 2, 1, 8, 9), _normal(r, 3, 1, 3, 3), _normal(r, 3)], smooth=False),
+    Case("conv2d_relu_max_pool2d", "b1 2->2 7x7 k3 s2 p1 pool 3/2",
+         lambda x, w, b: F.conv2d_relu_max_pool2d(x, w, b, stride=2, padding=1, pool_size=3, pool_stride=2),
+         lambda r: [_normal(r, 1, 2, 7, 7), _normal(r, 2, 2, 3, 3), _normal(r, 2)], smooth=False),
     _pool_case("max_pool2d", 1, 1, 4, 4, 2, 2, 0),
     _pool_case("max_pool2d", 2, 3, 7, 9, 2, 2, 0),
     _pool_case("max_pool2d", 2, 2, 7, 7, 3, 2, 1),
@@ -128,7 +133,7 @@ SMOOTH_REL_TOLERANCE = 1e-6
 def run(cases, backend_names, out=print, seed=0):
     """Gradcheck every case on every backend; print the table; return True when all pass."""
     from lepton_nn import gradcheck, kernels
-    out(f"{'backend':7s} {'op':14s} {'case':32s} {'input':>5s} {'shape':16s} {'max rel err':>11s} result")
+    out(f"{'backend':7s} {'op':22s} {'case':32s} {'input':>5s} {'shape':16s} {'max rel err':>11s} result")
     all_passed = True
     for name in backend_names:
         with kernels.backend(name):
@@ -138,6 +143,6 @@ def run(cases, backend_names, out=print, seed=0):
                     passed = r.passed and (not case.smooth or r.max_rel_error <= SMOOTH_REL_TOLERANCE)
                     all_passed &= passed
                     note = f" ({r.kinks} kink(s) skipped)" if r.kinks else ""
-                    out(f"{name:7s} {case.op:14s} {case.label:32s} {r.position:5d} {str(r.shape):16s} "
+                    out(f"{name:7s} {case.op:22s} {case.label:32s} {r.position:5d} {str(r.shape):16s} "
                         f"{r.max_rel_error:11.2e} {'PASS' if passed else 'FAIL'}{note}")
     return all_passed

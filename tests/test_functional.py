@@ -137,6 +137,28 @@ def test_probability_targets_match_label_targets_when_one_hot():
                                rtol=1e-12)
 
 
+@pytest.mark.parametrize("backend", ln.kernels.available_backends())
+@pytest.mark.parametrize("n, c_in, c_out, h, w, k, stride, pad, pool, pool_stride", [
+    (4, 1, 3, 28, 28, 3, 1, 0, 2, 2),   # the MNIST CNN's first block, smaller
+    (1, 3, 2, 9, 8, 3, 1, 1, 2, 2),     # batch 1, odd size, padding
+    (2, 2, 3, 11, 10, 5, 2, 2, 3, 2),   # stride 2, overlapping pool windows that do not tile
+    (2, 9, 2, 8, 8, 3, 1, 1, 2, 1),     # 81 taps: the fast kernels take their GEMM path
+])
+def test_fused_conv_relu_max_pool_equals_the_composition(backend, n, c_in, c_out, h, w, k, stride, pad, pool, pool_stride):
+    rng = np.random.default_rng(7)
+    x, wt, b = rng.standard_normal((n, c_in, h, w)), rng.standard_normal((c_out, c_in, k, k)), rng.standard_normal(c_out)
+    fused, composed = ([ln.tensor(a, requires_grad=True) for a in (x, wt, b)] for _ in range(2))
+    with ln.backend(backend):
+        y_fused = F.conv2d_relu_max_pool2d(*fused, stride=stride, padding=pad, pool_size=pool, pool_stride=pool_stride)
+        y_composed = F.max_pool2d(F.relu(F.conv2d(*composed, stride=stride, padding=pad)), pool, pool_stride)
+        upstream = rng.standard_normal(y_fused.shape)
+        y_fused.backward(upstream)
+        y_composed.backward(upstream)
+    np.testing.assert_allclose(y_fused.data, y_composed.data, rtol=1e-12, atol=1e-12)
+    for f, c in zip(fused, composed):
+        np.testing.assert_allclose(f.grad, c.grad, rtol=1e-10, atol=1e-10)
+
+
 def test_linear_op_equals_the_composition():
     rng = np.random.default_rng(2)
     x, w, b = (rng.standard_normal(s) for s in [(2, 3, 5), (4, 5), (4,)])

@@ -456,3 +456,33 @@ def test_small_mnist_subset_trains_to_a_sane_accuracy(mnist_dir):
     model.fit(train.preprocess(x_train[:2000]), y_train[:2000], epochs=1, batch_size=16, verbose=0)
     loss, accuracy = model.evaluate(train.preprocess(x_test[:1000]), y_test[:1000], verbose=0)
     assert accuracy > 0.80, f"accuracy {accuracy:.3f} after one epoch on 2000 images"
+
+
+# --------------------------------------------------------------------------- fused conv → relu → max-pool
+@pytest.mark.parametrize("backend", ln.kernels.available_backends())
+def test_fused_conv_relu_pool_model_equals_the_layer_by_layer_model(backend):
+    """The article's model runs Conv2D(relu) → MaxPooling2D as one op; with fuse_layers=False
+    every layer runs on its own. Same loss, same gradient of every weight (float64)."""
+    with ln.backend(backend):
+        ln.seed(3)
+        fused = keras.Sequential([
+            layers.Conv2D(4, (3, 3), activation="relu", input_shape=(9, 8, 2), dtype="float64"),
+            layers.MaxPooling2D((2, 2), dtype="float64"),
+            layers.Flatten(dtype="float64"),
+            layers.Dense(3, activation="softmax", dtype="float64")])
+        plain = keras.models.Sequential.from_config(fused.get_config())
+        plain.build((None, 9, 8, 2))
+        plain.set_weights(fused.get_weights())
+        plain.fuse_layers = False
+        x = np.random.default_rng(0).normal(size=(5, 9, 8, 2))
+        labels = np.array([0, 1, 2, 1, 0])
+        values = []
+        for model in (fused, plain):
+            model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+            loss = model.compute_loss(x, labels)
+            loss.backward()
+            values.append(loss.item())
+    assert fused.layers[0].fused_with(fused.layers[1:]) is not None
+    np.testing.assert_allclose(values[0], values[1], rtol=1e-12)
+    for pf, pp in zip(fused.weights, plain.weights):
+        np.testing.assert_allclose(pf.grad, pp.grad, rtol=1e-10, atol=1e-14)

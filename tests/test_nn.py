@@ -163,3 +163,24 @@ def test_sequential_and_flatten():
     assert "Conv2d(1, 4" in repr(model)
     with pytest.raises(TypeError):
         model.append("not a module")
+
+
+@pytest.mark.parametrize("padding", [0, "same"])
+def test_sequential_fuses_conv_relu_max_pool_into_the_same_function(padding):
+    ln.seed(4)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=padding, dtype=np.float64), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(3 * 4 * 3 if padding == 0 else 3 * 5 * 4, 2, dtype=np.float64))
+    assert model[0].fused_with(list(model)[1:]) is not None
+    assert model[0].fused_with([nn.ReLU(), nn.MaxPool2d(2, padding=1)]) is None  # padded pool: not fused
+    x = np.random.default_rng(1).normal(size=(3, 2, 10, 9))
+    outputs, grads = [], []
+    for fuse in (True, False):
+        model.fuse = fuse
+        model.zero_grad()
+        y = model(ln.tensor(x))
+        y.backward(np.arange(y.size, dtype=np.float64).reshape(y.shape))
+        outputs.append(y.data)
+        grads.append([p.grad for p in model.parameters()])
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-12)
+    for gf, gp in zip(*grads):
+        np.testing.assert_allclose(gf, gp, rtol=1e-10, atol=1e-13)

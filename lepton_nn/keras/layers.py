@@ -126,6 +126,11 @@ class Layer:
         y = self.forward(x, training)
         return activation(y) if activation is not None else y
 
+    def fused_with(self, following):
+        """(fn, k) when this layer and the first k of `following` can run as one fused op fn
+        on built layers, else None (the default). Used by Sequential; see Conv2D."""
+        return None
+
     def _expect_rank(self, shape, rank, layout):
         if len(shape) != rank:
             raise ValueError(f"{type(self).__name__} {self.name!r}: expected input {layout}, got shape {tuple(shape)}")
@@ -256,6 +261,16 @@ class Conv2D(Layer):
         # and backward) on the compiled backends.
         self._expect_rank(x.shape, 4, "(batch, height, width, channels)")
         return nchw_to_nhwc(activation(self.module(nhwc_to_nchw(x))))
+
+    def fused_with(self, following):
+        """Conv2D(activation='relu') → MaxPooling2D(padding='valid') run as one fused op
+        (nn.Conv2d.relu_max_pool → functional.conv2d_relu_max_pool2d): the convolution's output
+        is never stored."""
+        if self.activation_name == "relu" and following and isinstance(following[0], MaxPooling2D) \
+                and following[0].padding == "valid" and following[0].activation is None:
+            pool = following[0].pool
+            return (lambda x: nchw_to_nhwc(self.module.relu_max_pool(nhwc_to_nchw(x), pool))), 1
+        return None
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": list(self.kernel_size),

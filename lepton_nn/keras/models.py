@@ -83,6 +83,7 @@ class Sequential:
         self._metrics = []
         self._optim = None  # the lepton_nn.optim optimizer, made on first use
         self.fuse_softmax_cross_entropy = True
+        self.fuse_layers = True
         self.stop_training = False
         self.history = None
         for layer in layers or ():
@@ -241,9 +242,18 @@ class Sequential:
         return Tensor(np.asarray(x, dtype=self.dtype))
 
     def _forward(self, x, training=False, stop_before_last_activation=False):
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            x = layer(x, training=training, activation=not (stop_before_last_activation and i == last))
+        """Run the layers in order; where a layer can run together with the next ones as one
+        fused op (Layer.fused_with: Conv2D(relu) → MaxPooling2D), run that instead: the same
+        function, faster. `model.fuse_layers = False` runs every layer on its own."""
+        last, i = len(self.layers) - 1, 0
+        while i <= last:
+            fused = self.layers[i].fused_with(self.layers[i + 1:]) if self.fuse_layers else None
+            if fused is None:
+                x = self.layers[i](x, training=training, activation=not (stop_before_last_activation and i == last))
+                i += 1
+            else:
+                fn, absorbed = fused
+                x, i = fn(x), i + 1 + absorbed
         return x
 
     def __call__(self, x, training=False):

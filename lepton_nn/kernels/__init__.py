@@ -23,6 +23,7 @@ KERNELS = (
     "relu_forward", "relu_backward",
     "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
     "adam_step",
+    "conv2d_relu_max_pool2d_forward", "conv2d_relu_max_pool2d_backward",
 )
 
 # Fastest first: the default is the first available one.
@@ -55,7 +56,7 @@ def _load(name):
         raise RuntimeError(f"backend {name!r} is unavailable: {_failures[name]}")
     try:
         module = importlib.import_module(_MODULES[name])
-    except ImportError as err:  # a missing compiler, extension or package
+    except Exception as err:  # a missing compiler, extension or package; or a broken build
         _failures[name] = f"{type(err).__name__}: {err}"
         raise RuntimeError(f"backend {name!r} is unavailable: {_failures[name]}") from err
     missing = [k for k in KERNELS if not hasattr(module, k)]

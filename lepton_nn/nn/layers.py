@@ -90,10 +90,27 @@ class Conv2d(Module):
         _initialise(self.weight, self.bias, weight_init, bias_init)
 
     def forward(self, x):
+        x, padding = self._padded(x)
+        return F.conv2d(x, self.weight, self.bias, self.stride, padding)
+
+    def _padded(self, x):
+        """(input, padding for the functional call): asymmetric padding is applied here."""
         pads = _resolve_padding(self.padding, x, self.kernel_size, self.stride)
         if _symmetric(pads):
-            return F.conv2d(x, self.weight, self.bias, self.stride, (pads[0][0], pads[1][0]))
-        return F.conv2d(F.pad2d(x, pads[0] + pads[1]), self.weight, self.bias, self.stride, 0)
+            return x, (pads[0][0], pads[1][0])
+        return F.pad2d(x, pads[0] + pads[1]), (0, 0)
+
+    def fused_with(self, following):
+        """Conv2d → ReLU → MaxPool2d (without pool padding) runs as functional.conv2d_relu_max_pool2d."""
+        if len(following) >= 2 and isinstance(following[0], ReLU) and isinstance(following[1], MaxPool2d) \
+                and following[1].has_no_padding():
+            return (lambda x: self.relu_max_pool(x, following[1])), 2
+        return None
+
+    def relu_max_pool(self, x, pool):
+        """pool(relu(self(x))) as one fused op."""
+        x, padding = self._padded(x)
+        return F.conv2d_relu_max_pool2d(x, self.weight, self.bias, self.stride, padding, pool.kernel_size, pool.stride)
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -126,6 +143,9 @@ class MaxPool2d(Module):
         if _symmetric(pads):
             return F.max_pool2d(x, self.kernel_size, self.stride, (pads[0][0], pads[1][0]))
         return F.max_pool2d(F.pad2d(x, pads[0] + pads[1], value=-np.inf), self.kernel_size, self.stride, 0)
+
+    def has_no_padding(self):
+        return self.padding == "valid" or self.padding == (0, 0)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding!r}"
