@@ -118,6 +118,39 @@ def test_conv2d_backward_computes_only_what_is_needed(backend, need_x, need_weig
             assert got is None
 
 
+# --------------------------------------------------------------------------- fused conv → relu → max-pool
+FUSED_CASES = [  # x shape, C_out, kernel, stride, padding, pool kernel, pool stride, bias?
+    pytest.param((8, 1, 28, 28), 6, (3, 3), (1, 1), (0, 0), (2, 2), (2, 2), True, id="mnist-block"),
+    pytest.param((1, 3, 7, 9), 4, (3, 3), (1, 1), (1, 1), (2, 2), (2, 2), True, id="b1-padded-odd"),
+    pytest.param((2, 1, 11, 10), 3, (5, 5), (2, 2), (2, 2), (3, 3), (2, 2), False, id="k5-s2-overlapping-pool"),
+    pytest.param((2, 2, 9, 8), 3, (1, 1), (1, 1), (0, 0), (2, 2), (1, 1), True, id="k1-pool-s1"),
+    pytest.param((2, 9, 8, 7), 2, (3, 3), (1, 1), (1, 1), (2, 2), (2, 2), True, id="81-taps-gemm-path"),
+]
+
+
+@pytest.mark.parametrize("x_shape, c_out, kernel, stride, padding, pool, pool_stride, with_bias", FUSED_CASES)
+def test_conv2d_relu_max_pool2d(backend, dtype, x_shape, c_out, kernel, stride, padding, pool, pool_stride, with_bias):
+    rng = np.random.default_rng(2)
+    x = normal(rng, x_shape, dtype)
+    weight = normal(rng, (c_out, x_shape[1], *kernel), dtype)
+    bias = normal(rng, (c_out,), dtype) if with_bias else None
+    args = (x, weight, bias, stride, padding, pool, pool_stride)
+    y, argmax = backend.conv2d_relu_max_pool2d_forward(*args)
+    y_ref, argmax_ref = reference.conv2d_relu_max_pool2d_forward(*args)
+    assert_matches(y, y_ref, dtype)
+    np.testing.assert_array_equal(argmax, argmax_ref)  # continuous random inputs: no ties
+
+    grad_y = normal(rng, y.shape, dtype)
+    for needs in ((True, True, True), (False, True, True), (True, False, False)):
+        grads = backend.conv2d_relu_max_pool2d_backward(grad_y, y, argmax, x, weight, stride, padding, *needs)
+        expected = reference.conv2d_relu_max_pool2d_backward(grad_y, y_ref, argmax_ref, x, weight, stride, padding)
+        for needed, got, want in zip(needs, grads, expected):
+            if needed:
+                assert_matches(got, want, dtype)
+            else:
+                assert got is None
+
+
 # --------------------------------------------------------------------------- pooling
 POOL_CASES = [  # x shape, kernel, stride, padding
     pytest.param((1, 1, 6, 6), (2, 2), (2, 2), (0, 0), id="tiles"),
