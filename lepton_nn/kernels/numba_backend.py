@@ -460,31 +460,44 @@ def _padded(x, padding):
     return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
 
 
+@njit(cache=True)
+def _conv_plane(x_pad_b, weight_o, bias_o, sh, sw, conv):
+    """conv[i, j] = bias_o + Σ_c Σ_p Σ_q x_pad_b[c, i·sh + p, j·sw + q] · weight_o[c, p, q] for one
+    (sample, output channel). A function of its own, so LLVM optimises it as a plain loop nest."""
+    h_c, w_c = conv.shape
+    c_in, kh, kw = weight_o.shape
+    conv[:, :] = bias_o
+    for c in range(c_in):
+        for p in range(kh):
+            for q in range(kw):
+                tap = weight_o[c, p, q]
+                if sw == 1:  # unit stride: the inner loop is contiguous and LLVM vectorises it
+                    for i in range(h_c):
+                        for j in range(w_c):
+                            conv[i, j] += tap * x_pad_b[c, i * sh + p, j + q]
+                else:
+                    for i in range(h_c):
+                        for j in range(w_c):
+                            conv[i, j] += tap * x_pad_b[c, i * sh + p, j * sw + q]
+
+
 @njit(parallel=True, cache=True)
 def _conv_relu_max_pool(x_pad, weight, bias, sh, sw, h_c, w_c, pkh, pkw, psh, psw, y, argmax):
-    n, c_in = x_pad.shape[:2]
-    c_out, _, kh, kw = weight.shape
+    n, c_out = y.shape[:2]
     h_p, w_p = y.shape[2:]
-    for plane in prange(n * c_out):
-        b, o = plane // c_out, plane % c_out
-        conv = np.full((h_c, w_c), bias[o], dtype=y.dtype)
-        for c in range(c_in):
-            for p in range(kh):
-                for q in range(kw):
-                    tap = weight[o, c, p, q]
-                    for i in range(h_c):
-                        row = x_pad[b, c, i * sh + p]
-                        for j in range(w_c):  # the loop LLVM vectorises
-                            conv[i, j] += tap * row[j * sw + q]
-        for i in range(h_p):
-            for j in range(w_p):
-                best_r, best_c = i * psh, j * psw
-                for p in range(pkh):
-                    for q in range(pkw):  # strict >: the first maximum in row-major order wins
-                        if conv[i * psh + p, j * psw + q] > conv[best_r, best_c]:
-                            best_r, best_c = i * psh + p, j * psw + q
-                y[b, o, i, j] = max(conv[best_r, best_c], 0)
-                argmax[b, o, i, j] = best_r * w_c + best_c
+    for b in prange(n):
+        conv = np.empty((h_c, w_c), dtype=y.dtype)  # one plane, reused for every output channel
+        for o in range(c_out):
+            _conv_plane(x_pad[b], weight[o], bias[o], sh, sw, conv)
+            for i in range(h_p):
+                for j in range(w_p):
+                    best_r, best_c = i * psh, j * psw
+                    for p in range(pkh):
+                        for q in range(pkw):  # strict >: the first maximum in row-major order wins
+                            if conv[i * psh + p, j * psw + q] > conv[best_r, best_c]:
+                                best_r, best_c = i * psh + p, j * psw + q
+                    y[b, o, i, j] = max(conv[best_r, best_c], 0)
+                    argmax[b, o, i, j] = best_r * w_c + best_c
 
 
 def conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel, pool_stride):
