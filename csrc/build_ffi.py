@@ -10,6 +10,10 @@ Compiler flags:
   -O3                  always;
   -march=native        unless LEPTON_NN_PORTABLE=1 (for a build that must run on other CPUs);
   -ffp-contract=off    no fused multiply-add, so adam_step stays bit-identical to NumPy;
+  -fno-math-errno      sqrt/exp/log need not set errno, so loops calling them can vectorise
+                       (it changes no result: errno is never read here);
+  -fopenmp-simd        honour `#pragma omp simd` even without the OpenMP runtime (the fused
+                       conv loop relies on it to vectorise the right loop);
   -fopenmp             only if a tiny OpenMP program compiles and links; otherwise the kernels
                        run single-threaded (their pragmas are then ignored).
 Each optional flag is probed with the same compiler the build will use (honouring $CC).
@@ -66,7 +70,7 @@ def _compiles(program, compile_flags, link_flags=()):
 def compiler_flags():
     """(compile flags, link flags) that this machine's compiler accepts."""
     compile_flags, link_flags = ["-O3"], []
-    optional = ["-ffp-contract=off"]
+    optional = ["-ffp-contract=off", "-fno-math-errno", "-fopenmp-simd"]
     if os.environ.get("LEPTON_NN_PORTABLE") != "1":
         optional.append("-march=native")
     for flag in optional:

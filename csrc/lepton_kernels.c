@@ -13,13 +13,47 @@
 
 #include "lepton_kernels.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 /* `#pragma omp parallel for` when the work is large enough to pay for waking the threads;
  * without -fopenmp the pragma is ignored and the loop runs serially. */
 #define LEPTON_PRAGMA(text) _Pragma(#text)
 #define PARALLEL_FOR_IF(cond) LEPTON_PRAGMA(omp parallel for schedule(static) if (cond))
 
+/* The same for a region with one workspace slot per thread (see thread_slot). */
+#define PARALLEL_SLOTS_IF(cond, slots) LEPTON_PRAGMA(omp parallel if (cond) num_threads(slots))
+#define FOR_STATIC LEPTON_PRAGMA(omp for schedule(static))
+/* Vectorise this loop (needs -fopenmp or -fopenmp-simd; else ignored). */
+#define OMP_SIMD LEPTON_PRAGMA(omp simd)
+
+/* Outputs the fused conv kernel sums at once, in registers: 16 floats fill one AVX-512
+ * register or two AVX2 ones. */
+#define CONV_BLOCK 16
+
 /* Elements below which a kernel stays single-threaded. */
 #define PARALLEL_MIN_WORK 32768
+
+int64_t lepton_max_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+/* This thread's number in the current parallel region, in [0, team size): the index of its
+ * workspace slot. The region's num_threads(slots) clause keeps it below slots. */
+static int64_t thread_slot(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
 
 /* The outputs o in [*lo, *hi) whose input index o*stride + offset lies in [0, in_len).
  * Used for rows (offset = p - ph) and columns (offset = q - pw) of a sliding window: outside

@@ -10,6 +10,8 @@
  *   - Each kernel exists twice: suffix _f32 takes float*, suffix _f64 takes double*. Both are
  *     compiled from the same source, lepton_kernels_generic.inc.
  *   - Python (NumPy) allocates every output and workspace; C never allocates memory.
+ *     A kernel that needs one buffer per thread gets `slots` of them and runs on at most
+ *     `slots` threads; lepton_max_threads() says how many slots make every thread busy.
  *     An output argument is fully overwritten (no need to zero it first).
  *   - Inputs (const) and outputs never overlap, except adam_step, which updates in place.
  *   - With OpenMP, loops over (sample, channel) planes or over elements run in parallel;
@@ -32,7 +34,7 @@
 /* cffi-cdef-begin */
 
 /* Bumped whenever a signature below changes, so the wrapper can refuse a stale build. */
-#define LEPTON_KERNELS_ABI 1
+#define LEPTON_KERNELS_ABI 2
 
 typedef struct {
     int64_t n, c;          /* samples and channels of the input                     */
@@ -50,6 +52,9 @@ typedef struct {
     double lr, beta1, one_minus_beta1, beta2, one_minus_beta2;
     double bias_correction1, bias_correction2, eps, weight_decay;
 } lepton_adam_hyper;
+
+/* The most threads a parallel region of these kernels uses (1 when built without OpenMP). */
+int64_t lepton_max_threads(void);
 
 /* ---- conv2d: im2col / col2im; the GEMMs run in NumPy (BLAS) -----------------------------
  * im2col: x (n, c, h, w) -> cols (n, c*kh*kw, h_out*w_out),
@@ -81,6 +86,43 @@ void lepton_max_pool2d_backward_f32(const float *grad_y, const int64_t *argmax, 
                                     int64_t out_size, int64_t in_size, float *grad_x);
 void lepton_max_pool2d_backward_f64(const double *grad_y, const int64_t *argmax, int64_t planes,
                                     int64_t out_size, int64_t in_size, double *grad_x);
+
+/* ---- conv2d -> relu -> max_pool2d, fused, for few taps ------------------------------------
+ * conv (n, c_in, h, w -> h_out, w_out) describes the convolution of x with weight
+ *   (c_out, c_in, conv->kh, conv->kw), with conv->ph = conv->pw = 0 (the wrapper pads x first)
+ *   and c_in*kh*kw <= LEPTON_FUSED_MAX_TAPS; pool (n, c_out, conv->h_out, conv->w_out ->
+ *   h_out, w_out) describes the pooling of its output, with pool->ph = pool->pw = 0.
+ * forward: y, argmax (n, c_out, pool->h_out, pool->w_out) = relu(max_pool2d(conv2d(x) + bias)),
+ *   argmax the flat index h*W_c + w of the winner in the conv output plane; max-pool's rules
+ *   for ties and NaN. bias may be NULL. Each (sample, channel) plane of the conv output is
+ *   computed directly into `workspace` (slots x pool_rows x conv->w values, pool_rows =
+ *   (pool->h_out - 1)*pool->sh + pool->kh, the conv rows any window reads), pooled and clamped
+ *   from there, and never stored. With few taps this beats im2col + GEMM.
+ * backward: from each pooled value's winner alone: g = grad_y * (y > 0); where g != 0 and the
+ *   winner is (hc, wc) = divmod(argmax, W_c):
+ *     grad_b[o] += g,  grad_w[o, c, p, q] += g * x[s, c, hc*sh + p, wc*sw + q],
+ *     grad_x[s, c, hc*sh + p, wc*sw + q] += g * weight[o, c, p, q]
+ *   grad_y, y, argmax are (n, c_out, pooled). Each of grad_x, grad_w, grad_b may be NULL (not
+ *   computed) and is otherwise overwritten; weight and bias gradients are summed in double.
+ *   An argmax outside [0, conv->h_out*conv->w_out) is ignored.
+ *   Only the winners are visited, so an inf or NaN in x that no winner reads does not turn
+ *   grad_w into NaN, as 0 * inf does in the reference's dense conv2d_backward.
+ */
+#define LEPTON_FUSED_MAX_TAPS 64
+void lepton_conv2d_relu_max_pool2d_forward_f32(const float *x, const float *weight, const float *bias,
+                                               const lepton_window *conv, const lepton_window *pool,
+                                               int64_t slots, float *workspace, float *y, int64_t *argmax);
+void lepton_conv2d_relu_max_pool2d_forward_f64(const double *x, const double *weight, const double *bias,
+                                               const lepton_window *conv, const lepton_window *pool,
+                                               int64_t slots, double *workspace, double *y, int64_t *argmax);
+void lepton_conv2d_relu_max_pool2d_backward_f32(const float *grad_y, const float *y, const int64_t *argmax,
+                                                int64_t c_out, int64_t pooled, const float *x,
+                                                const float *weight, const lepton_window *conv,
+                                                float *grad_x, float *grad_w, float *grad_b);
+void lepton_conv2d_relu_max_pool2d_backward_f64(const double *grad_y, const double *y, const int64_t *argmax,
+                                                int64_t c_out, int64_t pooled, const double *x,
+                                                const double *weight, const lepton_window *conv,
+                                                double *grad_x, double *grad_w, double *grad_b);
 
 /* ---- avg_pool2d ---------------------------------------------------------------------------
  * forward: y (n, c, h_out, w_out) = window sum / D, D = kh*kw if count_include_pad else the
@@ -120,7 +162,8 @@ void lepton_softmax_xent_backward_f64(const double *grad_loss, const double *pro
 
 /* ---- adam ---------------------------------------------------------------------------------
  * One AdamW step over `size` elements, in place on param, m and v, in a single pass, with
- * the reference's operations in the reference's order (bit-identical results).
+ * the reference's operations in the reference's order (bit-identical results). param, m and
+ * v must not overlap each other or grad (the loop is vectorised on that promise).
  */
 void lepton_adam_step_f32(float *param, const float *grad, float *m, float *v, int64_t size,
                           const lepton_adam_hyper *hp);

@@ -3,8 +3,10 @@
 Agreement with the reference on the grid of shapes is tests/test_kernels.py's job, for every
 backend. Here: the extension was built and loads; when it is missing, the error says how to
 fix it; wrong dtypes fail loudly instead of being reinterpreted by C; adam_step really is
-bit-identical (including its multi-threaded path); conv2d gives the same result however the
-batch is split across its cached workspace.
+bit-identical (including its vectorised, multi-threaded path); conv2d gives the same result
+however the batch is split across its cached workspace; the fast paths that only the c backend
+has (unpadded max-pool, the fused conv → relu → max-pool's direct and GEMM paths) keep the
+reference's rules for ties, NaN, padding and bias.
 """
 import importlib
 import sys
@@ -126,3 +128,106 @@ def test_max_pool_nan_and_padding_rules_match_reference(c, kernel, stride, paddi
     y_ref, argmax_ref = reference.max_pool2d_forward(x, kernel, stride, padding)
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(argmax, argmax_ref)
+
+
+@pytest.mark.parametrize("kernel, stride", [((2, 2), (2, 2)), ((3, 3), (2, 2)), ((2, 3), (1, 2))],
+                         ids=["2x2-s2", "3x3-s2-overlap", "2x3-s1x2"])
+def test_unpadded_max_pool_keeps_nan_and_tie_rules(c, kernel, stride):
+    """Unpadded pooling runs a faster loop, with the NaN test only in planes that hold a NaN."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 7, 8))
+    x[0, 0, 2, 3] = x[0, 0, 2, 4] = x[0, 0, 3, 3] = np.nan  # several NaNs: the first one wins
+    x[0, 1, 0, 1] = np.nan
+    x[1, 0] = np.round(x[1, 0])  # many ties: the first maximum wins
+    x[1, 1, 4] = np.inf
+    x[1, 2, :3] = -np.inf
+    y, argmax = c.max_pool2d_forward(x, kernel, stride, (0, 0))
+    y_ref, argmax_ref = reference.max_pool2d_forward(x, kernel, stride, (0, 0))
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(argmax, argmax_ref)
+
+
+FUSED_CASES = [  # x shape, C_out, kernel, stride, padding, pool kernel, pool stride
+    ((3, 2, 11, 9), 4, (3, 3), (1, 1), (0, 0), (2, 2), (2, 2)),  # stride 1: the one-line plane
+    ((2, 3, 10, 11), 5, (3, 2), (2, 1), (1, 2), (3, 3), (2, 2)),  # strides, padding, overlapping pools
+    ((2, 1, 9, 9), 3, (5, 5), (1, 2), (2, 1), (2, 2), (1, 1)),
+    ((1, 3, 13, 12), 2, (1, 1), (2, 2), (0, 0), (3, 2), (3, 2)),  # pools that do not tile the plane
+]
+
+
+@pytest.mark.parametrize("path", ["direct", "gemm"])
+@pytest.mark.parametrize("case", FUSED_CASES, ids=lambda case: "x{}-k{}-s{}-p{}-pool{}s{}".format(*(
+    "x".join(map(str, v)) for v in (case[0], case[2], case[3], case[4], case[5], case[6]))))
+def test_fused_conv_relu_pool_paths_match_reference(c, monkeypatch, case, path):
+    """Few taps run a direct C convolution, many taps conv2d (GEMM) + max-pool; force each in turn.
+
+    float64, so argmax must match exactly (float32 rounding could swap two near-equal values).
+    """
+    x_shape, c_out, kernel, stride, padding, pool_kernel, pool_stride = case
+    if path == "gemm":
+        monkeypatch.setattr(kernels.get("c"), "DIRECT_MAX_TAPS", 0)
+        monkeypatch.setattr(kernels.get("c"), "WORKSPACE_BYTES", 3000)  # a few samples per chunk
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(x_shape)
+    weight = rng.standard_normal((c_out, x_shape[1]) + kernel)
+    for bias in (None, rng.standard_normal(c_out)):
+        y, argmax = c.conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel, pool_stride)
+        y_ref, argmax_ref = reference.conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding,
+                                                                     pool_kernel, pool_stride)
+        np.testing.assert_allclose(y, y_ref, rtol=1e-10, atol=1e-12)
+        np.testing.assert_array_equal(argmax, argmax_ref)
+        grad_y = rng.standard_normal(y.shape)
+        for need in ((True, True, True), (False, True, True), (True, False, False), (False, False, True)):
+            ours = c.conv2d_relu_max_pool2d_backward(grad_y, y_ref, argmax_ref, x, weight, stride, padding, *need)
+            theirs = reference.conv2d_relu_max_pool2d_backward(grad_y, y_ref, argmax_ref, x, weight, stride,
+                                                               padding, *need)
+            for wanted, a, b in zip(need, ours, theirs):
+                assert (a is None) == (not wanted)
+                if wanted:
+                    np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_fused_conv_relu_pool_ties_and_nan_match_reference(c):
+    """Blank regions give equal conv outputs (the first wins) and a NaN pixel gives NaN outputs
+    (the first NaN wins, relu keeps it), as in the reference's separate conv, max-pool and relu."""
+    x = np.zeros((2, 1, 12, 12), np.float32)
+    x[0, 0, 6:, 6:] = 1.0  # a flat patch: ties inside and at its edge
+    x[1, 0, 3, 4] = np.nan
+    weight = np.random.default_rng(6).standard_normal((3, 1, 3, 3)).astype(np.float32)
+    bias = np.array([0.5, -0.5, 0.0], np.float32)
+    y, argmax = c.conv2d_relu_max_pool2d_forward(x, weight, bias, (1, 1), (1, 1), (2, 2), (2, 2))
+    y_ref, argmax_ref = reference.conv2d_relu_max_pool2d_forward(x, weight, bias, (1, 1), (1, 1), (2, 2), (2, 2))
+    assert np.isnan(y_ref).any()
+    np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=1e-6)  # NaNs in the same places
+    np.testing.assert_array_equal(argmax, argmax_ref)
+
+
+def test_fused_conv_relu_pool_float32_sums_stay_accurate(c):
+    """The MNIST first layer: the weight gradient sums 64·169 terms per value, in double."""
+    rng = np.random.default_rng(7)
+    x = rng.random((64, 1, 28, 28)).astype(np.float32)
+    weight = (0.3 * rng.standard_normal((32, 1, 3, 3))).astype(np.float32)
+    bias = (0.1 * rng.standard_normal(32)).astype(np.float32)
+    y, argmax = c.conv2d_relu_max_pool2d_forward(x, weight, bias, (1, 1), (0, 0), (2, 2), (2, 2))
+    x64, w64 = x.astype(np.float64), weight.astype(np.float64)
+    y_ref, _ = reference.conv2d_relu_max_pool2d_forward(x64, w64, bias.astype(np.float64), (1, 1), (0, 0),
+                                                        (2, 2), (2, 2))
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    grad_y = rng.standard_normal(y.shape).astype(np.float32)
+    _, grad_w, grad_b = c.conv2d_relu_max_pool2d_backward(grad_y, y, argmax, x, weight, (1, 1), (0, 0), need_x=False)
+    _, grad_w_ref, grad_b_ref = reference.conv2d_relu_max_pool2d_backward(
+        grad_y.astype(np.float64), y.astype(np.float64), argmax, x64, w64, (1, 1), (0, 0), need_x=False)
+    assert grad_w.dtype == grad_b.dtype == np.float32
+    np.testing.assert_allclose(grad_w, grad_w_ref, rtol=1e-5)
+    np.testing.assert_allclose(grad_b, grad_b_ref, rtol=1e-5)
+
+
+def test_fused_conv_relu_pool_checks_its_arguments(c):
+    x, weight = np.ones((2, 1, 8, 8)), np.ones((3, 1, 3, 3))
+    with pytest.raises(TypeError, match="all of one dtype"):
+        c.conv2d_relu_max_pool2d_forward(x, weight.astype(np.float32), None, (1, 1), (0, 0), (2, 2), (2, 2))
+    with pytest.raises(ValueError, match="do not fit"):  # a 7x7 pool over a 6x6 conv output
+        c.conv2d_relu_max_pool2d_forward(x, weight, None, (1, 1), (0, 0), (7, 7), (1, 1))
+    y, argmax = c.conv2d_relu_max_pool2d_forward(x, weight, None, (1, 1), (0, 0), (2, 2), (2, 2))
+    with pytest.raises(ValueError, match="must be equal"):
+        c.conv2d_relu_max_pool2d_backward(y[:, :2], y, argmax, x, weight, (1, 1), (0, 0))

@@ -36,7 +36,7 @@ try:
 except ImportError as err:
     raise ImportError(f"C extension not built: {err}; reinstall with a C compiler: pip install -e .") from err
 
-_ABI = 1  # must match LEPTON_KERNELS_ABI in csrc/lepton_kernels.h
+_ABI = 2  # must match LEPTON_KERNELS_ABI in csrc/lepton_kernels.h
 if lib.LEPTON_KERNELS_ABI != _ABI:
     raise ImportError(f"C extension is stale (ABI {lib.LEPTON_KERNELS_ABI}, this wrapper needs {_ABI}); "
                       "rebuild it: pip install -e .")
@@ -133,9 +133,16 @@ def _conv_shapes(x, weight, stride, padding):
 def conv2d_forward(x, weight, bias, stride, padding):
     """reference.conv2d_forward: y[n] = weight (C_out, C_in·kH·kW) @ im2col(x[n]) + bias."""
     dtype, x, weight, bias = _floats(x=x, weight=weight, bias=bias)
+    window, _, _ = _conv_shapes(x, weight, stride, padding)
+    y = np.empty((x.shape[0], weight.shape[0], window.h_out, window.w_out), dtype)
+    return _conv2d_into(x, weight, bias, stride, padding, y)
+
+
+def _conv2d_into(x, weight, bias, stride, padding, y):
+    """conv2d_forward of checked, contiguous arrays of one dtype, written into y; returns y."""
+    dtype = x.dtype
     window, rows, pixels = _conv_shapes(x, weight, stride, padding)
     n, c_out = x.shape[0], weight.shape[0]
-    y = np.empty((n, c_out, window.h_out, window.w_out), dtype)
     y_mat, w_mat = y.reshape(n, c_out, pixels), weight.reshape(c_out, rows)
     im2col = _kernel("im2col", dtype)
     for start, stop in _sample_chunks(n, rows * pixels * dtype.itemsize):
@@ -170,7 +177,12 @@ def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight
             if need_weight:
                 cols = _workspace(0, (stop - start, rows, pixels), dtype)
                 im2col(_ptr(x[start:stop]), window, _ptr(cols))
-                grad_w_mat += np.matmul(g, cols.transpose(0, 2, 1)).sum(axis=0)
+                # one GEMM per sample (g[s] @ cols[s]ᵀ), into a workspace rather than a fresh
+                # temporary; a single GEMM over all samples would need g and cols transposed
+                # first, and those copies cost more than the per-sample calls (measured)
+                per_sample = _workspace(3, (stop - start, c_out, rows), dtype)
+                np.matmul(g, cols.transpose(0, 2, 1), out=per_sample)
+                grad_w_mat += per_sample.sum(axis=0)
             if need_x:
                 grad_cols = _workspace(1, (stop - start, rows, pixels), dtype)
                 np.matmul(w_mat.T, g, out=grad_cols)
@@ -294,3 +306,86 @@ def adam_step(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
         bias_correction1=1 - beta1 ** step, bias_correction2=1 - beta2 ** step,
         eps=eps, weight_decay=weight_decay))
     _kernel("adam_step", dtype)(_ptr(param), _ptr(grad), _ptr(m), _ptr(v), param.size, hyper)
+
+
+# --------------------------------------------------------------------------- fused conv → relu → max-pool
+# With few taps (C_in·kH·kW; 9 in the first layer of an MNIST CNN), a direct convolution beats
+# im2col + GEMM: C computes each (sample, channel) plane of the conv output into a small
+# per-thread buffer that stays in cache, pools and clamps it there, and never writes it to
+# memory; backward visits only each pooling window's winner. x is zero-padded here first, so
+# the C loops need no bounds checks. With many taps the GEMM wins: the fused op then runs as
+# its composition (conv2d into a workspace, max-pool, relu; backward through a conv-shaped
+# gradient and conv2d_backward).
+DIRECT_MAX_TAPS = lib.LEPTON_FUSED_MAX_TAPS  # 64
+
+
+def _padded(x, padding):
+    """x zero-padded by padding = (ph, pw) on each side, in a workspace (x itself if no padding)."""
+    (ph, pw), (n, c, h, w) = padding, x.shape
+    if ph == 0 and pw == 0:
+        return x
+    x_pad = _workspace(4, (n, c, h + 2 * ph, w + 2 * pw), x.dtype)
+    x_pad.fill(0)
+    x_pad[:, :, ph:ph + h, pw:pw + w] = x
+    return x_pad
+
+
+def conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel, pool_stride):
+    """reference.conv2d_relu_max_pool2d_forward: (relu(max_pool2d(conv2d(x))), argmax in the conv plane)."""
+    dtype, x, weight, bias = _floats(x=x, weight=weight, bias=bias)
+    conv, taps, _ = _conv_shapes(x, weight, stride, padding)
+    n, c_out = x.shape[0], weight.shape[0]
+    pool = _window((n, c_out, conv.h_out, conv.w_out), pool_kernel, pool_stride, (0, 0))
+    out_shape = (n, c_out, pool.h_out, pool.w_out)
+    y, argmax = np.empty(out_shape, dtype), np.empty(out_shape, np.int64)
+    if taps <= DIRECT_MAX_TAPS:
+        x_pad = _padded(x, padding)
+        conv = _window(x_pad.shape, weight.shape[2:], stride, (0, 0))
+        slots = int(lib.lepton_max_threads())
+        pool_rows = (pool.h_out - 1) * pool.sh + pool.kh  # the conv rows any window reads
+        planes = _workspace(2, (slots, pool_rows * conv.w), dtype)
+        _kernel("conv2d_relu_max_pool2d_forward", dtype)(
+            _ptr(x_pad), _ptr(weight), ffi.NULL if bias is None else _ptr(bias), conv, pool,
+            slots, _ptr(planes), _ptr(y), _ptr(argmax))
+        return y, argmax
+    max_pool = _kernel("max_pool2d_forward", dtype)
+    for start, stop in _sample_chunks(n, (taps + c_out) * conv.h_out * conv.w_out * dtype.itemsize):
+        conv_out = _workspace(2, (stop - start, c_out, conv.h_out, conv.w_out), dtype)
+        _conv2d_into(x[start:stop], weight, bias, stride, padding, conv_out)
+        pool.n = stop - start
+        max_pool(_ptr(conv_out), pool, _ptr(y[start:stop]), _ptr(argmax[start:stop]))
+    np.maximum(y, 0, out=y)  # relu after pooling: the two commute
+    return y, argmax
+
+
+def conv2d_relu_max_pool2d_backward(grad_y, y, argmax, x, weight, stride, padding,
+                                    need_x=True, need_weight=True, need_bias=True):
+    """reference.conv2d_relu_max_pool2d_backward: (grad_x, grad_w, grad_b), None where not needed."""
+    dtype, grad_y, y, x, weight = _floats(grad_y=grad_y, y=y, x=x, weight=weight)
+    argmax = np.ascontiguousarray(argmax, dtype=np.int64)
+    conv, taps, _ = _conv_shapes(x, weight, stride, padding)
+    n, c_out = x.shape[0], weight.shape[0]
+    if not (grad_y.shape == y.shape == argmax.shape and grad_y.ndim == 4 and grad_y.shape[:2] == (n, c_out)):
+        raise ValueError(f"grad_y {grad_y.shape}, y {y.shape} and argmax {argmax.shape} must be equal "
+                         f"and start with (N, C_out) = {(n, c_out)}")
+    pooled = grad_y.shape[2] * grad_y.shape[3]
+    if not (need_x or need_weight or need_bias):
+        return None, None, None
+    if taps > DIRECT_MAX_TAPS:  # the composition, with the conv-shaped gradient in a workspace
+        grad_conv = _workspace(2, (n, c_out, conv.h_out, conv.w_out), dtype)
+        _kernel("max_pool2d_backward", dtype)(_ptr(relu_backward(grad_y, y)), _ptr(argmax), n * c_out, pooled,
+                                              conv.h_out * conv.w_out, _ptr(grad_conv))
+        return conv2d_backward(grad_conv, x, weight, stride, padding, need_x, need_weight, need_bias)
+    x_pad = _padded(x, padding)
+    conv = _window(x_pad.shape, weight.shape[2:], stride, (0, 0))
+    grad_x_pad = np.empty_like(x_pad) if need_x else None
+    grad_w = np.empty_like(weight) if need_weight else None
+    grad_b = np.empty(c_out, dtype) if need_bias else None
+    _kernel("conv2d_relu_max_pool2d_backward", dtype)(
+        _ptr(grad_y), _ptr(y), _ptr(argmax), c_out, pooled, _ptr(x_pad), _ptr(weight), conv,
+        *(ffi.NULL if a is None else _ptr(a) for a in (grad_x_pad, grad_w, grad_b)))
+    grad_x = grad_x_pad
+    if need_x and x_pad is not x:  # crop the padding off
+        (ph, pw), (h, w) = padding, x.shape[2:]
+        grad_x = grad_x_pad[:, :, ph:ph + h, pw:pw + w].copy()
+    return grad_x, grad_w, grad_b
