@@ -30,6 +30,19 @@ def _check_float(op, name, t, ndim=None, layout=""):
         raise ValueError(f"{op}: {name} must be {ndim}-D {layout}, got shape {t.shape}")
 
 
+def _check_dtype_and_bias(op, x, weight, bias):
+    """The input's dtype must be the weight's; a bias must be (out,) of that dtype. Returns bias as a Tensor."""
+    if x.dtype != weight.dtype:
+        raise ValueError(f"{op}: input dtype {x.dtype} differs from weight dtype {weight.dtype}")
+    if bias is None:
+        return None
+    bias = _as_tensor(bias)
+    if bias.shape != (weight.shape[0],) or bias.dtype != weight.dtype:
+        raise ValueError(f"{op}: bias must have shape ({weight.shape[0]},) and dtype {weight.dtype}, "
+                         f"got {bias.shape} {bias.dtype}")
+    return bias
+
+
 def _check_window(op, x, kernel, stride, padding):
     for axis, k, s, p in zip(("height", "width"), kernel, stride, padding):
         size = x.shape[2 if axis == "height" else 3]
@@ -78,13 +91,7 @@ def _conv_args(op, x, weight, bias, stride, padding):
     if x.shape[1] != weight.shape[1]:
         raise ValueError(f"{op}: input has {x.shape[1]} channels (shape {x.shape}) but weight expects "
                          f"C_in = {weight.shape[1]} (weight shape {weight.shape})")
-    if x.dtype != weight.dtype:
-        raise ValueError(f"{op}: input dtype {x.dtype} differs from weight dtype {weight.dtype}")
-    if bias is not None:
-        bias = _as_tensor(bias)
-        if bias.shape != (weight.shape[0],) or bias.dtype != weight.dtype:
-            raise ValueError(f"{op}: bias must have shape ({weight.shape[0]},) and dtype {weight.dtype}, "
-                             f"got {bias.shape} {bias.dtype}")
+    bias = _check_dtype_and_bias(op, x, weight, bias)
     stride, padding = _pair(stride, op, "stride"), _pair(padding, op, "padding")
     _check_window(op, x, weight.shape[2:], stride, padding)
     return x, weight, bias, stride, padding
@@ -138,13 +145,7 @@ def linear(x, weight, bias=None):
     if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input has {x.shape[-1] if x.ndim else 0} features (shape {x.shape}) "
                          f"but weight expects in_features = {weight.shape[1]} (weight shape {weight.shape})")
-    if x.dtype != weight.dtype:
-        raise ValueError(f"linear: input dtype {x.dtype} differs from weight dtype {weight.dtype}")
-    if bias is not None:
-        bias = _as_tensor(bias)
-        if bias.shape != (weight.shape[0],) or bias.dtype != weight.dtype:
-            raise ValueError(f"linear: bias must have shape ({weight.shape[0]},) and dtype {weight.dtype}, "
-                             f"got {bias.shape} {bias.dtype}")
+    bias = _check_dtype_and_bias("linear", x, weight, bias)
     return apply(ops.Linear, x, weight, bias)
 
 
