@@ -18,18 +18,11 @@ If the extension was not built (no C compiler at install), importing this module
 ImportError, and lepton_nn.kernels.backends() shows why.
 """
 import math
-import os
 import threading
 
 import numpy as np
 
 from .reference import output_size
-
-# After each parallel region, OpenMP (libgomp) threads by default spin for a while before they
-# sleep. Spinning threads steal the cores from the BLAS threads of the np.matmul that follows
-# an im2col (conv2d forward measured 4x slower on 2 cores), so let them sleep at once; a
-# wake-up costs microseconds. libgomp reads this when it loads; a user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 try:
     from lepton_nn._lepton_c import ffi, lib

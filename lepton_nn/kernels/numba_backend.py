@@ -24,20 +24,12 @@ Preconditions the op layer (lepton_nn.functional) checks before calling, so the 
 pool padding is at most half the kernel (so no window is made of padding alone), class labels
 lie in [0, K), and all float inputs of one call share a dtype.
 """
-import os
 import threading
 
 import numpy as np
 from numba import njit, prange
 
 from lepton_nn.kernels.reference import output_size
-
-# OpenMP threads (numba's default threading layer) spin for a while after each parallel loop,
-# and here they share 1–2 cores with OpenBLAS threads that run the very next GEMM. Measured
-# on 2 cores: a conv GEMM after a parallel im2col went from 14 ms to 21 ms. Waiting passively
-# fixes that. It must be set before the OpenMP runtime loads, i.e. before the first parallel
-# kernel runs; an explicit choice in the environment wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # --------------------------------------------------------------------------- shared helpers
 # The reference's formula ⌊(size + 2·pad − kernel) / stride⌋ + 1, compiled so loops can call it.
