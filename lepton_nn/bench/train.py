@@ -37,6 +37,7 @@ import numpy as np
 BATCH = 64
 EVAL_BATCH = 1000
 EVAL_PASSES = 3
+BLOCKS = 10  # the timed steps are split into this many blocks; the median block's ms/step is reported
 TORCH_VARIANTS = ("torch", "torch-cl")
 TARGETS = {  # (figure, comparison, limit): see format_targets
     "train_vs_torch": 0.35, "train_vs_torch_cl": 0.5, "eval_vs_torch": 2.0, "rss_vs_torch": 0.5,
@@ -173,10 +174,15 @@ def worker(run, data=None, steps=200, warmup=10, threads=1, launched=None, first
     if warmup:
         model.fit(x_train[used:used + warmup * BATCH], y_train[used:used + warmup * BATCH])
         used += warmup * BATCH
-    x_steps, y_steps = x_train[used:used + steps * BATCH], y_train[used:used + steps * BATCH]
-    start = time.perf_counter()
-    model.fit(x_steps, y_steps)
-    step_s = (time.perf_counter() - start) / steps
+    # The timed steps run in blocks (one fit call each) and the median block counts: on a shared
+    # machine a burst of someone else's work then spoils one block, not the figure.
+    per_step = []
+    for block in np.array_split(np.arange(steps), min(BLOCKS, steps)):
+        rows = slice(used + block[0] * BATCH, used + (block[-1] + 1) * BATCH)
+        start = time.perf_counter()
+        model.fit(x_train[rows], y_train[rows])
+        per_step.append((time.perf_counter() - start) / len(block))
+    step_s = float(np.median(per_step))
     steps_per_epoch = math.ceil(len(x_train) / BATCH)
     result.update(steps=steps, warmup=warmup, step_ms=1e3 * step_s, steps_per_epoch=steps_per_epoch,
                   epoch_s=step_s * steps_per_epoch, train_images_per_s=BATCH / step_s)
@@ -375,7 +381,8 @@ def format_targets(targets):
         if t["missing"]:
             verdict = f"— ({t['missing']})"
         else:
-            value = f"{t['value']:.2f}{t['unit']}"
+            digits = 3 if f"{t['value']:.2f}" == f"{t['limit']:.2f}" else 2  # 0.50 vs ≤ 0.5: show 0.503
+            value = f"{t['value']:.{digits}f}{t['unit']}"
             verdict = f"{value:>8s} on {t['run']:6s} {'met' if t['met'] else 'NOT met'}"
         lines.append(f"  {t['target']:58s} {limit:>8s}  {verdict}")
     overhead = f"≤ {100 * TARGETS['python_overhead']:g} %"
@@ -390,7 +397,8 @@ def format_report(results, targets, gemm_gflops, info, settings):
     lines = ["lepton-nn bench --train: the article's CNN (Conv2D 32 3×3 relu → MaxPool 2×2 → Dense 128 relu → "
              "Dense 10 softmax; Adam), batch 64",
              f"each run in its own process; {settings['warmup']} warm-up step(s) excluded, then {settings['steps']} "
-             f"timed steps; evaluation: the test set at batch {EVAL_BATCH}, median of {EVAL_PASSES} passes",
+             f"timed steps (median of {BLOCKS} blocks); evaluation: the test set at batch {EVAL_BATCH}, median of "
+             f"{EVAL_PASSES} passes",
              f"machine: {info['cpu'] or info['machine']}, {info['cpus']} CPUs; python {info['python']}; "
              f"numpy {info['numpy']}; numba {info['numba'] or 'not installed'}; "
              f"torch {info['torch'] or 'not installed: no torch rows'}",
@@ -441,6 +449,7 @@ def main(backends=None, steps=200, warmup=10, data=None, threads=None, full=Fals
     info = kernel_bench.machine_info()
     gemm = kernel_bench.gemm_rate()
     results = run_all(runs, data, steps, warmup, threads, explicit, full, startup, progress)
+    gemm = max(gemm, kernel_bench.gemm_rate())  # before and after: other work only ever slows it down
     targets = derive(results, gemm)
     settings = {"steps": steps, "warmup": warmup, "threads": threads, "full": full, "batch": BATCH,
                 "eval_batch": EVAL_BATCH}
