@@ -75,16 +75,18 @@ def _load(name):
     return module
 
 
+def _try_load(name):
+    try:
+        _load(name)
+        return True
+    except RuntimeError:
+        return False
+
+
 def backends():
     """Every backend with whether it can be used here and, if not, why."""
-    infos = []
-    for name in _MODULES:
-        try:
-            _load(name)
-            infos.append(BackendInfo(name, True, ""))
-        except RuntimeError:
-            infos.append(BackendInfo(name, False, _failures[name]))
-    return infos
+    return [BackendInfo(name, True, "") if _try_load(name) else BackendInfo(name, False, _failures[name])
+            for name in _MODULES]
 
 
 def available_backends():
@@ -107,8 +109,8 @@ def active_name():
         if requested:
             _load(requested)
             _active = requested
-        else:
-            _active = available_backends()[0]
+        else:  # the first that loads; the others are not imported (numba alone costs ~100 MB)
+            _active = next(name for name in _MODULES if _try_load(name))
     return _active
 
 
