@@ -34,7 +34,7 @@
 /* cffi-cdef-begin */
 
 /* Bumped whenever a signature below changes, so the wrapper can refuse a stale build. */
-#define LEPTON_KERNELS_ABI 2
+#define LEPTON_KERNELS_ABI 3
 
 typedef struct {
     int64_t n, c;          /* samples and channels of the input                     */
@@ -71,6 +71,21 @@ void lepton_col2im_f64(const double *cols, const lepton_window *g, double *x);
 /* bias gradient: grad_y (n, c, hw) -> grad_b (c), grad_b[o] = sum over n and hw. */
 void lepton_bias_grad_f32(const float *grad_y, int64_t n, int64_t c, int64_t hw, float *grad_b);
 void lepton_bias_grad_f64(const double *grad_y, int64_t n, int64_t c, int64_t hw, double *grad_b);
+
+/* ---- conv2d, direct, for few taps ---------------------------------------------------------
+ * For c_in*kh*kw <= LEPTON_FUSED_MAX_TAPS (defined below), where a GEMM of so few rows is
+ * bound by memory, not arithmetic. conv (n, c_in, h, w -> h_out, w_out) describes the
+ * convolution with conv->ph = conv->pw = 0 (the wrapper pads x first).
+ * forward: y (n, c_out, h_out, w_out) = conv2d(x, weight) + bias (bias may be NULL), each
+ *   (sample, channel) plane computed directly, as in the fused kernel below.
+ *   workspace: slots x h_out x w values, a plane with rows of w (used with stride 1).
+ */
+void lepton_conv2d_direct_forward_f32(const float *x, const float *weight, const float *bias,
+                                      const lepton_window *conv, int64_t c_out,
+                                      int64_t slots, float *workspace, float *y);
+void lepton_conv2d_direct_forward_f64(const double *x, const double *weight, const double *bias,
+                                      const lepton_window *conv, int64_t c_out,
+                                      int64_t slots, double *workspace, double *y);
 
 /* ---- max_pool2d ---------------------------------------------------------------------------
  * forward: x (n, c, h, w) -> y, argmax (n, c, h_out, w_out). argmax is the flat index h*W + w

@@ -5,8 +5,8 @@ backend. Here: the extension was built and loads; when it is missing, the error 
 fix it; wrong dtypes fail loudly instead of being reinterpreted by C; adam_step really is
 bit-identical (including its vectorised, multi-threaded path); conv2d gives the same result
 however the batch is split across its cached workspace; the fast paths that only the c backend
-has (unpadded max-pool, the fused conv → relu → max-pool's direct and GEMM paths) keep the
-reference's rules for ties, NaN, padding and bias.
+has (conv2d's direct and GEMM paths, unpadded max-pool, the fused conv → relu → max-pool's direct
+and GEMM paths) keep the reference's rules for ties, NaN, padding and bias.
 """
 import importlib
 import sys
@@ -106,6 +106,35 @@ def test_conv2d_is_independent_of_workspace_chunking(c, monkeypatch, workspace_b
         for ours, theirs in zip(c.conv2d_backward(grad_y, x, weight, stride, padding),
                                 reference.conv2d_backward(grad_y, x, weight, stride, padding)):
             np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
+
+
+CONV_CASES = [  # x shape, C_out, kernel, stride, padding
+    ((2, 3, 9, 8), 4, (3, 3), (1, 1), (0, 0)),  # stride 1: the one-line plane, rows copied into y
+    ((2, 2, 5, 75), 3, (2, 3), (1, 1), (1, 0)),  # lines of several blocks of outputs at once
+    ((3, 2, 10, 11), 5, (3, 2), (2, 1), (1, 2)),  # strides and padding: a line per row
+    ((1, 3, 6, 7), 2, (1, 1), (1, 1), (0, 0)),  # 1x1: the plane already has rows of w_out
+]
+
+
+@pytest.mark.parametrize("path", ["direct", "gemm"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda case: "x{}-k{}-s{}-p{}".format(*(
+    "x".join(map(str, v)) for v in (case[0], case[2], case[3], case[4]))))
+def test_conv2d_paths_match_reference(c, monkeypatch, case, path):
+    """Few taps run conv2d_forward as a direct C convolution, many taps as im2col + GEMM; force each."""
+    x_shape, c_out, kernel, stride, padding = case
+    if path == "gemm":
+        monkeypatch.setattr(kernels.get("c"), "DIRECT_MAX_TAPS", 0)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(x_shape)
+    weight = rng.standard_normal((c_out, x_shape[1]) + kernel)
+    for bias in (None, rng.standard_normal(c_out)):
+        y = c.conv2d_forward(x, weight, bias, stride, padding)
+        np.testing.assert_allclose(y, reference.conv2d_forward(x, weight, bias, stride, padding),
+                                   rtol=1e-10, atol=1e-12)
+    grad_y = rng.standard_normal(y.shape)
+    for ours, theirs in zip(c.conv2d_backward(grad_y, x, weight, stride, padding),
+                            reference.conv2d_backward(grad_y, x, weight, stride, padding)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
 
 
 def test_strided_inputs_are_made_contiguous(c):

@@ -9,10 +9,12 @@ and allocating; the C side (contract in csrc/lepton_kernels.h) only computes:
 - layout: inputs are made C-contiguous (copied only if they are not); adam_step updates in
   place, so its param, m and v must already be C-contiguous and writable (else ValueError).
 - outputs are allocated here with NumPy and filled by C.
-- conv2d: im2col in C, then one GEMM per sample with np.matmul (BLAS beats a hand-written
-  GEMM). The columns of a whole batch can be hundreds of MB, so samples go through in chunks
-  whose columns fit a per-thread workspace of WORKSPACE_BYTES, kept between calls: a training
-  loop does not allocate the column buffer again at every step.
+- conv2d: the forward with few taps (C_in·kH·kW ≤ DIRECT_MAX_TAPS) is a direct convolution
+  in C; otherwise, and for every gradient, im2col in C, then one GEMM per sample with
+  np.matmul (BLAS beats a hand-written GEMM). The columns of a whole batch can be hundreds of
+  MB, so samples go through in chunks whose columns fit a per-thread workspace of
+  WORKSPACE_BYTES, kept between calls: a training loop does not allocate the column buffer
+  again at every step.
 
 If the extension was not built (no C compiler at install), importing this module raises
 ImportError, and lepton_nn.kernels.backends() shows why.
@@ -29,7 +31,7 @@ try:
 except ImportError as err:
     raise ImportError(f"C extension not built: {err}; reinstall with a C compiler: pip install -e .") from err
 
-_ABI = 2  # must match LEPTON_KERNELS_ABI in csrc/lepton_kernels.h
+_ABI = 3  # must match LEPTON_KERNELS_ABI in csrc/lepton_kernels.h
 if lib.LEPTON_KERNELS_ABI != _ABI:
     raise ImportError(f"C extension is stale (ABI {lib.LEPTON_KERNELS_ABI}, this wrapper needs {_ABI}); "
                       "rebuild it: pip install -e .")
@@ -124,10 +126,23 @@ def _conv_shapes(x, weight, stride, padding):
 
 
 def conv2d_forward(x, weight, bias, stride, padding):
-    """reference.conv2d_forward: y[n] = weight (C_out, C_in·kH·kW) @ im2col(x[n]) + bias."""
+    """reference.conv2d_forward: y[n] = weight (C_out, C_in·kH·kW) @ im2col(x[n]) + bias.
+
+    With few taps computed directly instead (see DIRECT_MAX_TAPS): a GEMM with K = C_in·kH·kW
+    rows that small is bound by memory traffic of the columns, which the direct loop never writes.
+    """
     dtype, x, weight, bias = _floats(x=x, weight=weight, bias=bias)
-    window, _, _ = _conv_shapes(x, weight, stride, padding)
+    window, taps, _ = _conv_shapes(x, weight, stride, padding)
     y = np.empty((x.shape[0], weight.shape[0], window.h_out, window.w_out), dtype)
+    if taps <= DIRECT_MAX_TAPS:
+        x_pad = _padded(x, padding)
+        conv = _window(x_pad.shape, weight.shape[2:], stride, (0, 0))
+        slots = int(lib.lepton_max_threads())
+        planes = _workspace(2, (slots, conv.h_out * conv.w), dtype)
+        _kernel("conv2d_direct_forward", dtype)(
+            _ptr(x_pad), _ptr(weight), ffi.NULL if bias is None else _ptr(bias), conv, weight.shape[0],
+            slots, _ptr(planes), _ptr(y))
+        return y
     return _conv2d_into(x, weight, bias, stride, padding, y)
 
 
@@ -152,6 +167,9 @@ def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight
     """reference.conv2d_backward, per sample n with cols = im2col(x[n]), g = grad_y[n]:
 
         grad_w += g @ colsᵀ,   grad_x[n] = col2im(weightᵀ @ g),   grad_b = Σ over n, H_out, W_out of g
+
+    Always by GEMM: a direct weight gradient for few taps (like the forward's) was measured
+    slower than these per-sample GEMMs on the MNIST first layer.
     """
     dtype, grad_y, x, weight = _floats(grad_y=grad_y, x=x, weight=weight)
     window, rows, pixels = _conv_shapes(x, weight, stride, padding)
