@@ -102,7 +102,7 @@ def test_conv2d(backend, dtype, x_shape, c_out, kernel, stride, padding, with_bi
         assert_matches(got, want, dtype)
 
 
-@pytest.mark.parametrize("need_x, need_weight, need_bias", itertools.product((False, True), repeat=3))
+@pytest.mark.parametrize("need_x, need_weight, need_bias", list(itertools.product((False, True), repeat=3)))
 def test_conv2d_backward_computes_only_what_is_needed(backend, need_x, need_weight, need_bias):
     rng = np.random.default_rng(1)
     x, weight = normal(rng, (2, 3, 6, 5), np.float64), normal(rng, (4, 3, 3, 3), np.float64)
