@@ -473,6 +473,23 @@ def _conv_plane(x_pad_b, weight_o, bias_o, sh, sw, conv):
                             conv[i, j] += tap * x_pad_b[c, i * sh + p, j * sw + q]
 
 
+@njit(cache=True)
+def _relu_max_pool_plane(conv, pkh, pkw, psh, psw, y, argmax):
+    """y[i, j] = max(0, max of conv over window (i, j)), argmax its flat index in conv."""
+    w_c = conv.shape[1]
+    for i in range(y.shape[0]):
+        for j in range(y.shape[1]):
+            r0, c0 = i * psh, j * psw
+            best, best_at = conv[r0, c0], r0 * w_c + c0
+            for p in range(pkh):
+                for q in range(pkw):
+                    value = conv[r0 + p, c0 + q]
+                    if value > best:  # strict >: the first maximum in row-major order wins
+                        best, best_at = value, (r0 + p) * w_c + c0 + q
+            y[i, j] = max(best, 0)
+            argmax[i, j] = best_at
+
+
 @njit(parallel=True, cache=True)
 def _conv_relu_max_pool(x_pad, weight, bias, sh, sw, h_c, w_c, pkh, pkw, psh, psw, y, argmax):
     n, c_out = y.shape[:2]
@@ -481,15 +498,7 @@ def _conv_relu_max_pool(x_pad, weight, bias, sh, sw, h_c, w_c, pkh, pkw, psh, ps
         conv = np.empty((h_c, w_c), dtype=y.dtype)  # one plane, reused for every output channel
         for o in range(c_out):
             _conv_plane(x_pad[b], weight[o], bias[o], sh, sw, conv)
-            for i in range(h_p):
-                for j in range(w_p):
-                    best_r, best_c = i * psh, j * psw
-                    for p in range(pkh):
-                        for q in range(pkw):  # strict >: the first maximum in row-major order wins
-                            if conv[i * psh + p, j * psw + q] > conv[best_r, best_c]:
-                                best_r, best_c = i * psh + p, j * psw + q
-                    y[b, o, i, j] = max(conv[best_r, best_c], 0)
-                    argmax[b, o, i, j] = best_r * w_c + best_c
+            _relu_max_pool_plane(conv, pkh, pkw, psh, psw, y[b, o], argmax[b, o])
 
 
 def conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel, pool_stride):
