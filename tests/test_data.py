@@ -8,7 +8,9 @@ import urllib.error
 import numpy as np
 import pytest
 
-from lepton_nn.data import IdxFormatError, idx, mnist, read_idx, write_idx
+from lepton_nn import fileio
+from lepton_nn.data import IdxFormatError, mnist, read_idx, write_idx
+from lepton_nn.fileio import atomic_write
 
 
 # --------------------------------------------------------------------------- IDX reader
@@ -121,13 +123,15 @@ def test_write_idx_rejects_what_idx_cannot_store(tmp_path):
 
 def test_atomic_write_replaces_and_cleans_up_on_failure(tmp_path, monkeypatch):
     target = tmp_path / "f"
-    idx.atomic_write_bytes(target, b"old")
+    with atomic_write(target) as f:
+        f.write(b"old")
 
     def fail(src, dst):
         raise OSError("disk full")
-    monkeypatch.setattr(idx.os, "replace", fail)
+    monkeypatch.setattr(fileio.os, "replace", fail)
     with pytest.raises(OSError, match="disk full"):
-        idx.atomic_write_bytes(target, b"new")
+        with atomic_write(target) as f:
+            f.write(b"new")
     assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["f"]
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import lepton_nn as ln
-from lepton_nn import cli, keras, nn, train
+from lepton_nn import cli, keras, train
 from lepton_nn.keras import layers
 from lepton_nn.keras.saving import ModelFileError
 
@@ -486,3 +486,9 @@ def test_fused_conv_relu_pool_model_equals_the_layer_by_layer_model(backend):
     np.testing.assert_allclose(values[0], values[1], rtol=1e-12)
     for pf, pp in zip(fused.weights, plain.weights):
         np.testing.assert_allclose(pf.grad, pp.grad, rtol=1e-10, atol=1e-14)
+
+
+def test_sparse_labels_out_of_range_name_the_loss_and_the_range():
+    probabilities = np.full((2, 3), 1 / 3)
+    with pytest.raises(ValueError, match=r"sparse_categorical_crossentropy: labels must lie in \[0, 3\), got values from 0 to 3"):
+        keras.losses.sparse_categorical_crossentropy(np.array([0, 3]), probabilities)

@@ -511,7 +511,7 @@ def table_rows(results, gemm_gflops):
     out = []
     for result in results:
         case, base = result.case, result.baseline()
-        fastest, (ratio, met) = result.fastest(), result.verdict()
+        fastest, (_, met) = result.fastest(), result.verdict()
         for row in result.rows:
             gflops = case.flops / (row.ms * 1e-3) / 1e9 if row.ms else None
             entry = {"case": case.name, "backend": row.backend, "ms": row.ms, "runs": row.runs, "gflops": gflops,

@@ -23,6 +23,7 @@ model, one step. "warm" is measured in a second process after the timed run; "co
 process whose NUMBA_CACHE_DIR is an empty temporary directory, so numba compiles every kernel.
 """
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -272,11 +273,8 @@ def selected_runs(requested=None):
     (a list of backend names, "torch" meaning both PyTorch variants) restricts them."""
     from lepton_nn import kernels
     names = kernels.available_backends()
-    try:
-        import torch  # noqa: F401
+    if importlib.util.find_spec("torch") is not None:  # found, not imported: the workers import it
         names += list(TORCH_VARIANTS)
-    except ImportError:
-        pass
     if requested:
         wanted = set(requested) | (set(TORCH_VARIANTS) if "torch" in requested else set())
         unknown = [r for r in wanted if r not in names and r not in TORCH_VARIANTS]

@@ -20,10 +20,11 @@ with the gzip signature 0x1F 0x8B, are decompressed first.
 import gzip
 import os
 import struct
-import tempfile
 import zlib
 
 import numpy as np
+
+from lepton_nn.fileio import atomic_write
 
 # dtype code → big-endian NumPy dtype, as the IDX format defines them.
 DTYPE_CODES = {
@@ -128,26 +129,5 @@ def write_idx(path, array):
     data = header + np.ascontiguousarray(array, dtype=DTYPE_CODES[code]).tobytes()
     if path.endswith(".gz"):
         data = gzip.compress(data, mtime=0)  # mtime=0: identical input gives identical bytes
-    atomic_write_bytes(path, data)
-
-
-def atomic_write_bytes(path, data):
-    """Write `data` to `path` via a temporary file in the same directory and os.replace."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes it 0600; give it a normal file's mode
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_write(path) as f:
+        f.write(data)

@@ -23,7 +23,9 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from .idx import atomic_write_bytes, read_idx
+from lepton_nn.fileio import atomic_write
+
+from .idx import read_idx
 
 # Key → file name without `.gz`, in the order load_data unpacks them.
 FILES = {
@@ -164,7 +166,8 @@ def _download(names, directory):
                 failures.append(f"{url}: MD5 mismatch: expected {MD5[name]}, "
                                 f"found {digest} ({len(data)} bytes)")
                 continue
-            atomic_write_bytes(directory / name, data)
+            with atomic_write(directory / name) as f:
+                f.write(data)
             break
         else:
             raise DownloadError(

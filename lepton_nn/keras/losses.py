@@ -29,7 +29,7 @@ def _clip(t, low, high):
     return high - (high - t).relu()
 
 
-def _labels(y_true, n):
+def _labels(y_true, n, num_classes):
     labels = np.asarray(y_true.data if isinstance(y_true, Tensor) else y_true)
     labels = labels.reshape(-1) if labels.size == n else labels
     if labels.shape != (n,):
@@ -38,6 +38,9 @@ def _labels(y_true, n):
         if not np.all(labels == np.round(labels)):
             raise ValueError("sparse_categorical_crossentropy: labels must be whole numbers (class indices)")
         labels = labels.astype(np.int64)
+    if n and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"sparse_categorical_crossentropy: labels must lie in [0, {num_classes}), got values "
+                         f"from {labels.min()} to {labels.max()}")
     return labels
 
 
@@ -58,7 +61,7 @@ def _probabilities(y_pred):
 def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False):
     """Per-sample −log p[n, y_n] for integer labels y_true (N,) and y_pred (N, K)."""
     y_pred = y_pred if isinstance(y_pred, Tensor) else Tensor(y_pred)
-    labels = _labels(y_true, y_pred.shape[0])
+    labels = _labels(y_true, y_pred.shape[0], y_pred.shape[-1])
     if from_logits:
         return F.cross_entropy(y_pred, labels, reduction="none")
     rows = np.arange(y_pred.shape[0])

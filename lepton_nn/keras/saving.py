@@ -33,8 +33,6 @@ fail; a custom loss saves the model uncompiled, and custom metrics are left out.
 """
 import io
 import json
-import os
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -42,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from lepton_nn import optim
+from lepton_nn.fileio import atomic_write
 
 FORMAT = "lepton_nn model"
 VERSION = 1
@@ -113,25 +112,11 @@ def save_model(model, filepath, include_optimizer=True):
               "optimizer_state": opt_state}
     header = {"format": FORMAT, "version": VERSION, "lepton_nn_version": _library_version()}
 
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as archive:
-                archive.writestr(HEADER, json.dumps(header))
-                archive.writestr("config.json", json.dumps(config, indent=1))
-                for member, array in members.items():
-                    archive.writestr(member, _npy_bytes(array))
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr(HEADER, json.dumps(header))
+        archive.writestr("config.json", json.dumps(config, indent=1))
+        for member, array in members.items():
+            archive.writestr(member, _npy_bytes(array))
 
 
 def _library_version():
