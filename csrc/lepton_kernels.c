@@ -34,6 +34,12 @@
 #define CONV_BLOCK 16
 #define CONV_WAYS 4
 
+/* Output channels the fused conv kernels compute side by side, in SIMD lanes (16 floats: one
+ * AVX-512 register), and conv pixels per step of their inner loop: PIXEL_BLOCK independent
+ * chains of multiply-adds, so that one does not wait on the latency of the previous. */
+#define CHANNEL_BLOCK LEPTON_FUSED_CHANNEL_BLOCK
+#define PIXEL_BLOCK 4
+
 /* Elements below which a kernel stays single-threaded. */
 #define PARALLEL_MIN_WORK 32768
 

@@ -34,7 +34,7 @@
 /* cffi-cdef-begin */
 
 /* Bumped whenever a signature below changes, so the wrapper can refuse a stale build. */
-#define LEPTON_KERNELS_ABI 3
+#define LEPTON_KERNELS_ABI 4
 
 typedef struct {
     int64_t n, c;          /* samples and channels of the input                     */
@@ -107,23 +107,27 @@ void lepton_max_pool2d_backward_f64(const double *grad_y, const int64_t *argmax,
  *   (c_out, c_in, conv->kh, conv->kw), with conv->ph = conv->pw = 0 (the wrapper pads x first)
  *   and c_in*kh*kw <= LEPTON_FUSED_MAX_TAPS; pool (n, c_out, conv->h_out, conv->w_out ->
  *   h_out, w_out) describes the pooling of its output, with pool->ph = pool->pw = 0.
+ *   Both kernels run along output channels, LEPTON_FUSED_CHANNEL_BLOCK at a time in SIMD lanes.
  * forward: y, argmax (n, c_out, pool->h_out, pool->w_out) = relu(max_pool2d(conv2d(x) + bias)),
  *   argmax the flat index h*W_c + w of the winner in the conv output plane; max-pool's rules
- *   for ties and NaN. bias may be NULL. Each (sample, channel) plane of the conv output is
- *   computed directly into `workspace` (slots x pool_rows x conv->w values, pool_rows =
- *   (pool->h_out - 1)*pool->sh + pool->kh, the conv rows any window reads), pooled and clamped
- *   from there, and never stored. With few taps this beats im2col + GEMM.
- * backward: from each pooled value's winner alone: g = grad_y * (y > 0); where g != 0 and the
- *   winner is (hc, wc) = divmod(argmax, W_c):
+ *   for ties and NaN. bias may be NULL. For each row of pooling windows, the pool->kh conv rows
+ *   it reads are computed into `workspace` (slots x pool->kh x cols x LEPTON_FUSED_CHANNEL_BLOCK
+ *   values, cols = (pool->w_out - 1)*pool->sw + pool->kw), pooled and clamped from there; the
+ *   conv output is never stored. With few taps this beats im2col + GEMM.
+ * backward: with g = grad_y * (y > 0) and the winner (hc, wc) = divmod(argmax, W_c):
  *     grad_b[o] += g,  grad_w[o, c, p, q] += g * x[s, c, hc*sh + p, wc*sw + q],
  *     grad_x[s, c, hc*sh + p, wc*sw + q] += g * weight[o, c, p, q]
  *   grad_y, y, argmax are (n, c_out, pooled). Each of grad_x, grad_w, grad_b may be NULL (not
- *   computed) and is otherwise overwritten; weight and bias gradients are summed in double.
- *   An argmax outside [0, conv->h_out*conv->w_out) is ignored.
- *   Only the winners are visited, so an inf or NaN in x that no winner reads does not turn
- *   grad_w into NaN, as 0 * inf does in the reference's dense conv2d_backward.
+ *   computed) and is otherwise overwritten. An argmax outside [0, conv->h_out*conv->w_out) is
+ *   ignored. grad_w and grad_b follow the reference's steps: g is scattered into a conv-shaped
+ *   gradient (a tile of conv->h_out*conv->w_out x LEPTON_FUSED_CHANNEL_BLOCK values per slot
+ *   in `tiles`), which is then correlated with x at every conv position, so an inf in x gives
+ *   NaN as in the reference (0 * inf). They are summed along each conv row in T, then
+ *   in double in `sums`: slots x (taps + 1) x ceil(c_out / LEPTON_FUSED_CHANNEL_BLOCK) *
+ *   LEPTON_FUSED_CHANNEL_BLOCK doubles. grad_x visits the winners alone.
  */
 #define LEPTON_FUSED_MAX_TAPS 64
+#define LEPTON_FUSED_CHANNEL_BLOCK 16
 void lepton_conv2d_relu_max_pool2d_forward_f32(const float *x, const float *weight, const float *bias,
                                                const lepton_window *conv, const lepton_window *pool,
                                                int64_t slots, float *workspace, float *y, int64_t *argmax);
@@ -133,10 +137,12 @@ void lepton_conv2d_relu_max_pool2d_forward_f64(const double *x, const double *we
 void lepton_conv2d_relu_max_pool2d_backward_f32(const float *grad_y, const float *y, const int64_t *argmax,
                                                 int64_t c_out, int64_t pooled, const float *x,
                                                 const float *weight, const lepton_window *conv,
+                                                int64_t slots, float *tiles, double *sums,
                                                 float *grad_x, float *grad_w, float *grad_b);
 void lepton_conv2d_relu_max_pool2d_backward_f64(const double *grad_y, const double *y, const int64_t *argmax,
                                                 int64_t c_out, int64_t pooled, const double *x,
                                                 const double *weight, const lepton_window *conv,
+                                                int64_t slots, double *tiles, double *sums,
                                                 double *grad_x, double *grad_w, double *grad_b);
 
 /* ---- avg_pool2d ---------------------------------------------------------------------------

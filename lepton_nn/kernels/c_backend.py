@@ -31,7 +31,7 @@ try:
 except ImportError as err:
     raise ImportError(f"C extension not built: {err}; reinstall with a C compiler: pip install -e .") from err
 
-_ABI = 3  # must match LEPTON_KERNELS_ABI in csrc/lepton_kernels.h
+_ABI = 4  # must match LEPTON_KERNELS_ABI in csrc/lepton_kernels.h
 if lib.LEPTON_KERNELS_ABI != _ABI:
     raise ImportError(f"C extension is stale (ABI {lib.LEPTON_KERNELS_ABI}, this wrapper needs {_ABI}); "
                       "rebuild it: pip install -e .")
@@ -328,6 +328,7 @@ def adam_step(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
 # its composition (conv2d into a workspace, max-pool, relu; backward through a conv-shaped
 # gradient and conv2d_backward).
 DIRECT_MAX_TAPS = lib.LEPTON_FUSED_MAX_TAPS  # 64
+CHANNEL_BLOCK = lib.LEPTON_FUSED_CHANNEL_BLOCK  # output channels side by side in the C loops
 
 
 def _padded(x, padding):
@@ -353,11 +354,11 @@ def conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel
         x_pad = _padded(x, padding)
         conv = _window(x_pad.shape, weight.shape[2:], stride, (0, 0))
         slots = int(lib.lepton_max_threads())
-        pool_rows = (pool.h_out - 1) * pool.sh + pool.kh  # the conv rows any window reads
-        planes = _workspace(2, (slots, pool_rows * conv.w), dtype)
+        cols = (pool.w_out - 1) * pool.sw + pool.kw  # the conv columns any window reads
+        rows = _workspace(2, (slots, pool.kh * cols * CHANNEL_BLOCK), dtype)
         _kernel("conv2d_relu_max_pool2d_forward", dtype)(
             _ptr(x_pad), _ptr(weight), ffi.NULL if bias is None else _ptr(bias), conv, pool,
-            slots, _ptr(planes), _ptr(y), _ptr(argmax))
+            slots, _ptr(rows), _ptr(y), _ptr(argmax))
         return y, argmax
     max_pool = _kernel("max_pool2d_forward", dtype)
     for start, stop in _sample_chunks(n, (taps + c_out) * conv.h_out * conv.w_out * dtype.itemsize):
@@ -392,8 +393,12 @@ def conv2d_relu_max_pool2d_backward(grad_y, y, argmax, x, weight, stride, paddin
     grad_x_pad = np.empty_like(x_pad) if need_x else None
     grad_w = np.empty_like(weight) if need_weight else None
     grad_b = np.empty(c_out, dtype) if need_bias else None
+    slots = int(lib.lepton_max_threads())
+    tiles = _workspace(2, (slots, conv.h_out * conv.w_out * CHANNEL_BLOCK), dtype)
+    sums = _workspace(3, (slots, (taps + 1) * -(-c_out // CHANNEL_BLOCK) * CHANNEL_BLOCK), np.float64)
     _kernel("conv2d_relu_max_pool2d_backward", dtype)(
         _ptr(grad_y), _ptr(y), _ptr(argmax), c_out, pooled, _ptr(x_pad), _ptr(weight), conv,
+        slots, _ptr(tiles), _ptr(sums),
         *(ffi.NULL if a is None else _ptr(a) for a in (grad_x_pad, grad_w, grad_b)))
     grad_x = grad_x_pad
     if need_x and x_pad is not x:  # crop the padding off
