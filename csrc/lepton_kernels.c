@@ -39,6 +39,10 @@
  * chains of multiply-adds, so that one does not wait on the latency of the previous. */
 #define CHANNEL_BLOCK LEPTON_FUSED_CHANNEL_BLOCK
 #define PIXEL_BLOCK 4
+/* Conv pixels the fused backward correlates at a time: whole conv rows, this many or a
+ * few more, so that their gradient tile stays in L1 cache and each chain of float sums
+ * stays short before it is added into a double. */
+#define CORRELATION_PIXELS 128
 
 /* Elements below which a kernel stays single-threaded. */
 #define PARALLEL_MIN_WORK 32768

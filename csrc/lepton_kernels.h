@@ -34,7 +34,7 @@
 /* cffi-cdef-begin */
 
 /* Bumped whenever a signature below changes, so the wrapper can refuse a stale build. */
-#define LEPTON_KERNELS_ABI 4
+#define LEPTON_KERNELS_ABI 5
 
 typedef struct {
     int64_t n, c;          /* samples and channels of the input                     */
@@ -107,7 +107,9 @@ void lepton_max_pool2d_backward_f64(const double *grad_y, const int64_t *argmax,
  *   (c_out, c_in, conv->kh, conv->kw), with conv->ph = conv->pw = 0 (the wrapper pads x first)
  *   and c_in*kh*kw <= LEPTON_FUSED_MAX_TAPS; pool (n, c_out, conv->h_out, conv->w_out ->
  *   h_out, w_out) describes the pooling of its output, with pool->ph = pool->pw = 0.
- *   Both kernels run along output channels, LEPTON_FUSED_CHANNEL_BLOCK at a time in SIMD lanes.
+ *   Both kernels run along output channels, LEPTON_FUSED_CHANNEL_BLOCK at a time in SIMD lanes,
+ *   so y, argmax and grad_y are stored channels-last: (n, pool->h_out, pool->w_out, c_out) in
+ *   memory, the exception to NCHW (the wrapper hands them to Python as NCHW-shaped views).
  * forward: y, argmax (n, c_out, pool->h_out, pool->w_out) = relu(max_pool2d(conv2d(x) + bias)),
  *   argmax the flat index h*W_c + w of the winner in the conv output plane; max-pool's rules
  *   for ties and NaN. bias may be NULL. For each row of pooling windows, the pool->kh conv rows
@@ -117,7 +119,7 @@ void lepton_max_pool2d_backward_f64(const double *grad_y, const int64_t *argmax,
  * backward: with g = grad_y * (y > 0) and the winner (hc, wc) = divmod(argmax, W_c):
  *     grad_b[o] += g,  grad_w[o, c, p, q] += g * x[s, c, hc*sh + p, wc*sw + q],
  *     grad_x[s, c, hc*sh + p, wc*sw + q] += g * weight[o, c, p, q]
- *   grad_y, y, argmax are (n, c_out, pooled). Each of grad_x, grad_w, grad_b may be NULL (not
+ *   grad_y, y, argmax hold n * pooled * c_out values. Each of grad_x, grad_w, grad_b may be NULL (not
  *   computed) and is otherwise overwritten. An argmax outside [0, conv->h_out*conv->w_out) is
  *   ignored. grad_w and grad_b follow the reference's steps: g is scattered into a conv-shaped
  *   gradient (a tile of conv->h_out*conv->w_out x LEPTON_FUSED_CHANNEL_BLOCK values per slot

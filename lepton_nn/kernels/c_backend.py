@@ -31,7 +31,7 @@ try:
 except ImportError as err:
     raise ImportError(f"C extension not built: {err}; reinstall with a C compiler: pip install -e .") from err
 
-_ABI = 4  # must match LEPTON_KERNELS_ABI in csrc/lepton_kernels.h
+_ABI = 5  # must match LEPTON_KERNELS_ABI in csrc/lepton_kernels.h
 if lib.LEPTON_KERNELS_ABI != _ABI:
     raise ImportError(f"C extension is stale (ABI {lib.LEPTON_KERNELS_ABI}, this wrapper needs {_ABI}); "
                       "rebuild it: pip install -e .")
@@ -349,8 +349,10 @@ def conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel
     n, c_out = x.shape[0], weight.shape[0]
     pool = _window((n, c_out, conv.h_out, conv.w_out), pool_kernel, pool_stride, (0, 0))
     out_shape = (n, c_out, pool.h_out, pool.w_out)
-    y, argmax = np.empty(out_shape, dtype), np.empty(out_shape, np.int64)
     if taps <= DIRECT_MAX_TAPS:
+        # the kernel stores channels-last; NCHW-shaped views of that memory go back, so that
+        # a channels-last model (Keras) flattens them without a copy
+        y, argmax = (np.empty((n, pool.h_out, pool.w_out, c_out), t) for t in (dtype, np.int64))
         x_pad = _padded(x, padding)
         conv = _window(x_pad.shape, weight.shape[2:], stride, (0, 0))
         slots = int(lib.lepton_max_threads())
@@ -359,7 +361,8 @@ def conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel
         _kernel("conv2d_relu_max_pool2d_forward", dtype)(
             _ptr(x_pad), _ptr(weight), ffi.NULL if bias is None else _ptr(bias), conv, pool,
             slots, _ptr(rows), _ptr(y), _ptr(argmax))
-        return y, argmax
+        return y.transpose(0, 3, 1, 2), argmax.transpose(0, 3, 1, 2)
+    y, argmax = np.empty(out_shape, dtype), np.empty(out_shape, np.int64)
     max_pool = _kernel("max_pool2d_forward", dtype)
     for start, stop in _sample_chunks(n, (taps + c_out) * conv.h_out * conv.w_out * dtype.itemsize):
         conv_out = _workspace(2, (stop - start, c_out, conv.h_out, conv.w_out), dtype)
@@ -373,17 +376,21 @@ def conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel
 def conv2d_relu_max_pool2d_backward(grad_y, y, argmax, x, weight, stride, padding,
                                     need_x=True, need_weight=True, need_bias=True):
     """reference.conv2d_relu_max_pool2d_backward: (grad_x, grad_w, grad_b), None where not needed."""
-    dtype, grad_y, y, x, weight = _floats(grad_y=grad_y, y=y, x=x, weight=weight)
-    argmax = np.ascontiguousarray(argmax, dtype=np.int64)
-    conv, taps, _ = _conv_shapes(x, weight, stride, padding)
-    n, c_out = x.shape[0], weight.shape[0]
+    grad_y, y, argmax = np.asarray(grad_y), np.asarray(y), np.asarray(argmax)
+    n, c_out = np.shape(x)[0], np.shape(weight)[0]
     if not (grad_y.shape == y.shape == argmax.shape and grad_y.ndim == 4 and grad_y.shape[:2] == (n, c_out)):
         raise ValueError(f"grad_y {grad_y.shape}, y {y.shape} and argmax {argmax.shape} must be equal "
                          f"and start with (N, C_out) = {(n, c_out)}")
-    pooled = grad_y.shape[2] * grad_y.shape[3]
+    direct = math.prod(np.shape(weight)[1:]) <= DIRECT_MAX_TAPS
+    # the direct kernel reads channels-last memory, which is what its forward returned (no copy)
+    layout = (0, 2, 3, 1) if direct else (0, 1, 2, 3)
+    dtype, grad_y, y, x, weight = _floats(grad_y=grad_y.transpose(layout), y=y.transpose(layout), x=x, weight=weight)
+    argmax = np.ascontiguousarray(argmax.transpose(layout), dtype=np.int64)
+    conv, taps, _ = _conv_shapes(x, weight, stride, padding)
+    pooled = math.prod(grad_y.shape[1:]) // c_out
     if not (need_x or need_weight or need_bias):
         return None, None, None
-    if taps > DIRECT_MAX_TAPS:  # the composition, with the conv-shaped gradient in a workspace
+    if not direct:  # the composition, with the conv-shaped gradient in a workspace
         grad_conv = _workspace(2, (n, c_out, conv.h_out, conv.w_out), dtype)
         _kernel("max_pool2d_backward", dtype)(_ptr(relu_backward(grad_y, y)), _ptr(argmax), n * c_out, pooled,
                                               conv.h_out * conv.w_out, _ptr(grad_conv))
