@@ -406,6 +406,7 @@ def machine_info():
             "numpy": np.__version__, "threads": thread_count(),
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
             "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"),
+            "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
     try:
         with open("/proc/cpuinfo") as f:
@@ -539,7 +540,8 @@ def format_table(results, gemm_gflops, info, repeat):
              f"threads: {info['threads']} (numba, OpenMP, BLAS; torch.set_num_threads({info['threads']})); "
              f"OMP_NUM_THREADS={info['OMP_NUM_THREADS'] or 'unset'}",
              f"numpy {info['numpy']} BLAS: {info['blas']}; OPENBLAS_CORETYPE={info['OPENBLAS_CORETYPE'] or 'unset'}, "
-             f"OPENBLAS_L2_SIZE={info['OPENBLAS_L2_SIZE'] or 'unset'}",
+             f"OPENBLAS_L2_SIZE={info['OPENBLAS_L2_SIZE'] or 'unset'}, "
+             f"OPENBLAS_THREAD_TIMEOUT={info['OPENBLAS_THREAD_TIMEOUT'] or 'unset'}",
              f"numba {info['numba'] or 'not installed'}; torch {info['torch'] or 'not installed: no torch columns'}",
              f"float32 GEMM 1024³ (np.matmul): {gemm_gflops:.1f} GFLOP/s = 100 % in the % GEMM column",
              "", "cases:"]

@@ -402,7 +402,8 @@ def format_report(results, targets, gemm_gflops, info, settings):
              f"torch {info['torch'] or 'not installed: no torch rows'}",
              f"threads: {settings['threads']} in every run (numba, OpenMP, BLAS; torch.set_num_threads)",
              f"numpy BLAS: {info['blas']}; OPENBLAS_CORETYPE={info['OPENBLAS_CORETYPE'] or 'unset'}, "
-             f"OPENBLAS_L2_SIZE={info['OPENBLAS_L2_SIZE'] or 'unset'}",
+             f"OPENBLAS_L2_SIZE={info['OPENBLAS_L2_SIZE'] or 'unset'}, "
+             f"OPENBLAS_THREAD_TIMEOUT={info['OPENBLAS_THREAD_TIMEOUT'] or 'unset'}",
              f"float32 GEMM 1024³ (np.matmul): {gemm_gflops:.1f} GFLOP/s = 100 % GEMM",
              f"FLOP per image: training step {flops['train'] / 1e6:.2f} M (3·forward − first layer's input grad), "
              f"evaluation {flops['forward'] / 1e6:.2f} M (forward)", ""]
