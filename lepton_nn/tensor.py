@@ -133,13 +133,20 @@ class Tensor:
                 raise ValueError(f"backward: grad has shape {grad.shape}, expected {self.shape}")
 
         pending = {id(self): grad}
+        shared = {id(grad)}  # arrays someone else may hold: the caller's grad, those already given to a leaf
         for t in reversed(self._topological_order()):
             g = pending.pop(id(t), None)
             if g is None:
                 continue
             node = t._node
             if node is None:  # a leaf: accumulate
-                g = np.array(g, dtype=t.dtype)  # an owned, writable copy, never a view of a graph buffer
+                # .grad must be an array nobody else holds. A fresh array from an op's backward
+                # (a weight gradient: megabytes) is kept as it is; a view, an array given out
+                # twice or one a retained graph may hand out again is copied.
+                exclusive = (g.dtype == t.dtype and g.base is None and g.flags.owndata and g.flags.writeable
+                             and id(g) not in shared and not retain_graph)
+                shared.add(id(g))
+                g = g if exclusive else np.array(g, dtype=t.dtype)
                 t.grad = g if t.grad is None else t.grad + g
                 continue
             if node.ctx is None:

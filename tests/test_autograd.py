@@ -61,6 +61,29 @@ def test_rebuilding_the_graph_also_accumulates_and_zero_grad_resets():
     assert w.grad is None
 
 
+def test_leaf_grads_share_memory_with_nothing_else():
+    """.grad is kept without a copy when an op made it fresh, so check what must still be copied:
+    one fresh array that Add passes to both of its inputs, a view (reshape), and the caller's
+    own grad passed through unchanged."""
+    a, b = (ln.tensor(np.ones((2, 3)), requires_grad=True) for _ in range(2))
+    ((a + b) * 2.0).sum().backward()  # Mul makes a fresh array; Add hands that same array to a and b
+    assert not np.shares_memory(a.grad, b.grad)
+    a.grad += 1  # an optimizer may update a .grad in place
+    np.testing.assert_array_equal(b.grad, np.full((2, 3), 2.0))
+
+    flat = ln.tensor(np.ones(6), requires_grad=True)
+    upstream = np.arange(6.0).reshape(2, 3)
+    flat.reshape(2, 3).backward(upstream)
+    assert not np.shares_memory(flat.grad, upstream)
+
+    x = ln.tensor(np.ones(3), requires_grad=True)
+    given = np.full(3, 2.0)
+    (x + 1.0).backward(given)  # Add passes the caller's array through as it is
+    assert not np.shares_memory(x.grad, given)
+    given[:] = -1
+    np.testing.assert_array_equal(x.grad, [2.0, 2.0, 2.0])
+
+
 def test_a_freed_graph_refuses_a_second_pass():
     x = ln.tensor(np.ones(2), requires_grad=True)
     loss = (x.exp()).sum()
