@@ -251,6 +251,26 @@ def test_fused_conv_relu_pool_float32_sums_stay_accurate(c):
     np.testing.assert_allclose(grad_b, grad_b_ref, rtol=1e-5)
 
 
+def test_fused_conv_relu_pool_output_is_channels_last_memory(c):
+    """The direct kernel works along channels and stores (N, H, W, C); the NCHW-shaped results
+    are views of that memory, so a channels-last model's Flatten is a view, not a copy; and
+    the backward takes either layout."""
+    rng = np.random.default_rng(8)
+    x, weight = rng.standard_normal((3, 1, 10, 10)), rng.standard_normal((20, 1, 3, 3))
+    y, argmax = c.conv2d_relu_max_pool2d_forward(x, weight, None, (1, 1), (0, 0), (2, 2), (2, 2))
+    assert y.shape == argmax.shape == (3, 20, 4, 4)
+    for a in (y, argmax):
+        assert a.transpose(0, 2, 3, 1).flags.c_contiguous
+        assert np.shares_memory(a.transpose(0, 2, 3, 1).reshape(3, -1), a)
+    grad_y = rng.standard_normal(y.shape)
+    channels_last = c.conv2d_relu_max_pool2d_backward(
+        np.ascontiguousarray(grad_y.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2), y, argmax, x, weight, (1, 1), (0, 0))
+    nchw = c.conv2d_relu_max_pool2d_backward(np.ascontiguousarray(grad_y), np.ascontiguousarray(y),
+                                             np.ascontiguousarray(argmax), x, weight, (1, 1), (0, 0))
+    for got, want in zip(channels_last, nchw):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_fused_conv_relu_pool_checks_its_arguments(c):
     x, weight = np.ones((2, 1, 8, 8)), np.ones((3, 1, 3, 3))
     with pytest.raises(TypeError, match="all of one dtype"):

@@ -321,12 +321,16 @@ def adam_step(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
 
 # --------------------------------------------------------------------------- fused conv → relu → max-pool
 # With few taps (C_in·kH·kW; 9 in the first layer of an MNIST CNN), a direct convolution beats
-# im2col + GEMM: C computes each (sample, channel) plane of the conv output into a small
-# per-thread buffer that stays in cache, pools and clamps it there, and never writes it to
-# memory; backward visits only each pooling window's winner. x is zero-padded here first, so
-# the C loops need no bounds checks. With many taps the GEMM wins: the fused op then runs as
-# its composition (conv2d into a workspace, max-pool, relu; backward through a conv-shaped
-# gradient and conv2d_backward).
+# im2col + GEMM. The C kernels run along output channels, 16 in the SIMD lanes of a vector:
+# the forward computes the few conv rows a row of pooling windows reads into a small
+# per-thread buffer that stays in cache, pools and clamps them there, and never writes the
+# conv output to memory; the backward scatters each window's gradient to its winner in a
+# conv-shaped tile per (sample, 16 channels) and correlates that tile with x. Working along
+# channels, they store y and argmax channels-last: NCHW-shaped views of that memory go back,
+# which a channels-last model (Keras) flattens without a copy. x is zero-padded here first,
+# so the C loops need no bounds checks. With many taps the GEMM wins: the fused op then runs
+# as its composition (conv2d into a workspace, max-pool, relu; backward through a
+# conv-shaped gradient and conv2d_backward).
 DIRECT_MAX_TAPS = lib.LEPTON_FUSED_MAX_TAPS  # 64
 CHANNEL_BLOCK = lib.LEPTON_FUSED_CHANNEL_BLOCK  # output channels side by side in the C loops
 
@@ -350,8 +354,6 @@ def conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel
     pool = _window((n, c_out, conv.h_out, conv.w_out), pool_kernel, pool_stride, (0, 0))
     out_shape = (n, c_out, pool.h_out, pool.w_out)
     if taps <= DIRECT_MAX_TAPS:
-        # the kernel stores channels-last; NCHW-shaped views of that memory go back, so that
-        # a channels-last model (Keras) flattens them without a copy
         y, argmax = (np.empty((n, pool.h_out, pool.w_out, c_out), t) for t in (dtype, np.int64))
         x_pad = _padded(x, padding)
         conv = _window(x_pad.shape, weight.shape[2:], stride, (0, 0))
