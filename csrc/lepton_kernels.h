@@ -34,7 +34,7 @@
 /* cffi-cdef-begin */
 
 /* Bumped whenever a signature below changes, so the wrapper can refuse a stale build. */
-#define LEPTON_KERNELS_ABI 5
+#define LEPTON_KERNELS_ABI 6
 
 typedef struct {
     int64_t n, c;          /* samples and channels of the input                     */
@@ -111,7 +111,8 @@ void lepton_max_pool2d_backward_f64(const double *grad_y, const int64_t *argmax,
  *   so y, argmax and grad_y are stored channels-last: (n, pool->h_out, pool->w_out, c_out) in
  *   memory, the exception to NCHW (the wrapper hands them to Python as NCHW-shaped views).
  * forward: y, argmax (n, c_out, pool->h_out, pool->w_out) = relu(max_pool2d(conv2d(x) + bias)),
- *   argmax the flat index h*W_c + w of the winner in the conv output plane; max-pool's rules
+ *   argmax the flat index h*W_c + w of the winner in the conv output plane, as int32 (a conv
+ *   plane has fewer than 2^31 positions; half the memory traffic of int64); max-pool's rules
  *   for ties and NaN. bias may be NULL. For each row of pooling windows, the pool->kh conv rows
  *   it reads are computed into `workspace` (slots x pool->kh x cols x LEPTON_FUSED_CHANNEL_BLOCK
  *   values, cols = (pool->w_out - 1)*pool->sw + pool->kw), pooled and clamped from there; the
@@ -132,16 +133,16 @@ void lepton_max_pool2d_backward_f64(const double *grad_y, const int64_t *argmax,
 #define LEPTON_FUSED_CHANNEL_BLOCK 16
 void lepton_conv2d_relu_max_pool2d_forward_f32(const float *x, const float *weight, const float *bias,
                                                const lepton_window *conv, const lepton_window *pool,
-                                               int64_t slots, float *workspace, float *y, int64_t *argmax);
+                                               int64_t slots, float *workspace, float *y, int32_t *argmax);
 void lepton_conv2d_relu_max_pool2d_forward_f64(const double *x, const double *weight, const double *bias,
                                                const lepton_window *conv, const lepton_window *pool,
-                                               int64_t slots, double *workspace, double *y, int64_t *argmax);
-void lepton_conv2d_relu_max_pool2d_backward_f32(const float *grad_y, const float *y, const int64_t *argmax,
+                                               int64_t slots, double *workspace, double *y, int32_t *argmax);
+void lepton_conv2d_relu_max_pool2d_backward_f32(const float *grad_y, const float *y, const int32_t *argmax,
                                                 int64_t c_out, int64_t pooled, const float *x,
                                                 const float *weight, const lepton_window *conv,
                                                 int64_t slots, float *tiles, double *sums,
                                                 float *grad_x, float *grad_w, float *grad_b);
-void lepton_conv2d_relu_max_pool2d_backward_f64(const double *grad_y, const double *y, const int64_t *argmax,
+void lepton_conv2d_relu_max_pool2d_backward_f64(const double *grad_y, const double *y, const int32_t *argmax,
                                                 int64_t c_out, int64_t pooled, const double *x,
                                                 const double *weight, const lepton_window *conv,
                                                 int64_t slots, double *tiles, double *sums,

@@ -271,6 +271,23 @@ def test_fused_conv_relu_pool_output_is_channels_last_memory(c):
         np.testing.assert_array_equal(got, want)
 
 
+def test_fused_conv_relu_pool_backward_ignores_an_argmax_outside_the_conv_plane(c):
+    """The kernel reads argmax as int32; an int64 index 2^32 + 5 must be dropped, not wrap to 5."""
+    rng = np.random.default_rng(9)
+    x, weight = rng.standard_normal((2, 1, 8, 8)), rng.standard_normal((17, 1, 3, 3))
+    y, argmax = c.conv2d_relu_max_pool2d_forward(x, weight, None, (1, 1), (0, 0), (2, 2), (2, 2))
+    grad_y = rng.standard_normal(y.shape)
+    y[0, 3, 1, 2] = 1.0  # so that the dropped window would have passed its gradient on
+    bad = argmax.astype(np.int64)
+    bad[0, 3, 1, 2] = 2 ** 32 + 5
+    dropped = grad_y.copy()
+    dropped[0, 3, 1, 2] = 0
+    got = c.conv2d_relu_max_pool2d_backward(grad_y, y, bad, x, weight, (1, 1), (0, 0))
+    want = c.conv2d_relu_max_pool2d_backward(dropped, y, argmax, x, weight, (1, 1), (0, 0))
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
+
+
 def test_fused_conv_relu_pool_checks_its_arguments(c):
     x, weight = np.ones((2, 1, 8, 8)), np.ones((3, 1, 3, 3))
     with pytest.raises(TypeError, match="all of one dtype"):

@@ -31,7 +31,7 @@ try:
 except ImportError as err:
     raise ImportError(f"C extension not built: {err}; reinstall with a C compiler: pip install -e .") from err
 
-_ABI = 5  # must match LEPTON_KERNELS_ABI in csrc/lepton_kernels.h
+_ABI = 6  # must match LEPTON_KERNELS_ABI in csrc/lepton_kernels.h
 if lib.LEPTON_KERNELS_ABI != _ABI:
     raise ImportError(f"C extension is stale (ABI {lib.LEPTON_KERNELS_ABI}, this wrapper needs {_ABI}); "
                       "rebuild it: pip install -e .")
@@ -42,7 +42,7 @@ WORKSPACE_BYTES = 8 << 20
 
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 _C_ARRAY = {np.dtype(np.float32): "float[]", np.dtype(np.float64): "double[]",
-            np.dtype(np.int64): "int64_t[]"}
+            np.dtype(np.int64): "int64_t[]", np.dtype(np.int32): "int32_t[]"}
 _workspaces = threading.local()
 
 
@@ -349,12 +349,12 @@ def _padded(x, padding):
 def conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel, pool_stride):
     """reference.conv2d_relu_max_pool2d_forward: (relu(max_pool2d(conv2d(x))), argmax in the conv plane)."""
     dtype, x, weight, bias = _floats(x=x, weight=weight, bias=bias)
-    conv, taps, _ = _conv_shapes(x, weight, stride, padding)
+    conv, taps, conv_plane = _conv_shapes(x, weight, stride, padding)
     n, c_out = x.shape[0], weight.shape[0]
     pool = _window((n, c_out, conv.h_out, conv.w_out), pool_kernel, pool_stride, (0, 0))
     out_shape = (n, c_out, pool.h_out, pool.w_out)
-    if taps <= DIRECT_MAX_TAPS:
-        y, argmax = (np.empty((n, pool.h_out, pool.w_out, c_out), t) for t in (dtype, np.int64))
+    if taps <= DIRECT_MAX_TAPS and conv_plane < 2 ** 31:  # argmax in int32
+        y, argmax = (np.empty((n, pool.h_out, pool.w_out, c_out), t) for t in (dtype, np.int32))
         x_pad = _padded(x, padding)
         conv = _window(x_pad.shape, weight.shape[2:], stride, (0, 0))
         slots = int(lib.lepton_max_threads())
@@ -383,19 +383,22 @@ def conv2d_relu_max_pool2d_backward(grad_y, y, argmax, x, weight, stride, paddin
     if not (grad_y.shape == y.shape == argmax.shape and grad_y.ndim == 4 and grad_y.shape[:2] == (n, c_out)):
         raise ValueError(f"grad_y {grad_y.shape}, y {y.shape} and argmax {argmax.shape} must be equal "
                          f"and start with (N, C_out) = {(n, c_out)}")
-    direct = math.prod(np.shape(weight)[1:]) <= DIRECT_MAX_TAPS
-    # the direct kernel reads channels-last memory, which is what its forward returned (no copy)
+    conv, taps, conv_plane = _conv_shapes(np.asarray(x), np.asarray(weight), stride, padding)
+    direct = taps <= DIRECT_MAX_TAPS and conv_plane < 2 ** 31
+    # the direct kernel reads channels-last memory and an int32 argmax: what its forward returned
     layout = (0, 2, 3, 1) if direct else (0, 1, 2, 3)
     dtype, grad_y, y, x, weight = _floats(grad_y=grad_y.transpose(layout), y=y.transpose(layout), x=x, weight=weight)
-    argmax = np.ascontiguousarray(argmax.transpose(layout), dtype=np.int64)
-    conv, taps, _ = _conv_shapes(x, weight, stride, padding)
+    argmax = argmax.transpose(layout)
+    if direct and argmax.dtype != np.int32:  # e.g. the reference's int64: out of range stays out of range
+        argmax = np.where((argmax >= 0) & (argmax < conv_plane), argmax, -1)
+    argmax = np.ascontiguousarray(argmax, dtype=np.int32 if direct else np.int64)
     pooled = math.prod(grad_y.shape[1:]) // c_out
     if not (need_x or need_weight or need_bias):
         return None, None, None
     if not direct:  # the composition, with the conv-shaped gradient in a workspace
         grad_conv = _workspace(2, (n, c_out, conv.h_out, conv.w_out), dtype)
         _kernel("max_pool2d_backward", dtype)(_ptr(relu_backward(grad_y, y)), _ptr(argmax), n * c_out, pooled,
-                                              conv.h_out * conv.w_out, _ptr(grad_conv))
+                                              conv_plane, _ptr(grad_conv))
         return conv2d_backward(grad_conv, x, weight, stride, padding, need_x, need_weight, need_bias)
     x_pad = _padded(x, padding)
     conv = _window(x_pad.shape, weight.shape[2:], stride, (0, 0))

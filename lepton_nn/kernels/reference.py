@@ -212,8 +212,9 @@ def conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel
     x (N, C_in, H, W), weight (C_out, C_in, kH, kW), bias (C_out,) or None →
     y (N, C_out, H_p, W_p), with the conv output (N, C_out, H_c, W_c):
         H_c = ⌊(H + 2·ph − kH)/sh⌋ + 1,   H_p = ⌊(H_c − pool_kH)/pool_sh⌋ + 1   (W likewise)
-    Also returns argmax (N, C_out, H_p, W_p), int64: the flat index h·W_c + w of each window's
-    maximum in the conv output plane, first maximum in row-major order on ties.
+    Also returns argmax (N, C_out, H_p, W_p), integers (int64 here; the C kernel stores int32,
+    half the memory traffic): the flat index h·W_c + w of each window's maximum in the conv
+    output plane, first maximum in row-major order on ties.
     """
     conv = conv2d_forward(x, weight, bias, stride, padding)
     pooled, argmax = max_pool2d_forward(conv, pool_kernel, pool_stride, (0, 0))
