@@ -25,6 +25,9 @@
 /* The same for a region with one workspace slot per thread (see thread_slot). */
 #define PARALLEL_SLOTS_IF(cond, slots) LEPTON_PRAGMA(omp parallel if (cond) num_threads(slots))
 #define FOR_STATIC LEPTON_PRAGMA(omp for schedule(static))
+/* A parallel region whose loops share the work out themselves, with FOR_STATIC_NOWAIT. */
+#define PARALLEL_IF(cond) LEPTON_PRAGMA(omp parallel if (cond))
+#define FOR_STATIC_NOWAIT LEPTON_PRAGMA(omp for schedule(static) nowait)
 /* Vectorise this loop (needs -fopenmp or -fopenmp-simd; else ignored). */
 #define OMP_SIMD LEPTON_PRAGMA(omp simd)
 

@@ -13,7 +13,7 @@
  *     A kernel that needs one buffer per thread gets `slots` of them and runs on at most
  *     `slots` threads; lepton_max_threads() says how many slots make every thread busy.
  *     An output argument is fully overwritten (no need to zero it first).
- *   - Inputs (const) and outputs never overlap, except adam_step, which updates in place.
+ *   - Inputs (const) and outputs never overlap, except adam_steps, which updates in place.
  *   - With OpenMP, loops over (sample, channel) planes or over elements run in parallel;
  *     each thread writes a disjoint part of the output, so results do not depend on the
  *     number of threads.
@@ -34,7 +34,7 @@
 /* cffi-cdef-begin */
 
 /* Bumped whenever a signature below changes, so the wrapper can refuse a stale build. */
-#define LEPTON_KERNELS_ABI 6
+#define LEPTON_KERNELS_ABI 7
 
 typedef struct {
     int64_t n, c;          /* samples and channels of the input                     */
@@ -185,14 +185,15 @@ void lepton_softmax_xent_backward_f64(const double *grad_loss, const double *pro
                                       int64_t n, int64_t k, double *grad_logits);
 
 /* ---- adam ---------------------------------------------------------------------------------
- * One AdamW step over `size` elements, in place on param, m and v, in a single pass, with
- * the reference's operations in the reference's order (bit-identical results). param, m and
- * v must not overlap each other or grad (the loop is vectorised on that promise).
+ * One AdamW step over `count` arrays (a model's parameters), array a of sizes[a] elements, in
+ * place on params[a], ms[a] and vs[a], in a single pass, with the reference's operations in
+ * the reference's order (bit-identical results). No two arrays may overlap (the loop is
+ * vectorised on that promise).
  */
-void lepton_adam_step_f32(float *param, const float *grad, float *m, float *v, int64_t size,
-                          const lepton_adam_hyper *hp);
-void lepton_adam_step_f64(double *param, const double *grad, double *m, double *v, int64_t size,
-                          const lepton_adam_hyper *hp);
+void lepton_adam_steps_f32(float *const *params, const float *const *grads, float *const *ms, float *const *vs,
+                           const int64_t *sizes, int64_t count, const lepton_adam_hyper *hp);
+void lepton_adam_steps_f64(double *const *params, const double *const *grads, double *const *ms,
+                           double *const *vs, const int64_t *sizes, int64_t count, const lepton_adam_hyper *hp);
 
 /* cffi-cdef-end */
 

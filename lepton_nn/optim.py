@@ -149,16 +149,25 @@ class Adam(Optimizer):
             raise ValueError(f"{type(self).__name__}: eps must be ≥ 0, got {eps}")
         super().__init__(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
 
-    def _update(self, param, grad, state):
-        if not state:
-            state.update(step=0, m=np.zeros_like(param), v=np.zeros_like(param))
-        state["step"] += 1
-        if self.weight_decay and not self._decoupled:
-            grad = grad + self.weight_decay * param
-        decay = self.weight_decay if self._decoupled else 0.0
-        beta1, beta2 = self.betas
-        kernels.active().adam_step(param, grad, state["m"], state["v"], self.lr, beta1, beta2, self.eps,
-                                   state["step"], decay)
+    def _step(self):
+        # One adam_steps call for all parameters at the same step and dtype (normally all of
+        # them): a fast backend then starts its threads once per step, not once per array.
+        groups = {}
+        with no_grad():
+            for p, state in zip(self.params, self.state):
+                if p.grad is None:
+                    continue
+                if not state:
+                    state.update(step=0, m=np.zeros_like(p.data), v=np.zeros_like(p.data))
+                state["step"] += 1
+                grad = np.ascontiguousarray(p.grad, dtype=p.dtype)
+                if self.weight_decay and not self._decoupled:
+                    grad = grad + self.weight_decay * p.data
+                groups.setdefault((state["step"], p.dtype), []).append((p.data, grad, state["m"], state["v"]))
+            decay = self.weight_decay if self._decoupled else 0.0
+            beta1, beta2 = self.betas
+            for (step, _), arrays in groups.items():
+                kernels.active().adam_steps(*zip(*arrays), self.lr, beta1, beta2, self.eps, step, decay)
 
 
 class AdamW(Adam):

@@ -276,6 +276,22 @@ def test_adam_step(backend, dtype, shape, weight_decay):
             assert_matches(got, want, dtype)
 
 
+def test_adam_steps_updates_every_array_as_adam_step(backend, dtype):
+    """Several arrays in one call (the largest above the threads' work threshold) give what
+    adam_step gives on each."""
+    rng = np.random.default_rng(9)
+    hyper = dict(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, step=3, weight_decay=0.01)
+    shapes = [(7,), (3, 4, 5), (1,), (200, 300)]
+    params, grads = ([normal(rng, shape, dtype) for shape in shapes] for _ in range(2))
+    ms, vs = ([np.abs(normal(rng, shape, dtype)) for shape in shapes] for _ in range(2))
+    want = [tuple(a.copy() for a in arrays) for arrays in zip(params, ms, vs)]
+    assert backend.adam_steps(params, grads, ms, vs, **hyper) is None
+    for (want_param, want_m, want_v), grad, *got in zip(want, grads, params, ms, vs):
+        reference.adam_step(want_param, grad, want_m, want_v, **hyper)
+        for g, w in zip(got, (want_param, want_m, want_v)):
+            assert_matches(g, w, dtype)
+
+
 # --------------------------------------------------------------------------- layouts
 def test_strided_views_are_read_correctly(backend):
     """Slices and transposes (as the op layer may pass) give the reference's results."""

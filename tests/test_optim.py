@@ -100,6 +100,32 @@ def test_parameters_without_grad_are_skipped_and_zero_grad_clears():
     assert a.grad is None
 
 
+@pytest.mark.parametrize("backend", kernels.available_backends())
+def test_adam_parameters_at_different_steps_each_use_their_own(backend):
+    """Adam updates all parameters in one adam_steps call per (step, dtype) group; a parameter
+    that skipped a step (no grad) keeps its own bias correction, as one adam_step each would."""
+    rng = np.random.default_rng(3)
+    shapes = [(5,), (2, 3), (4,)]
+    params = [nn.Parameter(rng.standard_normal(shape)) for shape in shapes]
+    want = [p.data.copy() for p in params]
+    states = [dict(m=np.zeros(shape), v=np.zeros(shape), step=0) for shape in shapes]
+    with ln.backend(backend):
+        opt = optim.Adam(params, lr=0.1)
+        for step in range(3):
+            for i, p in enumerate(params):
+                if i == 1 and step == 0:  # no gradient for params[1] at the first step
+                    p.grad = None
+                    continue
+                p.grad = rng.standard_normal(p.shape)
+                states[i]["step"] += 1
+                kernels.reference.adam_step(want[i], p.grad, states[i]["m"], states[i]["v"], 0.1, 0.9, 0.999,
+                                            1e-8, states[i]["step"])
+            opt.step()
+    assert [s["step"] for s in opt.state] == [3, 2, 3]
+    for p, w in zip(params, want):
+        np.testing.assert_allclose(p.data, w, rtol=1e-12)
+
+
 def test_state_dict_resumes_exactly():
     (_, _), opt = two_steps(optim.Adam)
     theta = opt.params[0]

@@ -242,8 +242,8 @@ def cross_entropy_case(name, batch, classes, target):
 
 
 def adam_case(name, shapes, target):
-    """One Adam step over every parameter array of a model, one adam_step call per array, as
-    lepton_nn.optim.Adam does it (lr 1e-3, β 0.9/0.999, ε 1e-8, no weight decay). Each call of the
+    """One Adam step over every parameter array of a model, one adam_steps call for all of them,
+    as lepton_nn.optim.Adam does it (lr 1e-3, β 0.9/0.999, ε 1e-8, no weight decay). Each call of the
     returned function is the next step, so its bias corrections are those of step 1, 2, 3 …"""
     lr, beta1, beta2, eps = 1e-3, 0.9, 0.999, 1e-8
     size = sum(int(np.prod(s)) for s in shapes)
@@ -263,8 +263,7 @@ def adam_case(name, shapes, target):
 
         def run():
             step[0] += 1
-            for p, g, m, v in zip(params, grads, ms, vs):
-                kern.adam_step(p, g, m, v, lr, beta1, beta2, eps, step[0], 0.0)
+            kern.adam_steps(params, grads, ms, vs, lr, beta1, beta2, eps, step[0], 0.0)
             return tuple(params)
         return run
 

@@ -30,7 +30,7 @@ KERNELS = (
     "avg_pool2d_forward", "avg_pool2d_backward",
     "relu_forward", "relu_backward",
     "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
-    "adam_step",
+    "adam_step", "adam_steps",
     "conv2d_relu_max_pool2d_forward", "conv2d_relu_max_pool2d_backward",
 )
 

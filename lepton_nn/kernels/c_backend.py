@@ -31,7 +31,7 @@ try:
 except ImportError as err:
     raise ImportError(f"C extension not built: {err}; reinstall with a C compiler: pip install -e .") from err
 
-_ABI = 6  # must match LEPTON_KERNELS_ABI in csrc/lepton_kernels.h
+_ABI = 7  # must match LEPTON_KERNELS_ABI in csrc/lepton_kernels.h
 if lib.LEPTON_KERNELS_ABI != _ABI:
     raise ImportError(f"C extension is stale (ABI {lib.LEPTON_KERNELS_ABI}, this wrapper needs {_ABI}); "
                       "rebuild it: pip install -e .")
@@ -43,6 +43,7 @@ WORKSPACE_BYTES = 8 << 20
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 _C_ARRAY = {np.dtype(np.float32): "float[]", np.dtype(np.float64): "double[]",
             np.dtype(np.int64): "int64_t[]", np.dtype(np.int32): "int32_t[]"}
+_C_POINTER_ARRAY = {np.dtype(np.float32): "float *[]", np.dtype(np.float64): "double *[]"}
 _workspaces = threading.local()
 
 
@@ -299,12 +300,37 @@ def softmax_cross_entropy_backward(grad_loss, probs, labels):
 
 # --------------------------------------------------------------------------- adam
 def adam_step(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
-    """reference.adam_step, in place on param, m and v in one pass; returns None.
+    """reference.adam_step, in place on param, m and v in one pass; returns None."""
+    adam_steps([param], [grad], [m], [v], lr, beta1, beta2, eps, step, weight_decay)
+
+
+def adam_steps(params, grads, ms, vs, lr, beta1, beta2, eps, step, weight_decay=0.0):
+    """reference.adam_steps: every array in one C call, whose threads start once; returns None.
 
     The hyper-parameters are combined here exactly as the reference writes them (in Python,
     e.g. 1 − β₁ᵗ), so the C loop reproduces NumPy's results bit for bit.
     """
-    dtype, _, grad, _, _ = _floats(param=param, grad=grad, m=m, v=v)
+    if not len(params) == len(grads) == len(ms) == len(vs):
+        raise ValueError(f"adam_steps: {len(params)} params, {len(grads)} grads, {len(ms)} m and {len(vs)} v")
+    arrays = [_adam_arrays(*group) for group in zip(params, grads, ms, vs)]
+    if not arrays:
+        return
+    dtypes = {param.dtype for param, _, _, _ in arrays}
+    if len(dtypes) != 1:
+        raise TypeError(f"adam_steps: all arrays must have one dtype, got {sorted(map(str, dtypes))}")
+    dtype = dtypes.pop()
+    pointers = [ffi.new(_C_POINTER_ARRAY[dtype], [_ptr(group[i]) for group in arrays]) for i in range(4)]
+    hyper = ffi.new("lepton_adam_hyper *", dict(
+        lr=lr, beta1=beta1, one_minus_beta1=1 - beta1, beta2=beta2, one_minus_beta2=1 - beta2,
+        bias_correction1=1 - beta1 ** step, bias_correction2=1 - beta2 ** step,
+        eps=eps, weight_decay=weight_decay))
+    sizes = ffi.new("int64_t[]", [param.size for param, _, _, _ in arrays])
+    _kernel("adam_steps", dtype)(*pointers, sizes, len(arrays), hyper)
+
+
+def _adam_arrays(param, grad, m, v):
+    """(param, grad, m, v) checked for an in-place update: grad C-contiguous, all of one dtype and shape."""
+    _, _, grad, _, _ = _floats(param=param, grad=grad, m=m, v=v)
     for name, a in (("param", param), ("m", m), ("v", v)):
         if not (isinstance(a, np.ndarray) and a.flags.c_contiguous and a.flags.writeable):
             raise ValueError(f"adam_step updates {name} in place: it must be a writable C-contiguous ndarray")
@@ -312,11 +338,7 @@ def adam_step(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
             raise ValueError(f"{name} has shape {a.shape}, param has {param.shape}")
     if grad.shape != param.shape:
         raise ValueError(f"grad has shape {grad.shape}, param has {param.shape}")
-    hyper = ffi.new("lepton_adam_hyper *", dict(
-        lr=lr, beta1=beta1, one_minus_beta1=1 - beta1, beta2=beta2, one_minus_beta2=1 - beta2,
-        bias_correction1=1 - beta1 ** step, bias_correction2=1 - beta2 ** step,
-        eps=eps, weight_decay=weight_decay))
-    _kernel("adam_step", dtype)(_ptr(param), _ptr(grad), _ptr(m), _ptr(v), param.size, hyper)
+    return param, grad, m, v
 
 
 # --------------------------------------------------------------------------- fused conv → relu → max-pool

@@ -437,6 +437,12 @@ def adam_step(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
           real(1 - beta1 ** step), real(1 - beta2 ** step), real(eps), real(weight_decay))
 
 
+def adam_steps(params, grads, ms, vs, lr, beta1, beta2, eps, step, weight_decay=0.0):
+    """reference.adam_steps: adam_step on each array, each call one parallel pass."""
+    for param, grad, m, v in zip(params, grads, ms, vs, strict=True):
+        adam_step(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay)
+
+
 # --------------------------------------------------------------------------- fused conv → relu → max-pool
 # When a window's taps are few (the first layer of a CNN: C_in·kH·kW = 9), a direct loop beats
 # im2col + GEMM: each (sample, channel) plane of the convolution is computed into a small

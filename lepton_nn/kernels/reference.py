@@ -201,6 +201,13 @@ def adam_step(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
     param -= lr * (m_hat / (np.sqrt(v_hat) + eps) + weight_decay * param)
 
 
+def adam_steps(params, grads, ms, vs, lr, beta1, beta2, eps, step, weight_decay=0.0):
+    """adam_step on each (param, grad, m, v) of equal-length lists: a model's parameters, all
+    at the same step. One call per optimizer step, so a fast backend starts its threads once."""
+    for param, grad, m, v in zip(params, grads, ms, vs, strict=True):
+        adam_step(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay)
+
+
 # --------------------------------------------------------------------------- fused conv → relu → max-pool
 def conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel, pool_stride):
     """The block every small CNN starts with, as one kernel: y = max_pool2d(relu(conv2d(x))).
