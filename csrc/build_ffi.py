@@ -9,7 +9,8 @@ so the header stays the single place where the C interface is written down.
 Compiler flags:
   -O3                  always;
   -march=native        unless LEPTON_NN_PORTABLE=1 (for a build that must run on other CPUs);
-  -ffp-contract=off    no fused multiply-add, so adam_step stays bit-identical to NumPy;
+  -ffp-contract=off    no fused multiply-add unless the code asks for it with fma() (the conv loops
+                       do), so adam_steps stays bit-identical to NumPy;
   -fno-math-errno      sqrt/exp/log need not set errno, so loops calling them can vectorise
                        (it changes no result: errno is never read here);
   -fopenmp-simd        honour `#pragma omp simd` even without the OpenMP runtime (the fused

@@ -77,7 +77,7 @@ void lepton_bias_grad_f64(const double *grad_y, int64_t n, int64_t c, int64_t hw
  * bound by memory, not arithmetic. conv (n, c_in, h, w -> h_out, w_out) describes the
  * convolution with conv->ph = conv->pw = 0 (the wrapper pads x first).
  * forward: y (n, c_out, h_out, w_out) = conv2d(x, weight) + bias (bias may be NULL), each
- *   (sample, channel) plane computed directly, as in the fused kernel below.
+ *   (sample, channel) plane computed directly, one line of outputs at a time.
  *   workspace: slots x h_out x w values, a plane with rows of w (used with stride 1).
  */
 void lepton_conv2d_direct_forward_f32(const float *x, const float *weight, const float *bias,
