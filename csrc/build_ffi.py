@@ -9,7 +9,7 @@ so the header stays the single place where the C interface is written down.
 Compiler flags:
   -O3                  always;
   -march=native        unless LEPTON_NN_PORTABLE=1 (for a build that must run on other CPUs);
-  -ffp-contract=off    no fused multiply-add unless the code asks for it with fma() (the conv loops
+  -ffp-contract=off    no fused multiply-add unless the code asks for one (MUL_ADD: the conv loops
                        do), so adam_steps stays bit-identical to NumPy;
   -fno-math-errno      sqrt/exp/log need not set errno, so loops calling them can vectorise
                        (it changes no result: errno is never read here);
@@ -88,16 +88,17 @@ def _relative(path):
     return os.path.relpath(path, os.getcwd())
 
 
-def make_builder():
+def make_builder(path=_relative):
+    """The cffi builder; `path` maps each source path (setuptools wants them relative)."""
     compile_flags, link_flags = compiler_flags()
     builder = FFI()
     builder.cdef(_cdef_from_header(HEADER))
     builder.set_source(
         "lepton_nn._lepton_c",
         '#include "lepton_kernels.h"',
-        sources=[_relative(p) for p in SOURCES],
-        depends=[_relative(p) for p in DEPENDS],
-        include_dirs=[_relative(HERE)],
+        sources=[path(p) for p in SOURCES],
+        depends=[path(p) for p in DEPENDS],
+        include_dirs=[path(HERE)],
         extra_compile_args=compile_flags,
         extra_link_args=link_flags,
     )
@@ -106,6 +107,7 @@ def make_builder():
 
 ffibuilder = make_builder()
 
-if __name__ == "__main__":  # a quick standalone build, e.g. to try compiler flags
+if __name__ == "__main__":  # a quick standalone build into build/cffi, e.g. to try compiler flags
     print("flags:", compiler_flags())
-    ffibuilder.compile(tmpdir=os.path.join(HERE, "..", "build", "cffi"), verbose=True)
+    # cffi compiles inside tmpdir, so the sources are given as absolute paths here
+    make_builder(path=os.path.abspath).compile(tmpdir=os.path.join(HERE, "..", "build", "cffi"), verbose=True)

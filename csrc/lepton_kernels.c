@@ -47,6 +47,17 @@
  * stays short before it is added into a double. */
 #define CORRELATION_PIXELS 128
 
+/* a*b + c in one fused multiply-add where the target has the instruction (FP_FAST_FMA*: e.g.
+ * -march=native on a CPU with FMA), else as a product and a sum: without the instruction,
+ * fma() is a call into libm per element, which would make the conv loops many times slower.
+ * The build forbids the compiler to contract a*b + c on its own (see build_ffi.py), so the
+ * kernels that want a fused multiply-add say so with this. */
+#if defined(FP_FAST_FMA) && defined(FP_FAST_FMAF)
+#define MUL_ADD(a, b, c) fma(a, b, c)
+#else
+#define MUL_ADD(a, b, c) ((a) * (b) + (c))
+#endif
+
 /* Elements below which a kernel stays single-threaded. */
 #define PARALLEL_MIN_WORK 32768
 
