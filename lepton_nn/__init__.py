@@ -6,18 +6,13 @@ Layers, bottom up (each imports only from below):
     tensor       Tensor and the autograd engine                              lepton_nn/tensor.py
     functional   layers and losses as functions (PyTorch-style, NCHW)        lepton_nn/functional.py
     gradcheck    central-difference gradient checker                         lepton_nn/gradcheck.py
+Importing it first sets a few process-wide thread and memory options (lepton_nn/runtime.py).
 """
-import os
+from lepton_nn import runtime
 
-# After each matmul, OpenBLAS (numpy's BLAS) keeps its worker threads spinning for about 0.1 s
-# (2^28 cycles) before they sleep. On a small machine that spin holds the core the c and numba
-# kernels need next: a profile of a training step showed the spinning thread in 30 % of the
-# samples, and the step measured ~10 % faster with a 2^14-cycle (a few µs) spin. OpenBLAS
-# reads this once, when numpy is first imported, so it applies where lepton_nn is imported
-# before numpy (the lepton-nn command, the benchmark workers). A user's own setting wins.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "14")
+runtime.configure()  # threads and memory, before numpy and the kernels load: see runtime.py
 
-from lepton_nn import functional  # noqa: E402 (after the setting above)
+from lepton_nn import functional  # noqa: E402 (after the settings above)
 from lepton_nn.gradcheck import GradcheckError, GradcheckReport, gradcheck  # noqa: E402
 from lepton_nn.kernels import backend, backends, set_backend  # noqa: E402
 from lepton_nn.rng import seed  # noqa: E402

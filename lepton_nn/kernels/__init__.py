@@ -16,14 +16,6 @@ import importlib
 import os
 from dataclasses import dataclass
 
-# After each parallel loop, OpenMP threads (of the c backend and of numba's default threading
-# layer) spin for a while before sleeping. Here they share the cores with the OpenBLAS threads
-# of the np.matmul that usually comes next, and the spinning starves them (a conv forward
-# measured 4× slower on 2 cores). Passive threads sleep at once; a wake-up costs microseconds.
-# The OpenMP runtime reads this when it loads, i.e. when a backend is first used, which is
-# after this module is imported. A user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 KERNELS = (
     "conv2d_forward", "conv2d_backward",
     "max_pool2d_forward", "max_pool2d_backward",
