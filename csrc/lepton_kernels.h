@@ -120,12 +120,12 @@ void lepton_max_pool2d_backward_f64(const double *grad_y, const int64_t *argmax,
  * backward: with g = grad_y * (y > 0) and the winner (hc, wc) = divmod(argmax, W_c):
  *     grad_b[o] += g,  grad_w[o, c, p, q] += g * x[s, c, hc*sh + p, wc*sw + q],
  *     grad_x[s, c, hc*sh + p, wc*sw + q] += g * weight[o, c, p, q]
- *   grad_y, y, argmax hold n * pooled * c_out values. Each of grad_x, grad_w, grad_b may be NULL (not
- *   computed) and is otherwise overwritten. An argmax outside [0, conv->h_out*conv->w_out) is
- *   ignored. grad_w and grad_b follow the reference's steps: g is scattered into a conv-shaped
+ *   grad_y, y, argmax hold n * pooled * c_out values. Each of grad_x, grad_w, grad_b may be
+ *   NULL (not computed) and is otherwise overwritten. An argmax outside
+ *   [0, conv->h_out*conv->w_out) is ignored. grad_w and grad_b follow the reference's steps: g is scattered into a conv-shaped
  *   gradient (a tile of conv->h_out*conv->w_out x LEPTON_FUSED_CHANNEL_BLOCK values per slot
  *   in `tiles`), which is then correlated with x at every conv position, so an inf in x gives
- *   NaN as in the reference (0 * inf). They are summed along each conv row in T, then
+ *   NaN as in the reference (0 * inf). They are summed over a few conv rows in T, then
  *   in double in `sums`: slots x (taps + 1) x ceil(c_out / LEPTON_FUSED_CHANNEL_BLOCK) *
  *   LEPTON_FUSED_CHANNEL_BLOCK doubles. grad_x visits the winners alone.
  */
