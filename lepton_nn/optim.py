@@ -52,16 +52,21 @@ class Optimizer:
 
     def step(self):
         prof = profiler.active()
-        if prof is None:
-            self._step()
-        else:
-            prof.timed(type(self).__name__, "update", self._step)
+        with no_grad():
+            if prof is None:
+                self._step()
+            else:
+                prof.timed(type(self).__name__, "update", self._step)
+
+    def _with_grads(self):
+        """(param array, its gradient C-contiguous in its dtype, its state) for each parameter that has a .grad."""
+        for p, state in zip(self.params, self.state):
+            if p.grad is not None:
+                yield p.data, np.ascontiguousarray(p.grad, dtype=p.dtype), state
 
     def _step(self):
-        with no_grad():
-            for p, state in zip(self.params, self.state):
-                if p.grad is not None:
-                    self._update(p.data, np.ascontiguousarray(p.grad, dtype=p.dtype), state)
+        for param, grad, state in self._with_grads():
+            self._update(param, grad, state)
 
     def _update(self, param, grad, state):
         raise NotImplementedError
@@ -129,7 +134,7 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba, 2015), one in-place pass of the active backend's `adam_step` kernel:
+    """Adam (Kingma & Ba, 2015), one in-place pass of the active backend's `adam_steps` kernel:
 
         g ← g + λ·θ                          (weight_decay: coupled L2, as PyTorch's Adam)
         m ← β₁·m + (1 − β₁)·g                 (running mean of the gradient)
@@ -153,21 +158,17 @@ class Adam(Optimizer):
         # One adam_steps call for all parameters at the same step and dtype (normally all of
         # them): a fast backend then starts its threads once per step, not once per array.
         groups = {}
-        with no_grad():
-            for p, state in zip(self.params, self.state):
-                if p.grad is None:
-                    continue
-                if not state:
-                    state.update(step=0, m=np.zeros_like(p.data), v=np.zeros_like(p.data))
-                state["step"] += 1
-                grad = np.ascontiguousarray(p.grad, dtype=p.dtype)
-                if self.weight_decay and not self._decoupled:
-                    grad = grad + self.weight_decay * p.data
-                groups.setdefault((state["step"], p.dtype), []).append((p.data, grad, state["m"], state["v"]))
-            decay = self.weight_decay if self._decoupled else 0.0
-            beta1, beta2 = self.betas
-            for (step, _), arrays in groups.items():
-                kernels.active().adam_steps(*zip(*arrays), self.lr, beta1, beta2, self.eps, step, decay)
+        for param, grad, state in self._with_grads():
+            if not state:
+                state.update(step=0, m=np.zeros_like(param), v=np.zeros_like(param))
+            state["step"] += 1
+            if self.weight_decay and not self._decoupled:
+                grad = grad + self.weight_decay * param
+            groups.setdefault((state["step"], param.dtype), []).append((param, grad, state["m"], state["v"]))
+        decay = self.weight_decay if self._decoupled else 0.0
+        beta1, beta2 = self.betas
+        for (step, _), arrays in groups.items():
+            kernels.active().adam_steps(*zip(*arrays), self.lr, beta1, beta2, self.eps, step, decay)
 
 
 class AdamW(Adam):
