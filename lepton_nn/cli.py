@@ -29,22 +29,28 @@ def _backends(args):
 
 def _bench(args):
     # Each flag runs one benchmark; with neither --train nor --profile, --kernels (the default).
+    backends = args.backend.split(",") if args.backend != "all" else None
+    common = dict(json_path=args.json, rounds=args.rounds, compare=args.compare)
     status = 0
-    if args.kernels or not (getattr(args, "train", False) or getattr(args, "profile", False)):
+    if args.kernels or not (args.train or args.profile):
         from lepton_nn.bench import kernels as kernel_bench
-        backends = args.backend.split(",") if args.backend != "all" else None
-        progress = (lambda what: print(f"  timing {what} …", file=sys.stderr, flush=True)) if sys.stderr.isatty() else None
-        status = kernel_bench.main(backends, repeat=args.repeat, json_path=args.json, progress=progress)
-    if getattr(args, "train", False) or getattr(args, "profile", False):
+        cases = args.case.split(",") if args.case else None
+        status = kernel_bench.main(backends, repeat=args.repeat, cases=cases, progress=_progress("timing"), **common)
+    if args.train or args.profile:
         from lepton_nn.bench import train as train_bench
-        backends = args.backend.split(",") if args.backend != "all" else None
-        progress = (lambda what: print(f"  {what} …", file=sys.stderr, flush=True)) if sys.stderr.isatty() else None
-        options = dict(steps=args.steps, data=args.data, threads=args.threads, json_path=args.json, progress=progress)
+        options = dict(steps=args.steps, data=args.data, threads=args.threads, progress=_progress(""))
         if args.profile:
-            status = train_bench.profile_main(backends, **options) or status
+            status = train_bench.profile_main(backends, json_path=args.json, **options) or status
         else:
-            status = train_bench.main(backends, full=args.full, **options) or status
+            status = train_bench.main(backends, full=args.full, **options, **common) or status
     return status
+
+
+def _progress(verb):
+    """Progress lines on stderr when it is a terminal, nothing otherwise."""
+    if not sys.stderr.isatty():
+        return None
+    return lambda what: print(f"  {verb + ' ' if verb else ''}{what} …", file=sys.stderr, flush=True)
 
 
 def _use_backend(name):
@@ -106,18 +112,25 @@ def build_parser():
 
     p = sub.add_parser("bench", help="benchmarks: --kernels (the default) times every kernel on every backend and PyTorch")
     p.add_argument("--kernels", action="store_true", help="the kernel table: ms, GFLOP/s, %% of GEMM, speedups, targets")
-    p.add_argument("--backend", default="all", help="comma-separated backends to time (numpy, numba, c, torch); default all")
-    p.add_argument("--repeat", type=int, default=50, help="timed runs per kernel, at most (stops after ~2 s); default 50")
-    p.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
-    p.add_argument("--train", action="store_true", help="train and evaluate the article's CNN per backend and in "
-                   "PyTorch, each in its own process: s/epoch, images/s, GFLOP/s, peak RSS, time to first step")
+    p.add_argument("--backend", default="all", help="comma-separated runs: lepton_nn backends (numpy, numba, c) "
+                   "and peers (torch; with --train also torch-cl, tf-keras, jax, or 'peers'); default all available")
+    p.add_argument("--case", help="--kernels: comma-separated cases to time (default all; names in docs/benchmarks.md)")
+    p.add_argument("--repeat", type=int, default=50, help="timed runs per kernel and round, at most (stops after ~1 s); default 50")
+    p.add_argument("--rounds", type=int, default=3, help="run everything round-robin this many times: cells show "
+                   "the median and min–max over rounds, ratios are medians of per-round ratios; default 3")
+    p.add_argument("--json", metavar="FILE", help="also write every figure, every round, to FILE as JSON")
+    p.add_argument("--compare", metavar="OLD.json", help="compare with an earlier run's --json: each figure's "
+                   "change, flagged when it is beyond the spread of the two runs")
+    p.add_argument("--train", action="store_true", help="train and evaluate the classic MNIST CNN per backend and "
+                   "in each peer framework, each in a fresh process: ms/step, images/s, GFLOP/s, peak RSS, first step")
     p.add_argument("--profile", action="store_true", help="with --train: where a step's time goes, per op and kernel")
     p.add_argument("--steps", type=int, default=200, help="--train: timed training steps of batch 64; default 200")
     p.add_argument("--full", action="store_true", help="--train: also the whole 5-epoch run per framework, for its "
                                                        "peak memory (slow)")
     p.add_argument("--data", metavar="DIR", help="--train: directory with the four MNIST files (default: "
                                                  "$LEPTON_NN_DATA, the cache, or a download)")
-    p.add_argument("--threads", type=int, help="--train: threads for every run (default: numba's count, the CPUs)")
+    p.add_argument("--threads", type=int, help="--train: pin every run's threads to N (default: each framework's "
+                   "own default)")
     p.set_defaults(run=_bench)
 
     p = sub.add_parser("train", help="train the article's MNIST CNN, then report test accuracy, per-class "

@@ -21,6 +21,9 @@ a 2-core machine (docs/benchmarks.md). Every one can be overridden from the envi
   2,155 page faults per batch and 42,000 images/s; with this setting none, 61,000 images/s).
   Arrays up to MMAP_THRESHOLD come from the heap instead, which keeps up to TRIM_THRESHOLD of
   free memory for the next step.
+
+The benchmarks start their peers (PyTorch, TensorFlow, JAX) with `environ_without_our_settings()`,
+so that no setting of ours reaches a framework we compare with (docs/benchmarks.md).
 """
 import ctypes
 import os
@@ -43,7 +46,20 @@ def keep_freed_memory_for_reuse():
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
+THREAD_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "14"}
+_set_by_us = set()  # the names of THREAD_DEFAULTS that configure() put into os.environ
+
+
 def configure():
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "14")
+    for name, value in THREAD_DEFAULTS.items():
+        if name not in os.environ:
+            os.environ[name] = value
+            _set_by_us.add(name)
     keep_freed_memory_for_reuse()
+
+
+def environ_without_our_settings():
+    """A copy of os.environ without the variables configure() set (those the user set stay):
+    the environment of a process that must run as if lepton_nn had never been imported."""
+    return {name: value for name, value in os.environ.items()
+            if not (name in _set_by_us and value == THREAD_DEFAULTS[name])}

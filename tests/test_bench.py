@@ -1,27 +1,28 @@
-"""Smoke tests of the kernel benchmarks: they build and run. No timing is ever asserted."""
+"""Smoke tests of the kernel benchmark: it builds, checks and runs every case. No timing is ever asserted."""
 import dataclasses
 import json
 
 import pytest
 
 from lepton_nn import kernels
+from lepton_nn.bench import kernel_cases
 from lepton_nn.bench import kernels as kernel_bench
 from lepton_nn.cli import main
 
 
 @pytest.mark.parametrize("backend", kernels.available_backends())
 def test_every_case_builds_for_every_available_backend(backend):
-    for case in kernel_bench.CASES:
+    for case in kernel_cases.CASES:
         assert callable(case.make(backend)), case.name
 
 
 def test_a_shared_case_runs_once_for_all_backends():
-    dense = next(c for c in kernel_bench.CASES if c.name == "dense1")
+    dense = kernel_cases.CASES_BY_NAME["dense1"]
     assert kernel_bench.case_backends(dense, ["numpy", "numba", "torch"]) == [kernel_bench.SHARED]
 
 
 def test_a_wrong_kernel_is_not_timed():
-    relu = next(c for c in kernel_bench.CASES if c.name == "relu")
+    relu = kernel_cases.CASES_BY_NAME["relu"]
 
     def make(backend):  # right on the reference, twice too large on the "broken" backend
         run = relu.make("numpy")
@@ -32,13 +33,38 @@ def test_a_wrong_kernel_is_not_timed():
         kernel_bench.prepare(broken, "broken")
 
 
-def test_bench_kernels_prints_a_row_per_case(capsys, tmp_path):
-    out_json = tmp_path / "bench.json"
-    assert main(["bench", "--kernels", "--repeat", "1", "--json", str(out_json)]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    table = lines[lines.index(next(l for l in lines if l.startswith("case "))):]
+def test_bench_kernels_prints_a_row_per_case(capsys):
+    assert main(["bench", "--kernels", "--repeat", "1", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    table = out.split("\ncase ")[1].splitlines()[2:]
     first_cells = [line.split()[0] for line in table if line and not line.startswith(" ")]
-    for case in kernel_bench.CASES:
-        assert case.name in first_cells
+    assert [c.name for c in kernel_cases.CASES] == [c for c in first_cells if c in kernel_cases.CASES_BY_NAME]
+
+
+def test_bench_kernels_keeps_every_round_and_compares(capsys, tmp_path):
+    out_json = tmp_path / "bench.json"
+    args = ["bench", "--kernels", "--case", "relu,xent", "--repeat", "3", "--rounds", "2"]
+    assert main(args + ["--json", str(out_json)]) == 0
     figures = json.loads(out_json.read_text())
-    assert {row["case"] for row in figures["rows"]} == {c.name for c in kernel_bench.CASES}
+    assert figures["kind"] == "kernels" and figures["settings"]["rounds"] == 2
+    assert set(figures["results"]) == {"relu", "xent"}
+    for rows in figures["results"].values():
+        for row in rows.values():
+            assert len(row["ms"]) == 2 and not row["error"]
+    figures["figures"]["relu numpy ms"] = [1e6, 2e6]  # an "earlier run" a thousand times slower
+    out_json.write_text(json.dumps(figures))
+    capsys.readouterr()
+    assert main(args + ["--compare", str(out_json)]) == 0
+    compared = capsys.readouterr().out.split("compared with")[1]
+    assert "beyond the spread" in next(line for line in compared.splitlines() if "relu numpy ms" in line)
+
+
+def test_the_case_list_loads_without_the_engine():
+    """kernel_cases.py is PyTorch's worker: run as a script it must not import lepton_nn."""
+    import subprocess
+    import sys
+    code = ("import runpy, sys; module = runpy.run_path(sys.argv[1]); "
+            "print(len(module['CASES']), any(m.startswith('lepton_nn') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, kernel_bench.PEER_WORKER], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == [str(len(kernel_cases.CASES)), "False"]

@@ -45,6 +45,18 @@ class History(Callback):
             self.history.setdefault(key, []).append(value)
 
 
+class LambdaCallback(Callback):
+    """A callback made of functions: LambdaCallback(on_train_batch_end=lambda batch, logs: ...).
+    Any hook not given does nothing."""
+
+    def __init__(self, **hooks):
+        super().__init__()
+        for name, fn in hooks.items():
+            if not (name.startswith("on_") and hasattr(Callback, name)):
+                raise ValueError(f"LambdaCallback: unknown hook {name!r}")
+            setattr(self, name, fn)
+
+
 class EarlyStopping(Callback):
     """Stop when `monitor` has not improved by more than min_delta for `patience` epochs.
 

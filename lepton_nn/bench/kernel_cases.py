@@ -1,0 +1,378 @@
+"""The kernel benchmark's cases: one fwd+bwd pass of one layer at one shape, runnable on every
+lepton_nn backend and in PyTorch, and the timer both use.
+
+Each `Case` is the MNIST CNN's layer at batch 64 or a many-channel convolution.
+`case.make(backend)` builds seeded float32 inputs once and returns a zero-argument function that
+runs the pass through that backend's kernels and returns its outputs; `case.make_torch()` does
+the same in PyTorch. Timing calls only the returned function, so input creation is never timed
+(outputs are allocated inside, as in training).
+
+This file imports nothing of lepton_nn at module level (`engine_kernels` does, when a lepton_nn
+backend is asked for), so that run as a script it is PyTorch's worker in a process of its own:
+
+    python lepton_nn/bench/kernel_cases.py --peer     (started by lepton_nn/bench/kernels.py)
+
+reads case names on stdin and answers each with its timing as a JSON line, with PyTorch's own
+defaults and the user's environment, untouched by lepton_nn's settings (docs/benchmarks.md).
+
+FLOP counts: convolution and dense count 2 per multiply-add of each GEMM-shaped pass plus one
+per bias element; the memory-bound kernels (pooling, relu, cross-entropy, Adam) count the
+arithmetic of their equations, stated in each case's `flops_formula`.
+"""
+import gc
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+DTYPE = np.float32
+
+
+def engine_kernels(backend):
+    """The lepton_nn backend module `backend`: the only place this file loads the engine."""
+    from lepton_nn import kernels
+    return kernels.get(backend)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str                 # short id: pytest id and JSON key
+    title: str                # what runs, for people
+    shape: str
+    flops: int                # per call of the fwd+bwd function
+    flops_formula: str
+    make: Callable[[str], Callable[[], tuple]]
+    make_torch: Callable[[], Callable[[], tuple]]
+    shared: bool = False  # same code for every backend (np.matmul): run once, as "shared"
+
+
+def _rng():
+    return np.random.default_rng(0)
+
+
+def _normal(rng, shape, scale=1.0):
+    return (rng.standard_normal(shape, dtype=DTYPE) * DTYPE(scale))
+
+
+def _torch():
+    """torch with its own defaults (threads included), or None if it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def _torch_arrays(arrays, grad_for=()):
+    torch = _torch()
+    tensors = [torch.from_numpy(a) for a in arrays]
+    for i in grad_for:
+        tensors[i].requires_grad_()
+    return tensors
+
+
+def _detached(*tensors):
+    return tuple(t.detach().numpy() for t in tensors)
+
+
+# --------------------------------------------------------------------------- convolution
+def conv_case(name, n, c_in, c_out, size, pad, need_x):
+    """conv2d 3×3, stride 1: forward, then the gradients of weight and bias (and of x if need_x)."""
+    k, stride, padding = 3, (1, 1), (pad, pad)
+    out = size + 2 * pad - k + 1
+
+    def inputs():
+        rng = _rng()
+        return (_normal(rng, (n, c_in, size, size)), _normal(rng, (c_out, c_in, k, k), (c_in * k * k) ** -0.5),
+                _normal(rng, (c_out,)), _normal(rng, (n, c_out, out, out)))
+
+    def make(backend):
+        kern = engine_kernels(backend)
+        x, w, b, g = inputs()
+
+        def run():
+            y = kern.conv2d_forward(x, w, b, stride, padding)
+            grad_x, grad_w, grad_b = kern.conv2d_backward(g, x, w, stride, padding, need_x=need_x)
+            return (y, grad_w, grad_b) + ((grad_x,) if need_x else ())
+        return run
+
+    def make_torch():
+        torch = _torch()
+        x, w, b, g = _torch_arrays(inputs(), grad_for=(1, 2, 0) if need_x else (1, 2))
+        wanted = (w, b, x) if need_x else (w, b)
+
+        def run():
+            y = torch.nn.functional.conv2d(x, w, b, stride=1, padding=pad)
+            return _detached(y, *torch.autograd.grad(y, wanted, g))
+        return run
+
+    per_pass, per_output = 2 * n * c_out * out * out * c_in * k * k, n * c_out * out * out
+    passes = 3 if need_x else 2
+    grads = "x, weight, bias" if need_x else "weight, bias; no input grad"
+    return Case(
+        name, f"conv {c_in}→{c_out} 3×3 pad {pad}, fwd+bwd ({grads})",
+        f"x {n}×{c_in}×{size}×{size}, w {c_out}×{c_in}×3×3", passes * per_pass + 2 * per_output,
+        f"{passes}·2·N·Co·Ho·Wo·Ci·kH·kW + 2·N·Co·Ho·Wo", make, make_torch)
+
+
+# --------------------------------------------------------------------------- pooling and relu
+def max_pool_case(name, n, c, size):
+    """max-pool 2×2 stride 2: forward (values and argmax), then the scatter of the gradient."""
+    out = size // 2
+
+    def inputs():
+        rng = _rng()
+        return _normal(rng, (n, c, size, size)), _normal(rng, (n, c, out, out))
+
+    def make(backend):
+        kern = engine_kernels(backend)
+        x, g = inputs()
+
+        def run():
+            y, argmax = kern.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+            return y, kern.max_pool2d_backward(g, argmax, x.shape)
+        return run
+
+    def make_torch():
+        torch = _torch()
+        x, g = _torch_arrays(inputs(), grad_for=(0,))
+
+        def run():
+            y = torch.nn.functional.max_pool2d(x, 2)
+            return _detached(y, *torch.autograd.grad(y, x, g))
+        return run
+
+    return Case(name, "max-pool 2×2 stride 2, fwd+bwd", f"x {n}×{c}×{size}×{size}", 4 * n * c * out * out,
+                "(kH·kW − 1 comparisons + 1 add)·N·C·Ho·Wo", make, make_torch)
+
+
+def relu_case(name, shape):
+    """relu forward, then its backward (the gradient masked by x > 0)."""
+    def inputs():
+        rng = _rng()
+        return _normal(rng, shape), _normal(rng, shape)
+
+    def make(backend):
+        kern = engine_kernels(backend)
+        x, g = inputs()
+
+        def run():
+            return kern.relu_forward(x), kern.relu_backward(g, x)
+        return run
+
+    def make_torch():
+        torch = _torch()
+        x, g = _torch_arrays(inputs(), grad_for=(0,))
+
+        def run():
+            y = torch.nn.functional.relu(x)
+            return _detached(y, *torch.autograd.grad(y, x, g))
+        return run
+
+    return Case(name, "relu, fwd+bwd", "x " + "×".join(map(str, shape)), 2 * int(np.prod(shape)),
+                "2 per element (max; mask-multiply)", make, make_torch)
+
+
+# --------------------------------------------------------------------------- dense
+def dense_case(name, batch, n_in, n_out):
+    """Dense layer exactly as lepton_nn.ops.Linear computes it: y = x·Wᵀ + b, then
+    ∂x = g·W, ∂W = gᵀ·x, ∂b = Σ_rows g. np.matmul (BLAS) in every backend: no kernel of its own."""
+    def inputs():
+        rng = _rng()
+        return (_normal(rng, (batch, n_in)), _normal(rng, (n_out, n_in), n_in ** -0.5),
+                _normal(rng, (n_out,)), _normal(rng, (batch, n_out)))
+
+    def make(backend):
+        engine_kernels(backend)  # the backend must exist, even though it is not called
+        x, w, b, g = inputs()
+
+        def run():
+            y = x @ w.T
+            y += b
+            return y, g @ w, g.T @ x, g.sum(axis=0)
+        return run
+
+    def make_torch():
+        torch = _torch()
+        x, w, b, g = _torch_arrays(inputs(), grad_for=(0, 1, 2))
+
+        def run():
+            y = torch.nn.functional.linear(x, w, b)
+            return _detached(y, *torch.autograd.grad(y, (x, w, b), g))
+        return run
+
+    return Case(name, f"dense {n_in}→{n_out}, fwd+bwd (x, weight, bias)", f"x {batch}×{n_in}, W {n_out}×{n_in}",
+                3 * 2 * batch * n_in * n_out + 2 * batch * n_out, "3·2·M·K·N + 2·M·N", make, make_torch,
+                shared=True)
+
+
+# --------------------------------------------------------------------------- loss and optimiser
+def cross_entropy_case(name, batch, classes):
+    """softmax cross-entropy per sample, then its gradient for an upstream gradient of 1/N each."""
+    def inputs():
+        rng = _rng()
+        return (_normal(rng, (batch, classes), 3.0), rng.integers(0, classes, batch),
+                np.full(batch, 1 / batch, DTYPE))
+
+    def make(backend):
+        kern = engine_kernels(backend)
+        logits, labels, grad_loss = inputs()
+
+        def run():
+            loss, probs = kern.softmax_cross_entropy_forward(logits, labels)
+            return loss, kern.softmax_cross_entropy_backward(grad_loss, probs, labels)
+        return run
+
+    def make_torch():
+        torch = _torch()
+        logits, labels, grad_loss = _torch_arrays(inputs(), grad_for=(0,))
+
+        def run():
+            loss = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+            return _detached(loss, *torch.autograd.grad(loss, logits, grad_loss))
+        return run
+
+    return Case(name, "softmax cross-entropy, fwd+bwd", f"logits {batch}×{classes}", 7 * batch * classes,
+                "7 per logit (max, −, exp, Σ, −log, exp; ×g)", make, make_torch)
+
+
+def adam_case(name, shapes):
+    """One Adam step over every parameter array of a model, one adam_steps call for all of them,
+    as lepton_nn.optim.Adam does it (lr 1e-3, β 0.9/0.999, ε 1e-8, no weight decay). Each call of the
+    returned function is the next step, so its bias corrections are those of step 1, 2, 3 …"""
+    lr, beta1, beta2, eps = 1e-3, 0.9, 0.999, 1e-8
+    size = sum(int(np.prod(s)) for s in shapes)
+
+    def inputs():
+        rng = _rng()
+        params = [_normal(rng, s, 0.1) for s in shapes]
+        grads = [_normal(rng, s, 0.01) for s in shapes]
+        return params, grads
+
+    def make(backend):
+        kern = engine_kernels(backend)
+        params, grads = inputs()
+        ms = [np.zeros_like(p) for p in params]
+        vs = [np.zeros_like(p) for p in params]
+        step = [0]
+
+        def run():
+            step[0] += 1
+            kern.adam_steps(params, grads, ms, vs, lr, beta1, beta2, eps, step[0], 0.0)
+            return tuple(params)
+        return run
+
+    def make_torch():
+        torch = _torch()
+        params, grads = inputs()
+        tensors = [torch.from_numpy(p).requires_grad_() for p in params]
+        for t, g in zip(tensors, grads):
+            t.grad = torch.from_numpy(g)
+        optimizer = torch.optim.Adam(tensors, lr=lr, betas=(beta1, beta2), eps=eps)  # torch's default path
+
+        def run():
+            optimizer.step()
+            return _detached(*tensors)
+        return run
+
+    return Case(name, f"Adam step over {len(shapes)} parameter arrays", f"{size:,} parameters", 14 * size,
+                "14 per parameter (the reference's equations)", make, make_torch)
+
+
+# --------------------------------------------------------------------------- the list
+# The MNIST CNN at batch 64: Conv2D(32, 3×3) → MaxPool 2×2 → ReLU → Flatten → Dense 128 → Dense 10.
+MNIST_PARAMS = [(32, 1, 3, 3), (32,), (128, 5408), (128,), (10, 128), (10,)]  # 693,962 values
+
+CASES = [
+    conv_case("conv1", n=64, c_in=1, c_out=32, size=28, pad=0, need_x=False),
+    max_pool_case("maxpool", n=64, c=32, size=26),
+    relu_case("relu", (64, 32, 26, 26)),
+    dense_case("dense1", batch=64, n_in=5408, n_out=128),
+    dense_case("dense2", batch=64, n_in=128, n_out=10),
+    cross_entropy_case("xent", batch=64, classes=10),
+    adam_case("adam", MNIST_PARAMS),
+    conv_case("conv32x64", n=64, c_in=32, c_out=64, size=28, pad=1, need_x=True),
+]
+
+
+CASES_BY_NAME = {case.name: case for case in CASES}
+
+
+# --------------------------------------------------------------------------- timing
+def time_call(fn, repeat, budget=2.0, warmup=0):
+    """(median ms, runs) of `fn()` over up to `repeat` runs, after `warmup` untimed calls (fewer if
+    they take over a quarter of `budget`); the first warm-up call is the caller's (`prepare`).
+
+    Stops early once `budget` seconds have passed and at least 3 runs are done, so slow
+    reference kernels do not hold the table up. The garbage collector is off while timing, as in
+    timeit, so a collection triggered by one case's garbage is not charged to another.
+    """
+    start = time.perf_counter()
+    for _ in range(warmup):
+        fn()
+        if time.perf_counter() - start > budget / 4:
+            break
+    times = []
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        for _ in range(max(1, repeat)):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+            if len(times) >= 3 and time.perf_counter() - start > budget:
+                break
+    finally:
+        if was_enabled:
+            gc.enable()
+    return statistics.median(times) * 1e3, len(times)
+
+
+def gemm_rate(repeat=10, size=1024):
+    """This machine's float32 GEMM rate, GFLOP/s: the median time of np.matmul on size³."""
+    rng = _rng()
+    a, b = _normal(rng, (size, size)), _normal(rng, (size, size))
+    c = np.empty((size, size), DTYPE)
+    fn = lambda: np.matmul(a, b, out=c)  # noqa: E731
+    fn()
+    ms, _ = time_call(fn, min(max(repeat, 5), 20), budget=1.0)  # ≥ 5 runs: it scales every % GEMM
+    return 2 * size ** 3 / (ms * 1e-3) / 1e9
+
+
+
+
+# --------------------------------------------------------------------------- PyTorch's worker
+def peer_main(environment_report, lines=sys.stdin, out=sys.stdout):
+    """PyTorch's side of `lepton-nn bench --kernels`, in this process of its own: a hello line
+    (torch's version and threads, the environment seen), then for each request line
+    {"case", "repeat", "budget", "warmup", "save"} one answer {"case", "ms", "runs"}; `save`
+    names an .npz for the outputs of the first call, which the parent checks against the reference."""
+    torch = _torch()
+    hello = {"torch": None if torch is None else torch.__version__,
+             "threads": None if torch is None else torch.get_num_threads(), "environment": environment_report()}
+    print(json.dumps(hello), file=out, flush=True)
+    for line in lines:
+        request = json.loads(line)
+        try:
+            fn = CASES_BY_NAME[request["case"]].make_torch()
+            outputs = fn()
+            if request.get("save"):
+                np.savez(request["save"], *[np.asarray(a) for a in outputs])
+            ms, runs = time_call(fn, request["repeat"], request["budget"], request["warmup"])
+            answer = {"case": request["case"], "ms": ms, "runs": runs}
+        except Exception as err:  # reported in the parent's table, the worker goes on
+            answer = {"case": request["case"], "error": f"{type(err).__name__}: {err}"}
+        print(json.dumps(answer), file=out, flush=True)
+
+
+if __name__ == "__main__":
+    # Run as a script: train_worker.py beside this file is importable by its bare name (this
+    # directory is first on sys.path); importing it through the lepton_nn package would load the engine.
+    from train_worker import environment_report
+    peer_main(environment_report)
