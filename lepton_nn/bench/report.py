@@ -42,13 +42,15 @@ def median(values):
     return None if s is None else s["median"]
 
 
-def table(header, rows, left=1):
-    """Columns as wide as their widest cell; the first `left` columns flush left, the rest right."""
+def table(header, rows, left=1, last_left=False):
+    """Columns as wide as their widest cell; the first `left` columns (and the last, if
+    last_left) flush left, the rest right."""
     cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) if i < len(row) else 0 for row in cells) for i in range(len(header))]
 
     def line(row):
-        return "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+        return "  ".join(c.ljust(w) if i < left or (last_left and i == len(widths) - 1) else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(row, widths))).rstrip()
     return [line(cells[0]), line(["-" * w for w in widths])] + [line(r) for r in cells[1:]]
 
 

@@ -261,7 +261,8 @@ def format_report(results, info, settings, gemm_gflops, missing):
             for x in results[0] if "full_train_s" in x)]
     lines += ["", f"s/epoch = ms/step × {STEPS_PER_EPOCH} steps.  / torch: this run's ms/step ÷ PyTorch NCHW's in "
                   "the same round, median over rounds; below 1 is faster.",
-              (f"/ {best_peer}: the same against the fastest peer (lowest median ms/step).  " if best_peer else "")
+              (f"/ {best_peer}: the same against the fastest peer (lowest median ms/step).  "
+               if best_peer and best_peer != "torch" else "")
               + "× torch: images/s ÷ PyTorch's.  1st step: launch → first step done, data reading excluded; "
                 "cold: empty NUMBA_CACHE_DIR."]
     lines += [f"FAILED {x['run']} (round {r + 1}): {x['error']}" for r, rnd in enumerate(results) for x in rnd
@@ -350,8 +351,7 @@ def format_profile(results):
     rows.append(["(python overhead)", ""] + [f"{1e3 * overhead[n] / steps:.3f}" for n in names] + [""])
     rows.append(["total", ""] + [f"{1e3 * r['wall_s'] / steps:.3f}" for r in results] + [""])
     lines += ["ms per step by op and backend, and the kernels each op calls"]
-    lines += [line.rstrip() for line in report.table(("op", "phase") + tuple(names) + ("kernels",),
-                                                     [row[:-1] + [" " + row[-1]] for row in rows], left=2)]
+    lines += report.table(("op", "phase") + tuple(names) + ("kernels",), rows, left=2, last_left=True)
     fastest_run = min(results, key=lambda r: r["wall_s"])
     share = overhead[fastest_run["run"]] / fastest_run["wall_s"]
     lines += ["", f"Python overhead (wall time − time inside ops and the optimizer) on the fastest backend, "
