@@ -33,7 +33,7 @@
 
 /* Outputs the direct conv kernels sum at once, in registers: 16 floats fill one AVX-512
  * register or two AVX2 ones. CONV_WAYS such blocks go side by side, so that their chains of
- * dependent adds overlap (one block alone waits on add latency: measured 25 % slower). */
+ * dependent adds overlap (one block alone waits on add latency; docs/benchmarks.md). */
 #define CONV_BLOCK 16
 #define CONV_WAYS 4
 

@@ -104,30 +104,22 @@ void lepton_max_pool2d_backward_f64(const double *grad_y, const int64_t *argmax,
 
 /* ---- conv2d -> relu -> max_pool2d, fused, for few taps ------------------------------------
  * conv (n, c_in, h, w -> h_out, w_out) describes the convolution of x with weight
- *   (c_out, c_in, conv->kh, conv->kw), with conv->ph = conv->pw = 0 (the wrapper pads x first)
- *   and c_in*kh*kw <= LEPTON_FUSED_MAX_TAPS; pool (n, c_out, conv->h_out, conv->w_out ->
- *   h_out, w_out) describes the pooling of its output, with pool->ph = pool->pw = 0.
- *   Both kernels run along output channels, LEPTON_FUSED_CHANNEL_BLOCK at a time in SIMD lanes,
- *   so y, argmax and grad_y are stored channels-last: (n, pool->h_out, pool->w_out, c_out) in
- *   memory, the exception to NCHW (the wrapper hands them to Python as NCHW-shaped views).
- * forward: y, argmax (n, c_out, pool->h_out, pool->w_out) = relu(max_pool2d(conv2d(x) + bias)),
- *   argmax the flat index h*W_c + w of the winner in the conv output plane, as int32 (a conv
- *   plane has fewer than 2^31 positions; half the memory traffic of int64); max-pool's rules
- *   for ties and NaN. bias may be NULL. For each row of pooling windows, the pool->kh conv rows
- *   it reads are computed into `workspace` (slots x pool->kh x cols x LEPTON_FUSED_CHANNEL_BLOCK
- *   values, cols = (pool->w_out - 1)*pool->sw + pool->kw), pooled and clamped from there; the
- *   conv output is never stored. With few taps this beats im2col + GEMM.
+ *   (c_out, c_in, conv->kh, conv->kw), conv->ph = conv->pw = 0 (the wrapper pads x first),
+ *   c_in*kh*kw <= LEPTON_FUSED_MAX_TAPS; pool (n, c_out, conv->h_out, conv->w_out -> h_out,
+ *   w_out) describes the pooling of its output, pool->ph = pool->pw = 0. y, argmax and grad_y
+ *   are stored channels-last, (n, pool->h_out, pool->w_out, c_out) in memory: the exception to NCHW.
+ * forward: y = relu(max_pool2d(conv2d(x) + bias)), argmax (int32) the flat index h*W_c + w of
+ *   each winner in its conv output plane; max-pool's rules for ties and NaN; bias may be NULL.
+ *   workspace: slots x pool->kh x cols x LEPTON_FUSED_CHANNEL_BLOCK values,
+ *   cols = (pool->w_out - 1)*pool->sw + pool->kw. The conv output is never stored.
  * backward: with g = grad_y * (y > 0) and the winner (hc, wc) = divmod(argmax, W_c):
  *     grad_b[o] += g,  grad_w[o, c, p, q] += g * x[s, c, hc*sh + p, wc*sw + q],
  *     grad_x[s, c, hc*sh + p, wc*sw + q] += g * weight[o, c, p, q]
- *   grad_y, y, argmax hold n * pooled * c_out values. Each of grad_x, grad_w, grad_b may be
- *   NULL (not computed) and is otherwise overwritten. An argmax outside
- *   [0, conv->h_out*conv->w_out) is ignored. grad_w and grad_b follow the reference's steps: g is scattered into a conv-shaped
- *   gradient (a tile of conv->h_out*conv->w_out x LEPTON_FUSED_CHANNEL_BLOCK values per slot
- *   in `tiles`), which is then correlated with x at every conv position, so an inf in x gives
- *   NaN as in the reference (0 * inf). They are summed over a few conv rows in T, then
- *   in double in `sums`: slots x (taps + 1) x ceil(c_out / LEPTON_FUSED_CHANNEL_BLOCK) *
- *   LEPTON_FUSED_CHANNEL_BLOCK doubles. grad_x visits the winners alone.
+ *   grad_y, y, argmax hold n * pooled * c_out values. Each of grad_x, grad_w, grad_b may be NULL
+ *   (not computed) and is otherwise overwritten; an argmax outside [0, conv->h_out*conv->w_out)
+ *   is ignored. tiles: slots x conv->h_out*conv->w_out x LEPTON_FUSED_CHANNEL_BLOCK values;
+ *   sums: slots x (taps + 1) x ceil(c_out / LEPTON_FUSED_CHANNEL_BLOCK)*LEPTON_FUSED_CHANNEL_BLOCK
+ *   doubles. How the two kernels work, and why so: docs/benchmarks.md, "The fused conv kernels".
  */
 #define LEPTON_FUSED_MAX_TAPS 64
 #define LEPTON_FUSED_CHANNEL_BLOCK 16

@@ -1,4 +1,4 @@
-"""The article's program, as written, with `from lepton_nn import keras` in place of tf.keras.
+"""The classic Keras MNIST CNN program (the one docs/tutorial.md walks through), as written, with `from lepton_nn import keras` in place of tf.keras.
 
     LEPTON_NN_DATA=/path/to/mnist python examples/keras_mnist.py
 

@@ -1,4 +1,4 @@
-"""The article's recipe written as a PyTorch-style loop with lepton_nn.nn and lepton_nn.optim.
+"""The classic Keras MNIST recipe written as a PyTorch-style loop with lepton_nn.nn and lepton_nn.optim.
 
 Same network, same initialisation (Glorot-uniform weights, zero biases, as Keras), same
 optimizer settings (Adam, lr 1e-3, ε 1e-7 as Keras's 'adam'), 5 epochs of shuffled batches

@@ -86,10 +86,11 @@ def _evaluate(args):
 def _predict(args):
     import numpy as np
 
-    from lepton_nn import keras, train
+    from lepton_nn import keras
+    from lepton_nn.data import images
     _use_backend(args.backend)
     model = keras.models.load_model(args.model, compile=False)
-    image = train.load_image(args.image, invert=args.invert).reshape(model.input_shape[1:])
+    image = images.load_image(args.image, invert=args.invert).reshape(model.input_shape[1:])
     probabilities = model.predict(image)
     best = int(np.argmax(probabilities))
     print(f"{args.image}: {best}  (probability {probabilities[best]:.4f})")
@@ -133,7 +134,7 @@ def build_parser():
                    "own default)")
     p.set_defaults(run=_bench)
 
-    p = sub.add_parser("train", help="train the article's MNIST CNN, then report test accuracy, per-class "
+    p = sub.add_parser("train", help="train the classic Keras MNIST CNN, then report test accuracy, per-class "
                                      "precision/recall/F1 and the confusion matrix")
     p.add_argument("--epochs", type=int, default=5, help="default 5")
     p.add_argument("--batch-size", type=int, default=64, help="default 64")

@@ -7,20 +7,13 @@ or composes a few. Nothing is broadcast silently where shapes should match.
 """
 import numpy as np
 
-from lepton_nn import ops, rng
+from lepton_nn import checks, ops, rng
 from lepton_nn.kernels.reference import output_size
 from lepton_nn.tensor import Tensor, apply
 
 
 def _as_tensor(x):
     return x if isinstance(x, Tensor) else Tensor(x)
-
-
-def _pair(value, op, name):
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2 or any(int(v) != v for v in pair):
-        raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-    return int(pair[0]), int(pair[1])
 
 
 def _check_float(op, name, t, ndim=None, layout=""):
@@ -62,7 +55,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     Equation: lepton_nn.kernels.reference.conv2d_forward; derivation: docs/equations.md.
     """
     x, weight, bias, stride, padding = _conv_args("conv2d", x, weight, bias, stride, padding)
-    return apply(ops.Conv2d, x, weight, bias, stride, padding)
+    return apply(ops.Conv2d, x, weight, bias, stride=stride, padding=padding)
 
 
 def conv2d_relu_max_pool2d(x, weight, bias=None, stride=1, padding=0, pool_size=2, pool_stride=None):
@@ -74,13 +67,14 @@ def conv2d_relu_max_pool2d(x, weight, bias=None, stride=1, padding=0, pool_size=
     """
     op = "conv2d_relu_max_pool2d"
     x, weight, bias, stride, padding = _conv_args(op, x, weight, bias, stride, padding)
-    pool_kernel = _pair(pool_size, op, "pool_size")
-    pool_stride = pool_kernel if pool_stride is None else _pair(pool_stride, op, "pool_stride")
+    pool_kernel = checks.pair(pool_size, op, "pool_size")
+    pool_stride = pool_kernel if pool_stride is None else checks.pair(pool_stride, op, "pool_stride")
     conv_hw = [output_size(x.shape[2 + a], weight.shape[2 + a], stride[a], padding[a]) for a in (0, 1)]
     if any(k < 1 or s < 1 or k > size for k, s, size in zip(pool_kernel, pool_stride, conv_hw)):
         raise ValueError(f"{op}: pool window {pool_kernel} stride {pool_stride} does not fit the convolution's "
                          f"output {tuple(conv_hw)}")
-    return apply(ops.Conv2dReluMaxPool2d, x, weight, bias, stride, padding, pool_kernel, pool_stride)
+    return apply(ops.Conv2dReluMaxPool2d, x, weight, bias, stride=stride, padding=padding,
+                 pool_kernel=pool_kernel, pool_stride=pool_stride)
 
 
 def _conv_args(op, x, weight, bias, stride, padding):
@@ -92,7 +86,7 @@ def _conv_args(op, x, weight, bias, stride, padding):
         raise ValueError(f"{op}: input has {x.shape[1]} channels (shape {x.shape}) but weight expects "
                          f"C_in = {weight.shape[1]} (weight shape {weight.shape})")
     bias = _check_dtype_and_bias(op, x, weight, bias)
-    stride, padding = _pair(stride, op, "stride"), _pair(padding, op, "padding")
+    stride, padding = checks.pair(stride, op, "stride"), checks.pair(padding, op, "padding")
     _check_window(op, x, weight.shape[2:], stride, padding)
     return x, weight, bias, stride, padding
 
@@ -100,9 +94,9 @@ def _conv_args(op, x, weight, bias, stride, padding):
 def _pool_args(op, x, kernel_size, stride, padding):
     x = _as_tensor(x)
     _check_float(op, "input", x, 4, "(N, C, H, W)")
-    kernel = _pair(kernel_size, op, "kernel_size")
-    stride = kernel if stride is None else _pair(stride, op, "stride")
-    padding = _pair(padding, op, "padding")
+    kernel = checks.pair(kernel_size, op, "kernel_size")
+    stride = kernel if stride is None else checks.pair(stride, op, "stride")
+    padding = checks.pair(padding, op, "padding")
     if any(p > k // 2 for p, k in zip(padding, kernel)):
         raise ValueError(f"{op}: padding {padding} must be at most half the kernel {kernel}")
     _check_window(op, x, kernel, stride, padding)
@@ -117,7 +111,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
     row-major order within the window (as in PyTorch).
     """
     x, kernel, stride, padding = _pool_args("max_pool2d", x, kernel_size, stride, padding)
-    return apply(ops.MaxPool2d, x, kernel, stride, padding)
+    return apply(ops.MaxPool2d, x, kernel=kernel, stride=stride, padding=padding)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
@@ -127,7 +121,8 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
     unpadded elements in the window (Keras's padding='same').
     """
     x, kernel, stride, padding = _pool_args("avg_pool2d", x, kernel_size, stride, padding)
-    return apply(ops.AvgPool2d, x, kernel, stride, padding, bool(count_include_pad))
+    return apply(ops.AvgPool2d, x, kernel=kernel, stride=stride, padding=padding,
+                 count_include_pad=bool(count_include_pad))
 
 
 def pad2d(x, pads, value=0.0):
@@ -135,7 +130,7 @@ def pad2d(x, pads, value=0.0):
     x = _as_tensor(x)
     if len(pads) != 4 or any(p < 0 for p in pads):
         raise ValueError(f"pad2d: pads must be four non-negative ints (top, bottom, left, right), got {pads}")
-    return apply(ops.Pad2d, x, tuple(int(p) for p in pads), value)
+    return apply(ops.Pad2d, x, pads=tuple(int(p) for p in pads), value=value)
 
 
 def linear(x, weight, bias=None):
@@ -192,18 +187,6 @@ def _reduce(op, loss, reduction):
     raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
-def _check_labels(op, labels, n, num_classes):
-    labels = np.asarray(labels.data if isinstance(labels, Tensor) else labels)
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{op}: integer class labels expected, got dtype {labels.dtype}")
-    if labels.shape != (n,):
-        raise ValueError(f"{op}: labels must have shape ({n},) to match the batch, got {labels.shape}")
-    if n and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"{op}: labels must lie in [0, {num_classes}), got values from "
-                         f"{labels.min()} to {labels.max()}")
-    return labels
-
-
 def cross_entropy(logits, target, reduction="mean"):
     """Cross-entropy between softmax(logits) and the target, per sample then reduced.
 
@@ -220,8 +203,8 @@ def cross_entropy(logits, target, reduction="mean"):
                              f"got {target_array.shape}")
         loss = -(_as_tensor(target) * logits.log_softmax(-1)).sum(axis=-1)
     else:
-        labels = _check_labels("cross_entropy", target_array, *logits.shape)
-        loss = apply(ops.SoftmaxCrossEntropy, logits, labels.astype(np.int64, copy=False))
+        labels = checks.class_labels(target_array, *logits.shape, "cross_entropy")
+        loss = apply(ops.SoftmaxCrossEntropy, logits, labels=labels)
     return _reduce("cross_entropy", loss, reduction)
 
 
@@ -229,7 +212,8 @@ def nll_loss(log_probs, target, reduction="mean"):
     """Negative log-likelihood: loss_n = −log_probs[n, y_n], for log_probs (N, K), labels (N,)."""
     log_probs = _as_tensor(log_probs)
     _check_float("nll_loss", "log_probs", log_probs, 2, "(N, num_classes)")
-    labels = _check_labels("nll_loss", target, *log_probs.shape)
+    labels = checks.class_labels(target.data if isinstance(target, Tensor) else target, *log_probs.shape,
+                                 "nll_loss")
     return _reduce("nll_loss", -log_probs[np.arange(len(labels)), labels], reduction)
 
 

@@ -234,3 +234,11 @@ METRICS = {
     "recall": _macro(recall, "recall"),
     "f1": _macro(f1_score, "f1"),
 }
+
+# Other Keras names for the same metrics.
+ALIASES = {"acc": "accuracy", "sparse_categorical_accuracy": "accuracy", "categorical_accuracy": "accuracy"}
+
+
+def by_name(name):
+    """The metric function for a Keras metric name or alias, or None if there is none."""
+    return METRICS.get(ALIASES.get(name, name))

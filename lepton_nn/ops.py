@@ -3,8 +3,12 @@
 An op is a `Function` subclass with two static methods:
 
     forward(ctx, *inputs, **options) -> output array
-    backward(ctx, grad_output)       -> one gradient per positional input (None where the input
-                                        is not a tensor or needs no gradient)
+    backward(ctx, grad_output)       -> a tuple with one gradient per input (None where the
+                                        input needs no gradient), even for a single input
+
+Inputs are the arrays of the op's tensors, passed positionally (None for an optional tensor
+that is absent, such as a bias); everything else (an axis, a stride, class labels) is an
+option, passed by keyword, and gets no gradient.
 
 `ctx.save(...)` keeps what backward needs; `ctx.needs_input_grad[i]` says whether input i wants
 a gradient, so backward can skip work (the first conv layer needs no input gradient).
@@ -108,14 +112,14 @@ class Pow(Function):
     """y = aᶜ for a constant exponent c;  ∂y/∂a = c·aᶜ⁻¹."""
 
     @staticmethod
-    def forward(ctx, a, exponent):
+    def forward(ctx, a, *, exponent):
         ctx.save(a, exponent)
         return a ** exponent
 
     @staticmethod
     def backward(ctx, grad):
         a, exponent = ctx.saved
-        return grad * exponent * a ** (exponent - 1), None
+        return (grad * exponent * a ** (exponent - 1),)
 
 
 class Exp(Function):
@@ -218,7 +222,7 @@ class Softmax(Function):
     """
 
     @staticmethod
-    def forward(ctx, a, axis):
+    def forward(ctx, a, *, axis):
         e = np.exp(a - a.max(axis=axis, keepdims=True))
         y = e / e.sum(axis=axis, keepdims=True)
         ctx.save(y, axis)
@@ -227,7 +231,7 @@ class Softmax(Function):
     @staticmethod
     def backward(ctx, grad):
         y, axis = ctx.saved
-        return y * (grad - (grad * y).sum(axis=axis, keepdims=True)), None
+        return (y * (grad - (grad * y).sum(axis=axis, keepdims=True)),)
 
 
 class LogSoftmax(Function):
@@ -237,7 +241,7 @@ class LogSoftmax(Function):
     """
 
     @staticmethod
-    def forward(ctx, a, axis):
+    def forward(ctx, a, *, axis):
         shifted = a - a.max(axis=axis, keepdims=True)
         y = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
         ctx.save(y, axis)
@@ -246,7 +250,7 @@ class LogSoftmax(Function):
     @staticmethod
     def backward(ctx, grad):
         y, axis = ctx.saved
-        return grad - np.exp(y) * grad.sum(axis=axis, keepdims=True), None
+        return (grad - np.exp(y) * grad.sum(axis=axis, keepdims=True),)
 
 
 # --------------------------------------------------------------------------- linear algebra
@@ -313,14 +317,14 @@ class Sum(Function):
     """y = Σ a over `axis` (None: all);  ∂y/∂a = 1 everywhere, so the gradient is broadcast back."""
 
     @staticmethod
-    def forward(ctx, a, axis, keepdims):
+    def forward(ctx, a, *, axis=None, keepdims=False):
         ctx.save(a.shape, axis, keepdims)
         return np.asarray(a.sum(axis=axis, keepdims=keepdims))
 
     @staticmethod
     def backward(ctx, grad):
         shape, axis, keepdims = ctx.saved
-        return np.broadcast_to(_expand_reduced(grad, shape, axis, keepdims), shape), None, None
+        return (np.broadcast_to(_expand_reduced(grad, shape, axis, keepdims), shape),)
 
 
 class Max(Function):
@@ -328,7 +332,7 @@ class Max(Function):
     equally among them (a valid subgradient, and the mean of every tie-breaking choice)."""
 
     @staticmethod
-    def forward(ctx, a, axis, keepdims):
+    def forward(ctx, a, *, axis=None, keepdims=False):
         y = a.max(axis=axis, keepdims=True)
         ctx.save(a, y, axis, keepdims)
         return y if keepdims else np.asarray(np.squeeze(y, axis=axis))
@@ -338,7 +342,7 @@ class Max(Function):
         a, y, axis, keepdims = ctx.saved
         winners = a == y
         share = winners / winners.sum(axis=axis, keepdims=True)
-        return _expand_reduced(grad, a.shape, axis, keepdims) * share, None, None
+        return (_expand_reduced(grad, a.shape, axis, keepdims) * share,)
 
 
 # --------------------------------------------------------------------------- shape
@@ -346,28 +350,28 @@ class Reshape(Function):
     """Same elements, new shape; the gradient is reshaped back."""
 
     @staticmethod
-    def forward(ctx, a, shape):
+    def forward(ctx, a, *, shape):
         ctx.save(a.shape)
         return a.reshape(shape)
 
     @staticmethod
     def backward(ctx, grad):
         (shape,) = ctx.saved
-        return grad.reshape(shape), None
+        return (grad.reshape(shape),)
 
 
 class Permute(Function):
     """Reorder axes; the gradient is permuted by the inverse permutation."""
 
     @staticmethod
-    def forward(ctx, a, axes):
+    def forward(ctx, a, *, axes):
         ctx.save(axes)
         return a.transpose(axes)
 
     @staticmethod
     def backward(ctx, grad):
         (axes,) = ctx.saved
-        return grad.transpose(np.argsort(axes)), None
+        return (grad.transpose(np.argsort(axes)),)
 
 
 class GetItem(Function):
@@ -375,7 +379,7 @@ class GetItem(Function):
     zeros of a's shape; np.add.at sums repeated indices instead of overwriting."""
 
     @staticmethod
-    def forward(ctx, a, index):
+    def forward(ctx, a, *, index):
         ctx.save(a.shape, a.dtype, index)
         return np.asarray(a[index])
 
@@ -384,7 +388,7 @@ class GetItem(Function):
         shape, dtype, index = ctx.saved
         grad_a = np.zeros(shape, dtype=dtype)
         np.add.at(grad_a, index, grad)
-        return grad_a, None
+        return (grad_a,)
 
 
 # --------------------------------------------------------------------------- convolution and pooling
@@ -392,7 +396,7 @@ class Conv2d(Function):
     """Kernels: conv2d_forward / conv2d_backward (equations in kernels/reference.py)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding):
+    def forward(ctx, x, weight, bias, *, stride, padding):
         backend = kernels.active()
         ctx.save(backend, x, weight, stride, padding)
         return backend.conv2d_forward(x, weight, bias, stride, padding)
@@ -400,9 +404,7 @@ class Conv2d(Function):
     @staticmethod
     def backward(ctx, grad):
         backend, x, weight, stride, padding = ctx.saved
-        need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
-        grads = backend.conv2d_backward(grad, x, weight, stride, padding, need_x, need_weight, need_bias)
-        return (*grads, None, None)
+        return backend.conv2d_backward(grad, x, weight, stride, padding, *ctx.needs_input_grad)
 
 
 class Conv2dReluMaxPool2d(Function):
@@ -413,7 +415,7 @@ class Conv2dReluMaxPool2d(Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, pool_kernel, pool_stride):
+    def forward(ctx, x, weight, bias, *, stride, padding, pool_kernel, pool_stride):
         backend = kernels.active()
         y, argmax = backend.conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel, pool_stride)
         ctx.save(backend, y, argmax, x, weight, stride, padding)
@@ -422,17 +424,15 @@ class Conv2dReluMaxPool2d(Function):
     @staticmethod
     def backward(ctx, grad):
         backend, y, argmax, x, weight, stride, padding = ctx.saved
-        need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
-        grads = backend.conv2d_relu_max_pool2d_backward(grad, y, argmax, x, weight, stride, padding,
-                                                        need_x, need_weight, need_bias)
-        return (*grads, None, None, None, None)
+        return backend.conv2d_relu_max_pool2d_backward(grad, y, argmax, x, weight, stride, padding,
+                                                       *ctx.needs_input_grad)
 
 
 class MaxPool2d(Function):
     """Kernels: max_pool2d_forward / max_pool2d_backward."""
 
     @staticmethod
-    def forward(ctx, x, kernel, stride, padding):
+    def forward(ctx, x, *, kernel, stride, padding):
         backend = kernels.active()
         y, argmax = backend.max_pool2d_forward(x, kernel, stride, padding)
         ctx.save(backend, argmax, x.shape)
@@ -441,14 +441,14 @@ class MaxPool2d(Function):
     @staticmethod
     def backward(ctx, grad):
         backend, argmax, x_shape = ctx.saved
-        return backend.max_pool2d_backward(grad, argmax, x_shape), None, None, None
+        return (backend.max_pool2d_backward(grad, argmax, x_shape),)
 
 
 class AvgPool2d(Function):
     """Kernels: avg_pool2d_forward / avg_pool2d_backward."""
 
     @staticmethod
-    def forward(ctx, x, kernel, stride, padding, count_include_pad):
+    def forward(ctx, x, *, kernel, stride, padding, count_include_pad):
         backend = kernels.active()
         ctx.save(backend, x.shape, kernel, stride, padding, count_include_pad)
         return backend.avg_pool2d_forward(x, kernel, stride, padding, count_include_pad)
@@ -456,7 +456,7 @@ class AvgPool2d(Function):
     @staticmethod
     def backward(ctx, grad):
         backend, x_shape, *options = ctx.saved
-        return backend.avg_pool2d_backward(grad, x_shape, *options), None, None, None, None
+        return (backend.avg_pool2d_backward(grad, x_shape, *options),)
 
 
 class SoftmaxCrossEntropy(Function):
@@ -467,7 +467,7 @@ class SoftmaxCrossEntropy(Function):
     """
 
     @staticmethod
-    def forward(ctx, logits, labels):
+    def forward(ctx, logits, *, labels):
         backend = kernels.active()
         loss, probs = backend.softmax_cross_entropy_forward(logits, labels)
         ctx.save(backend, probs, labels)
@@ -476,14 +476,14 @@ class SoftmaxCrossEntropy(Function):
     @staticmethod
     def backward(ctx, grad):
         backend, probs, labels = ctx.saved
-        return backend.softmax_cross_entropy_backward(grad, probs, labels), None
+        return (backend.softmax_cross_entropy_backward(grad, probs, labels),)
 
 
 class Pad2d(Function):
     """Constant padding of the last two axes by (top, bottom, left, right); backward crops."""
 
     @staticmethod
-    def forward(ctx, x, pads, value):
+    def forward(ctx, x, *, pads, value=0.0):
         top, bottom, left, right = pads
         ctx.save(x.shape, pads)
         widths = [(0, 0)] * (x.ndim - 2) + [(top, bottom), (left, right)]
@@ -492,4 +492,4 @@ class Pad2d(Function):
     @staticmethod
     def backward(ctx, grad):
         (*_, h, w), (top, _, left, _) = ctx.saved
-        return grad[..., top:top + h, left:left + w], None, None
+        return (grad[..., top:top + h, left:left + w],)

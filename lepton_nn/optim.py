@@ -51,12 +51,8 @@ class Optimizer:
             p.grad = None
 
     def step(self):
-        prof = profiler.active()
         with no_grad():
-            if prof is None:
-                self._step()
-            else:
-                prof.timed(type(self).__name__, "update", self._step)
+            profiler.call(type(self).__name__, "update", self._step)
 
     def _with_grads(self):
         """(param array, its gradient C-contiguous in its dtype, its state) for each parameter that has a .grad."""

@@ -1,29 +1,21 @@
 """Process-wide settings lepton_nn makes when it is imported, each only where the user has not.
 
-They are about threads and memory, not results, and each was measured on the article's CNN on
-a 2-core machine (docs/benchmarks.md). Every one can be overridden from the environment.
+They are about threads and memory, not results; every one can be overridden from the
+environment. What each was measured to do: docs/benchmarks.md, "Process-wide settings".
 
-- OMP_WAIT_POLICY=PASSIVE: after each parallel loop, OpenMP threads (of the c backend and of
-  numba's default threading layer) spin for a while before sleeping. They share the cores with
-  the OpenBLAS threads of the np.matmul that usually comes next, and the spinning starves them
-  (training steps 2–4× slower). Passive threads sleep at once; a wake-up costs microseconds.
-  Read by the OpenMP runtime when it loads, i.e. when a backend is first used.
-- OPENBLAS_THREAD_TIMEOUT=14: the other way round, after each matmul OpenBLAS's worker threads
-  spin for 2^28 cycles (~0.1 s) before sleeping; a profile of a training step showed the
-  spinning thread in 30 % of the samples, holding the core the C kernels needed next. 2^14
-  cycles is a few microseconds (~10 % faster steps). Read by OpenBLAS when numpy is first
-  imported, so it applies only where lepton_nn is imported before numpy (the lepton-nn
-  command, the benchmark workers).
+- OMP_WAIT_POLICY=PASSIVE: OpenMP threads (of the c backend and numba) sleep as soon as a
+  parallel loop ends, instead of spinning on the cores the next np.matmul's OpenBLAS threads
+  need. Read by the OpenMP runtime when it loads, i.e. when a backend is first used.
+- OPENBLAS_THREAD_TIMEOUT=14: the other way round, OpenBLAS's threads spin 2^14 cycles after
+  a matmul instead of 2^28 (~0.1 s), so they free the cores for the kernels that come next.
+  Read by OpenBLAS when numpy is first imported: it applies only where lepton_nn is imported
+  before numpy (the lepton-nn command, the benchmark workers).
 - glibc's malloc keeps freed memory for reuse (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_):
-  by default it serves each array of more than a few MB with fresh pages from the kernel and
-  gives them back when the array is freed, so an op whose multi-MB outputs are freed and
-  allocated again each step pays for zeroing fresh pages every time (evaluating at batch 1000:
-  2,155 page faults per batch and 42,000 images/s; with this setting none, 61,000 images/s).
-  Arrays up to MMAP_THRESHOLD come from the heap instead, which keeps up to TRIM_THRESHOLD of
-  free memory for the next step.
+  arrays up to MMAP_THRESHOLD come from the heap, which keeps up to TRIM_THRESHOLD free for the
+  next step, rather than fresh pages that must be zeroed each time an op allocates its output.
 
 The benchmarks start their peers (PyTorch, TensorFlow, JAX) with `environ_without_our_settings()`,
-so that no setting of ours reaches a framework we compare with (docs/benchmarks.md).
+so that no setting of ours reaches a framework we compare with.
 """
 import ctypes
 import os

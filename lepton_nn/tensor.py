@@ -46,15 +46,19 @@ class _Node:
 
 
 def apply(op, *inputs, **options):
-    """Run op.forward on the inputs' arrays and, when a gradient is wanted, record the node."""
-    needs = tuple(isinstance(t, Tensor) and t.requires_grad for t in inputs)
+    """Run op.forward on the inputs' arrays and, when a gradient is wanted, record the node.
+
+    inputs: the op's tensors, positionally (None for an absent optional one, such as a bias);
+    options: everything else, by keyword (see lepton_nn/ops.py). op.backward then returns one
+    gradient per input."""
+    for i, t in enumerate(inputs):
+        if t is not None and not isinstance(t, Tensor):
+            raise TypeError(f"{op.__name__}: input {i} is a {type(t).__name__}, not a Tensor; pass a "
+                            "non-tensor argument (an axis, a stride, labels) by keyword")
+    needs = tuple(t is not None and t.requires_grad for t in inputs)
     ctx = ops.Context(needs)
-    arrays = [t.data if isinstance(t, Tensor) else t for t in inputs]
-    prof = profiler.active()
-    if prof is None:
-        out = Tensor._wrap(op.forward(ctx, *arrays, **options))
-    else:
-        out = Tensor._wrap(prof.timed(op.__name__, "forward", op.forward, ctx, *arrays, **options))
+    arrays = [None if t is None else t.data for t in inputs]
+    out = Tensor._wrap(profiler.call(op.__name__, "forward", op.forward, ctx, *arrays, **options))
     if _grad_enabled and any(needs):
         out.requires_grad = True
         out._node = _Node(op, ctx, inputs)
@@ -152,13 +156,13 @@ class Tensor:
             if node.ctx is None:
                 raise RuntimeError("backward: this graph was already freed by a previous backward pass; "
                                    "pass retain_graph=True to the first one to go through it twice")
-            prof = profiler.active()
-            if prof is None:
-                input_grads = node.op.backward(node.ctx, g)
-            else:
-                input_grads = prof.timed(node.op.__name__, "backward", node.op.backward, node.ctx, g)
+            input_grads = profiler.call(node.op.__name__, "backward", node.op.backward, node.ctx, g)
+            if not isinstance(input_grads, tuple) or len(input_grads) != len(node.inputs):
+                got = f"a tuple of {len(input_grads)}" if isinstance(input_grads, tuple) else type(input_grads).__name__
+                raise TypeError(f"{node.op.__name__}.backward must return a tuple of {len(node.inputs)} gradient(s), "
+                                f"one per input (None for an input without one); it returned {got}")
             for inp, ig in zip(node.inputs, input_grads):
-                if ig is None or not (isinstance(inp, Tensor) and inp.requires_grad):
+                if ig is None or inp is None or not inp.requires_grad:
                     continue
                 key = id(inp)
                 pending[key] = ig if key not in pending else pending[key] + ig
@@ -213,7 +217,7 @@ class Tensor:
     def __pow__(self, exponent):
         if isinstance(exponent, Tensor):
             raise TypeError("pow: the exponent must be a Python number (tensor exponents are not supported)")
-        return apply(ops.Pow, self, exponent)
+        return apply(ops.Pow, self, exponent=exponent)
 
     def __truediv__(self, other):
         return self * self._lift(other) ** -1
@@ -256,14 +260,14 @@ class Tensor:
         return apply(ops.Tanh, self)
 
     def softmax(self, axis=-1):
-        return apply(ops.Softmax, self, axis)
+        return apply(ops.Softmax, self, axis=axis)
 
     def log_softmax(self, axis=-1):
-        return apply(ops.LogSoftmax, self, axis)
+        return apply(ops.LogSoftmax, self, axis=axis)
 
     # ------------------------------------------------------------------ reductions
     def sum(self, axis=None, keepdims=False):
-        return apply(ops.Sum, self, axis, keepdims)
+        return apply(ops.Sum, self, axis=axis, keepdims=keepdims)
 
     def mean(self, axis=None, keepdims=False):
         """Σ / count: composed from sum, so it needs no backward of its own."""
@@ -271,12 +275,12 @@ class Tensor:
         return self.sum(axis, keepdims) * (1.0 / count)
 
     def max(self, axis=None, keepdims=False):
-        return apply(ops.Max, self, axis, keepdims)
+        return apply(ops.Max, self, axis=axis, keepdims=keepdims)
 
     # ------------------------------------------------------------------ shape
     def reshape(self, *shape):
         shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        return apply(ops.Reshape, self, tuple(shape))
+        return apply(ops.Reshape, self, shape=tuple(shape))
 
     def flatten(self, start_axis=1):
         """Keep the axes before start_axis, merge the rest: (N, C, H, W) → (N, C·H·W)."""
@@ -284,7 +288,7 @@ class Tensor:
 
     def permute(self, *axes):
         axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
-        return apply(ops.Permute, self, tuple(axes))
+        return apply(ops.Permute, self, axes=tuple(axes))
 
     def transpose(self, axis0=-2, axis1=-1):
         axes = list(range(self.ndim))
@@ -300,4 +304,4 @@ class Tensor:
             index = index.data
         elif isinstance(index, tuple):
             index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
-        return apply(ops.GetItem, self, index)
+        return apply(ops.GetItem, self, index=index)

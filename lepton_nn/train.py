@@ -1,21 +1,17 @@
-"""The article's MNIST CNN, trained and reported: what `lepton-nn train`, `evaluate` and
-`predict` run.
+"""The classic Keras MNIST CNN, trained and reported: what `lepton-nn train` and `evaluate` run.
 
     Conv2D(32, 3×3, relu) → MaxPooling2D(2×2) → Flatten → Dense(128, relu) → Dense(10, softmax)
     Adam (Keras defaults), sparse categorical cross-entropy, 5 epochs, batch 64
 
 Images are scaled to [0, 1] and given a channel axis: (N, 28, 28) uint8 → (N, 28, 28, 1) float32.
 """
-import struct
 import time
-import zlib
-from pathlib import Path
 
 import numpy as np
 
 
 def build_model():
-    """The article's CNN (693,962 parameters), compiled as in the article."""
+    """The classic Keras MNIST CNN (693,962 parameters), compiled as Keras's example compiles it."""
     from lepton_nn import keras
     model = keras.Sequential([
         keras.layers.Conv2D(32, (3, 3), activation="relu", input_shape=(28, 28, 1)),
@@ -28,7 +24,7 @@ def build_model():
 
 
 def preprocess(images):
-    """(N, 28, 28) uint8 → (N, 28, 28, 1) float32 in [0, 1], as the article does."""
+    """(N, 28, 28) uint8 → (N, 28, 28, 1) float32 in [0, 1], as the Keras example does."""
     return images.reshape(-1, 28, 28, 1).astype("float32") / 255.0
 
 
@@ -44,7 +40,7 @@ def train(epochs=5, batch_size=64, data=None, seed=0, save=None, verbose=2, out=
     lepton_nn.seed(seed)
     model = build_model()
     backend = kernels.active_name()
-    out(f"training the article's CNN on {len(x_train):,} MNIST images: {epochs} epochs, batch {batch_size}, "
+    out(f"training the classic MNIST CNN on {len(x_train):,} MNIST images: {epochs} epochs, batch {batch_size}, "
         f"seed {seed}, backend {backend}")
     start = time.perf_counter()
     model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=verbose)
@@ -82,120 +78,3 @@ def format_confusion_matrix(matrix):
     for i in range(k):
         lines.append(f"{i:>5} " + "".join(f"{int(v):>{width}}" for v in matrix[i]))
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- one image for predict
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type → samples per pixel
-
-
-def read_png(path):
-    """A PNG as a uint8 grey-scale (H, W) array, with the standard library only (zlib).
-
-    Supports 8-bit grey, grey + alpha, RGB, RGBA and palette images, non-interlaced (what image
-    editors write by default). Colour becomes grey as 0.299 R + 0.587 G + 0.114 B; transparency
-    is composited over black (MNIST's background). Anything else raises ValueError.
-    """
-    data = Path(path).read_bytes()
-    if data[:8] != _PNG_SIGNATURE:
-        raise ValueError(f"{path}: not a PNG file")
-    pos, header, palette, idat = 8, None, None, []
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
-        crc = data[pos + 8 + length:pos + 12 + length]
-        if len(body) != length or len(crc) != 4 or zlib.crc32(kind + body) != struct.unpack(">I", crc)[0]:
-            raise ValueError(f"{path}: truncated or corrupt PNG (chunk {kind!r})")
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"PLTE":
-            palette = np.frombuffer(body, dtype=np.uint8).reshape(-1, 3)
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"IEND":
-            break
-        pos += 12 + length
-    if header is None or not idat:
-        raise ValueError(f"{path}: truncated or corrupt PNG (no IHDR or IDAT chunk)")
-    width, height, depth, colour, _, _, interlace = header
-    if depth != 8 or colour not in _PNG_CHANNELS or interlace != 0:
-        raise ValueError(f"{path}: unsupported PNG (bit depth {depth}, colour type {colour}, interlace {interlace}); "
-                         f"only 8-bit non-interlaced grey/RGB/RGBA/palette images are read — save the image "
-                         f"as such or as a .npy array")
-    if colour == 3 and palette is None:
-        raise ValueError(f"{path}: palette PNG without a PLTE chunk")
-    channels = _PNG_CHANNELS[colour]
-    try:
-        raw = zlib.decompress(b"".join(idat))
-    except zlib.error as err:
-        raise ValueError(f"{path}: corrupt PNG image data ({err})") from None
-    stride = width * channels
-    if len(raw) != height * (stride + 1):
-        raise ValueError(f"{path}: corrupt PNG (image data has {len(raw)} bytes, expected {height * (stride + 1)})")
-    pixels = _unfilter(np.frombuffer(raw, dtype=np.uint8).reshape(height, stride + 1), channels, path)
-    pixels = pixels.reshape(height, width, channels).astype(np.float64)
-    if colour == 3:
-        pixels = palette[pixels[..., 0].astype(np.intp)].astype(np.float64)
-        channels = 3
-    grey = pixels[..., 0] if channels <= 2 else pixels[..., :3] @ np.array([0.299, 0.587, 0.114])
-    if channels in (2, 4):
-        grey = grey * pixels[..., -1] / 255.0
-    return np.clip(np.round(grey), 0, 255).astype(np.uint8)
-
-
-def _unfilter(rows, bpp, path):
-    """Undo PNG's per-row filters (0 None, 1 Sub, 2 Up, 3 Average, 4 Paeth), byte arithmetic mod 256."""
-    out = np.zeros((rows.shape[0], rows.shape[1] - 1), dtype=np.int32)
-    previous = np.zeros(out.shape[1], dtype=np.int32)
-    for r, (kind, line) in enumerate(zip(rows[:, 0], rows[:, 1:].astype(np.int32))):
-        if kind in (0, 2):
-            current = (line + (previous if kind == 2 else 0)) % 256
-        elif kind in (1, 3, 4):
-            current = line.copy()
-            for i in range(len(current)):
-                a = current[i - bpp] if i >= bpp else 0
-                b, c = previous[i], (previous[i - bpp] if i >= bpp else 0)
-                if kind == 1:
-                    predictor = a
-                elif kind == 3:
-                    predictor = (a + b) // 2
-                else:
-                    p = a + b - c
-                    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                    predictor = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
-                current[i] = (current[i] + predictor) % 256
-        else:
-            raise ValueError(f"{path}: corrupt PNG (unknown row filter {kind})")
-        out[r] = previous = current
-    return out.astype(np.uint8)
-
-
-def load_image(path, invert=False):
-    """One image for predict: a .png or a .npy file of shape (28, 28) or (28, 28, 1).
-
-    uint8 pixels are scaled to [0, 1]; float arrays are taken as already scaled. MNIST digits
-    are light on a dark background: invert=True flips a dark-on-light image.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
-    if path.suffix.lower() == ".png":
-        image = read_png(path)
-    elif path.suffix.lower() == ".npy":
-        try:
-            image = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as err:
-            raise ValueError(f"{path}: not a readable .npy array ({err})") from None
-    else:
-        raise ValueError(f"{path}: expected a .png or .npy image")
-    if image.shape not in ((28, 28), (28, 28, 1)):
-        raise ValueError(f"{path}: expected a 28×28 image, got shape {image.shape}")
-    if image.dtype.kind in "ui":
-        image = image.astype(np.float32) / 255.0
-    elif image.dtype.kind == "f":
-        image = image.astype(np.float32)
-    else:
-        raise ValueError(f"{path}: expected numeric pixels, got dtype {image.dtype}")
-    if invert:
-        image = 1.0 - image
-    return image.reshape(28, 28, 1)

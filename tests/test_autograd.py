@@ -171,3 +171,32 @@ def test_max_splits_the_gradient_between_ties():
     x = ln.tensor(np.array([1.0, 3.0, 3.0, 2.0]), requires_grad=True)
     x.max().backward()
     np.testing.assert_array_equal(x.grad, [0.0, 0.5, 0.5, 0.0])
+
+
+def test_options_go_by_keyword_and_backward_returns_a_gradient_per_tensor():
+    from lepton_nn import ops
+    from lepton_nn.tensor import apply
+    x = ln.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    with pytest.raises(TypeError, match="Sum: input 1 is a int, not a Tensor; pass a non-tensor argument"):
+        apply(ops.Sum, x, 1)
+    y = apply(ops.Sum, x, axis=1)  # the option by keyword; backward returns (grad_x,) only
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad, np.ones((2, 3)))
+
+
+def test_a_backward_that_returns_a_bare_array_is_named():
+    from lepton_nn import ops
+    from lepton_nn.tensor import apply
+
+    class Double(ops.Function):
+        @staticmethod
+        def forward(ctx, a):
+            return 2 * a
+
+        @staticmethod
+        def backward(ctx, grad):
+            return 2 * grad  # should be (2 * grad,)
+
+    x = ln.tensor(np.ones((3, 4)), requires_grad=True)
+    with pytest.raises(TypeError, match=r"Double.backward must return a tuple of 1 gradient\(s\).*returned ndarray"):
+        apply(Double, x).sum().backward()

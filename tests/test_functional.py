@@ -116,7 +116,7 @@ def test_fused_cross_entropy_equals_the_composition(dtype):
 
 
 def test_cross_entropy_gradient_wrt_probabilities_is_minus_y_over_yhat():
-    """The article writes ∂CE/∂ŷ_i = −1/ŷ_i; the correct derivative of CE = −Σ y_i log ŷ_i is
+    """A common derivation (docs/tutorial.md) writes ∂CE/∂ŷ_i = −1/ŷ_i; the correct derivative of CE = −Σ y_i log ŷ_i is
     −y_i/ŷ_i: zero for every class the target gives no weight. Composed through softmax it
     becomes ŷ − y."""
     y = np.array([[0.0, 1.0, 0.0], [0.2, 0.0, 0.8]])

@@ -10,11 +10,12 @@ import pytest
 
 import lepton_nn as ln
 from lepton_nn import cli, keras, train
+from lepton_nn.data import images
 from lepton_nn.keras import layers
 from lepton_nn.keras.saving import ModelFileError
 
 
-def article_model():
+def classic_model():
     return keras.Sequential([
         layers.Conv2D(32, (3, 3), activation="relu", input_shape=(28, 28, 1)),
         layers.MaxPooling2D((2, 2)),
@@ -39,8 +40,8 @@ def small_model(dtype="float32", last="dense_softmax"):
 
 
 # --------------------------------------------------------------------------- shapes and counts
-def test_article_summary_shows_693962_trainable_parameters():
-    model = article_model()
+def test_classic_model_summary_shows_693962_trainable_parameters():
+    model = classic_model()
     lines = []
     model.summary(print_fn=lines.append)
     text = "\n".join(lines)
@@ -114,9 +115,9 @@ def test_flatten_uses_keras_order_channel_fastest():
 
 def test_keras_default_initialisers_and_seed():
     ln.seed(0)
-    a = article_model()
+    a = classic_model()
     ln.seed(0)
-    b = article_model()
+    b = classic_model()
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(wa, wb)
     kernel, bias = a.layers[3].get_weights()
@@ -256,7 +257,7 @@ def test_optimizer_names_use_keras_defaults():
 
 def test_frozen_layer_keeps_its_weights_and_moves_to_non_trainable():
     ln.seed(0)
-    model = article_model()
+    model = classic_model()
     model.layers[0].trainable = False
     lines = []
     model.summary(print_fn=lines.append)
@@ -288,7 +289,7 @@ def test_same_seed_gives_identical_weights_after_an_epoch():
     runs = []
     for _ in range(2):
         ln.seed(42)
-        model = article_model()
+        model = classic_model()
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         model.fit(x, y, epochs=1, batch_size=32, verbose=0)
         runs.append(model.get_weights())
@@ -299,7 +300,7 @@ def test_same_seed_gives_identical_weights_after_an_epoch():
 # --------------------------------------------------------------------------- save and load
 def trained_small(tmp_path):
     ln.seed(0)
-    model = article_model()
+    model = classic_model()
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy", "precision"])
     x, y = random_digits(64)
     model.fit(x, y, epochs=1, batch_size=32, verbose=0)
@@ -428,10 +429,10 @@ def write_png(path, grey, filter_type):
 def test_png_reader(tmp_path, filter_type):
     grey = np.random.default_rng(0).integers(0, 256, (28, 28)).astype(np.uint8)
     write_png(tmp_path / "digit.png", grey, filter_type)
-    np.testing.assert_array_equal(train.read_png(tmp_path / "digit.png"), grey)
+    np.testing.assert_array_equal(images.read_png(tmp_path / "digit.png"), grey)
     (tmp_path / "fake.png").write_bytes(b"GIF89a")
     with pytest.raises(ValueError, match="not a PNG"):
-        train.read_png(tmp_path / "fake.png")
+        images.read_png(tmp_path / "fake.png")
 
 
 def test_cli_predict_on_png_and_npy(tmp_path, capsys):
@@ -461,7 +462,7 @@ def test_small_mnist_subset_trains_to_a_sane_accuracy(mnist_dir):
 # --------------------------------------------------------------------------- fused conv → relu → max-pool
 @pytest.mark.parametrize("backend", ln.kernels.available_backends())
 def test_fused_conv_relu_pool_model_equals_the_layer_by_layer_model(backend):
-    """The article's model runs Conv2D(relu) → MaxPooling2D as one op; with fuse_layers=False
+    """The classic MNIST CNN runs Conv2D(relu) → MaxPooling2D as one op; with fuse_layers=False
     every layer runs on its own. Same loss, same gradient of every weight (float64)."""
     with ln.backend(backend):
         ln.seed(3)

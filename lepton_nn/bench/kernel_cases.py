@@ -47,6 +47,7 @@ class Case:
     flops_formula: str
     make: Callable[[str], Callable[[], tuple]]
     make_torch: Callable[[], Callable[[], tuple]]
+    kernels: tuple = ()   # the lepton_nn kernels it calls: a backend lacking one runs the reference's
     shared: bool = False  # same code for every backend (np.matmul): run once, as "shared"
 
 
@@ -116,7 +117,8 @@ def conv_case(name, n, c_in, c_out, size, pad, need_x):
     return Case(
         name, f"conv {c_in}→{c_out} 3×3 pad {pad}, fwd+bwd ({grads})",
         f"x {n}×{c_in}×{size}×{size}, w {c_out}×{c_in}×3×3", passes * per_pass + 2 * per_output,
-        f"{passes}·2·N·Co·Ho·Wo·Ci·kH·kW + 2·N·Co·Ho·Wo", make, make_torch)
+        f"{passes}·2·N·Co·Ho·Wo·Ci·kH·kW + 2·N·Co·Ho·Wo", make, make_torch,
+        kernels=("conv2d_forward", "conv2d_backward"))
 
 
 # --------------------------------------------------------------------------- pooling and relu
@@ -147,7 +149,8 @@ def max_pool_case(name, n, c, size):
         return run
 
     return Case(name, "max-pool 2×2 stride 2, fwd+bwd", f"x {n}×{c}×{size}×{size}", 4 * n * c * out * out,
-                "(kH·kW − 1 comparisons + 1 add)·N·C·Ho·Wo", make, make_torch)
+                "(kH·kW − 1 comparisons + 1 add)·N·C·Ho·Wo", make, make_torch,
+                kernels=("max_pool2d_forward", "max_pool2d_backward"))
 
 
 def relu_case(name, shape):
@@ -174,7 +177,8 @@ def relu_case(name, shape):
         return run
 
     return Case(name, "relu, fwd+bwd", "x " + "×".join(map(str, shape)), 2 * int(np.prod(shape)),
-                "2 per element (max; mask-multiply)", make, make_torch)
+                "2 per element (max; mask-multiply)", make, make_torch,
+                kernels=("relu_forward", "relu_backward"))
 
 
 # --------------------------------------------------------------------------- dense
@@ -237,7 +241,8 @@ def cross_entropy_case(name, batch, classes):
         return run
 
     return Case(name, "softmax cross-entropy, fwd+bwd", f"logits {batch}×{classes}", 7 * batch * classes,
-                "7 per logit (max, −, exp, Σ, −log, exp; ×g)", make, make_torch)
+                "7 per logit (max, −, exp, Σ, −log, exp; ×g)", make, make_torch,
+                kernels=("softmax_cross_entropy_forward", "softmax_cross_entropy_backward"))
 
 
 def adam_case(name, shapes):
@@ -280,7 +285,8 @@ def adam_case(name, shapes):
         return run
 
     return Case(name, f"Adam step over {len(shapes)} parameter arrays", f"{size:,} parameters", 14 * size,
-                "14 per parameter (the reference's equations)", make, make_torch)
+                "14 per parameter (the reference's equations)", make, make_torch,
+                kernels=("adam_steps",))
 
 
 # --------------------------------------------------------------------------- the list

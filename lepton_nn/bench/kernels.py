@@ -40,6 +40,14 @@ def case_backends(case, backends):
     return ours
 
 
+def falls_back(case, backend):
+    """The kernels of `case` that `backend` lacks (the reference runs them): its time would be
+    the reference's again, so such a row is labelled, not timed."""
+    if backend in (SHARED, "numpy", "torch"):
+        return ()
+    return tuple(k for k in case.kernels if k in kernels.get(backend).fallback)
+
+
 # --------------------------------------------------------------------------- checking
 class WrongResult(ValueError):
     """A backend's outputs differ from the NumPy reference's: its time would mean nothing."""
@@ -154,8 +162,9 @@ def run(backends, repeat, rounds=1, cases=CASES, budget=1.0, progress=None):
                 for case in cases:
                     rows = results[case.name]
                     for backend in case_backends(case, backends) + (["torch"] if worker else []):
-                        row = rows.setdefault(backend, {"ms": [], "runs": [], "error": ""})
-                        if row["error"]:
+                        row = rows.setdefault(backend, {"ms": [], "runs": [], "error": "",
+                                                        "fallback": list(falls_back(case, backend))})
+                        if row["error"] or row["fallback"]:
                             continue
                         if progress:
                             progress(f"round {r + 1}/{rounds}: {case.name} on {backend}")
@@ -223,7 +232,7 @@ def format_table(results, gemm_gflops, info, settings, torch_hello, cases=CASES)
     lines += [f"float32 GEMM 1024³ (np.matmul): {gemm_gflops:.1f} GFLOP/s = 100 % in the % GEMM column", "", "cases:"]
     for c in cases:
         lines.append(f"  {c.name:10s} {c.title}; {c.shape}; {_flop_text(c.flops)} = {c.flops_formula}")
-    rows, errors = [], []
+    rows, errors, fallbacks = [], [], []
     for case in cases:
         base = results[case.name].get(SHARED if case.shared else "numpy", {}).get("ms")
         for i, (backend, row) in enumerate(results[case.name].items()):
@@ -231,6 +240,10 @@ def format_table(results, gemm_gflops, info, settings, torch_hello, cases=CASES)
             if row["error"]:
                 rows.append([name, backend, "WRONG", "", "", "", "not timed"])
                 errors.append(row["error"])
+                continue
+            if row["fallback"]:
+                rows.append([name, backend, "(numpy reference)", "", "", "", "not native"])
+                fallbacks.append(f"{case.name} on {backend}: {', '.join(row['fallback'])} run the numpy reference")
                 continue
             ms = report.median(row["ms"])
             gflops = case.flops / (ms * 1e-3) / 1e9
@@ -245,6 +258,7 @@ def format_table(results, gemm_gflops, info, settings, torch_hello, cases=CASES)
               "× numpy: the NumPy reference's time / this time.  / torch: this time / PyTorch's in the same round "
               "(< 1 is faster).",
               f"{SHARED}: dense layers are np.matmul (BLAS) in every backend, the same code: one row stands for all."]
+    lines += [f"not native: {text} (the backend falls back to it; not timed twice)" for text in fallbacks]
     lines += [f"WRONG: {err}" for err in errors]
     return "\n".join(lines), figs
 

@@ -168,7 +168,7 @@ class TorchRun:
 
 
 class KerasTFRun:
-    """The classic program in TensorFlow's own Keras, as the article writes it."""
+    """The classic program in TensorFlow's own Keras, as the classic Keras example writes it."""
 
     def __init__(self, threads):
         import tensorflow as tf

@@ -3,9 +3,10 @@
     from lepton_nn.data import mnist
     (x_train, y_train), (x_test, y_test) = mnist.load_data()
 
-`idx` reads and writes the IDX format MNIST is published in.
+`idx` reads and writes the IDX format MNIST is published in; `images` reads one image
+(.png or .npy) for `lepton-nn predict`.
 """
-from . import idx, mnist
+from . import idx, images, mnist
 from .idx import IdxFormatError, read_idx, write_idx
 
-__all__ = ["idx", "mnist", "IdxFormatError", "read_idx", "write_idx"]
+__all__ = ["idx", "images", "mnist", "IdxFormatError", "read_idx", "write_idx"]

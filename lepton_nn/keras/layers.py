@@ -9,7 +9,7 @@ The permutes are views and their backward is the inverse permute, but the compil
 (C, Numba) want C-contiguous NCHW arrays and copy a strided view first. So Conv2D applies an
 elementwise activation (relu, sigmoid, tanh) before permuting back, and a pooling layer right
 after a Conv2D gets its NCHW input contiguous again (the two permutes cancel). What remains in
-the article's model: Flatten copies the (N, 13, 13, 32) pooled output into Keras's (H, W, C)
+the classic MNIST CNN: Flatten copies the (N, 13, 13, 32) pooled output into Keras's (H, W, C)
 order, and max-pool backward copies its permuted gradient. A softmax on Conv2D stays
 channels-last (it normalises over the channel axis).
 
@@ -26,7 +26,7 @@ from collections import Counter
 
 import numpy as np
 
-from lepton_nn import nn
+from lepton_nn import checks, nn
 from lepton_nn.nn import init
 from lepton_nn.tensor import Tensor
 
@@ -44,13 +44,6 @@ def _snake(class_name):
     return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", class_name).lower()
 
 
-def _pair(value, layer, name):
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2 or any(int(v) != v or v < 1 for v in pair):
-        raise ValueError(f"{layer}: {name} must be a positive int or a pair of them, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
-
 def _padding(value, layer):
     padding = str(value).lower()
     if padding not in ("valid", "same"):
@@ -59,8 +52,10 @@ def _padding(value, layer):
 
 
 # --------------------------------------------------------------------------- activations
-_ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "softmax": nn.Softmax}
-_ELEMENTWISE = ("relu", "sigmoid", "tanh")  # act on each element alone, so any layout will do
+# name → (its nn module, whether it acts on each element alone, so that any layout will do)
+ACTIVATIONS = {"relu": (nn.ReLU, True), "sigmoid": (nn.Sigmoid, True), "tanh": (nn.Tanh, True),
+               "softmax": (nn.Softmax, False)}
+LAYERS = {}  # class name → class, for deserialize: every Layer subclass registers itself
 
 
 def get_activation(identifier):
@@ -69,9 +64,9 @@ def get_activation(identifier):
     if identifier is None or identifier == "linear":
         return "linear", None
     if isinstance(identifier, str):
-        if identifier not in _ACTIVATIONS:
-            raise ValueError(f"unknown activation {identifier!r}; known: linear, {', '.join(_ACTIVATIONS)}")
-        return identifier, _ACTIVATIONS[identifier]()
+        if identifier not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {identifier!r}; known: linear, {', '.join(ACTIVATIONS)}")
+        return identifier, ACTIVATIONS[identifier][0]()
     if callable(identifier):
         return getattr(identifier, "__name__", type(identifier).__name__), identifier
     raise ValueError(f"activation must be a name or a callable, got {identifier!r}")
@@ -94,6 +89,11 @@ class Layer:
     `layer(x, activation=False)` stops before the activation (used by the fused softmax +
     cross-entropy, see models.py).
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.__name__.startswith("_"):
+            LAYERS[cls.__name__] = cls
 
     def __init__(self, activation=None, name=None, trainable=True, dtype=None, input_shape=None):
         self.name = name or _unique_name(_snake(type(self).__name__))
@@ -196,7 +196,7 @@ class Layer:
         return cls(**config)
 
     def _activation_config(self):
-        if self.activation is not None and self.activation_name not in _ACTIVATIONS:
+        if self.activation is not None and self.activation_name not in ACTIVATIONS:
             raise ValueError(f"{self.name}: a custom activation ({self.activation_name}) cannot be saved")
         return self.activation_name
 
@@ -236,8 +236,8 @@ class Conv2D(Layer):
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
         super().__init__(activation=activation, **kwargs)
         self.filters = int(filters)
-        self.kernel_size = _pair(kernel_size, self.name, "kernel_size")
-        self.strides = _pair(strides, self.name, "strides")
+        self.kernel_size = checks.pair(kernel_size, self.name, "kernel_size", minimum=1)
+        self.strides = checks.pair(strides, self.name, "strides", minimum=1)
         self.padding = _padding(padding, self.name)
         self.use_bias = bool(use_bias)
         self.kernel_initializer, self.bias_initializer = kernel_initializer, bias_initializer
@@ -254,7 +254,7 @@ class Conv2D(Layer):
         return nchw_to_nhwc(self.module(nhwc_to_nchw(x)))
 
     def _forward_and_activate(self, x, training, activation):
-        if self.activation_name not in _ELEMENTWISE or activation is None:
+        if not ACTIVATIONS.get(self.activation_name, (None, False))[1] or activation is None:
             return super()._forward_and_activate(x, training, activation)
         # An elementwise activation commutes with the permute, so apply it while the output is
         # still contiguous NCHW: on the permuted view it would force transposing copies (forward
@@ -263,14 +263,17 @@ class Conv2D(Layer):
         return nchw_to_nhwc(activation(self.module(nhwc_to_nchw(x))))
 
     def fused_with(self, following):
-        """Conv2D(activation='relu') → MaxPooling2D(padding='valid') run as one fused op
-        (nn.Conv2d.relu_max_pool → functional.conv2d_relu_max_pool2d): the convolution's output
-        is never stored."""
-        if self.activation_name == "relu" and following and isinstance(following[0], MaxPooling2D) \
-                and following[0].padding == "valid" and following[0].activation is None:
-            pool = following[0].pool
-            return (lambda x: nchw_to_nhwc(self.module.relu_max_pool(nhwc_to_nchw(x), pool))), 1
-        return None
+        """This layer and a MaxPooling2D after it, as the nn modules they run (conv, activation,
+        pool), fused where nn.Conv2d.fused_with says they can be (conv → relu → max-pool
+        without padding: functional.conv2d_relu_max_pool2d, the conv output never stored)."""
+        if self.activation is None or not following or not isinstance(following[0], MaxPooling2D) \
+                or following[0].activation is not None:
+            return None
+        fused = self.module.fused_with([self.activation, following[0].pool])
+        if fused is None or fused[1] != 2:
+            return None
+        fn = fused[0]
+        return (lambda x: nchw_to_nhwc(fn(nhwc_to_nchw(x)))), 1
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": list(self.kernel_size),
@@ -309,8 +312,8 @@ class Dense(Layer):
 class _Pooling2D(Layer):
     def __init__(self, pool_size=(2, 2), strides=None, padding="valid", **kwargs):
         super().__init__(**kwargs)
-        self.pool_size = _pair(pool_size, self.name, "pool_size")
-        self.strides = self.pool_size if strides is None else _pair(strides, self.name, "strides")
+        self.pool_size = checks.pair(pool_size, self.name, "pool_size", minimum=1)
+        self.strides = self.pool_size if strides is None else checks.pair(strides, self.name, "strides", minimum=1)
         self.padding = _padding(padding, self.name)
 
     def forward(self, x, training=False):
@@ -403,10 +406,6 @@ class Softmax(Activation):
 
     def get_config(self):
         return Layer.get_config(self)
-
-
-LAYERS = {cls.__name__: cls for cls in (InputLayer, Conv2D, Dense, MaxPooling2D, AveragePooling2D, Flatten, Dropout,
-                                        Activation, ReLU, Softmax)}
 
 
 def deserialize(config):

@@ -16,6 +16,7 @@ API").
 """
 import numpy as np
 
+from lepton_nn import checks
 from lepton_nn import functional as F
 from lepton_nn.tensor import Tensor
 
@@ -30,18 +31,15 @@ def _clip(t, low, high):
 
 
 def _labels(y_true, n, num_classes):
+    """Keras accepts labels as (N,) or (N, 1), integers or whole floats; checks.class_labels does the rest."""
+    owner = "sparse_categorical_crossentropy"
     labels = np.asarray(y_true.data if isinstance(y_true, Tensor) else y_true)
     labels = labels.reshape(-1) if labels.size == n else labels
-    if labels.shape != (n,):
-        raise ValueError(f"sparse_categorical_crossentropy: expected {n} integer labels, got shape {labels.shape}")
     if labels.dtype.kind == "f":
         if not np.all(labels == np.round(labels)):
-            raise ValueError("sparse_categorical_crossentropy: labels must be whole numbers (class indices)")
+            raise ValueError(f"{owner}: labels must be whole numbers (class indices)")
         labels = labels.astype(np.int64)
-    if n and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"sparse_categorical_crossentropy: labels must lie in [0, {num_classes}), got values "
-                         f"from {labels.min()} to {labels.max()}")
-    return labels
+    return checks.class_labels(labels, n, num_classes, owner)
 
 
 def _targets(y_true, like):

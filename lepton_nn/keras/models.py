@@ -29,12 +29,10 @@ from lepton_nn import metrics as metrics_module
 from lepton_nn import optim, rng
 from lepton_nn.keras import callbacks as callbacks_module
 from lepton_nn.keras import layers as layers_module
-from lepton_nn.keras import losses, optimizers
+from lepton_nn.keras import losses, optimizers, saving
+from lepton_nn.nn.module import run_in_order
 from lepton_nn.tensor import Tensor, no_grad
 
-# Keras metric names that mean accuracy for a classifier.
-_METRIC_ALIASES = {"acc": "accuracy", "sparse_categorical_accuracy": "accuracy",
-                   "categorical_accuracy": "accuracy"}
 
 
 class _Running:
@@ -203,11 +201,11 @@ class Sequential:
         self._metrics = []
         for metric in metrics or ():
             if isinstance(metric, str):
-                key = _METRIC_ALIASES.get(metric, metric)
-                if key not in metrics_module.METRICS:
+                fn = metrics_module.by_name(metric)
+                if fn is None:
                     raise ValueError(f"compile: unknown metric {metric!r}; known: "
                                      f"{', '.join(metrics_module.METRICS)} or a function (y_true, y_pred) -> float")
-                self._metrics.append((metric, metrics_module.METRICS[key]))
+                self._metrics.append((metric, fn))
             elif callable(metric):
                 self._metrics.append((getattr(metric, "__name__", "metric"), metric))
             else:
@@ -245,16 +243,11 @@ class Sequential:
         """Run the layers in order; where a layer can run together with the next ones as one
         fused op (Layer.fused_with: Conv2D(relu) → MaxPooling2D), run that instead: the same
         function, faster. `model.fuse_layers = False` runs every layer on its own."""
-        last, i = len(self.layers) - 1, 0
-        while i <= last:
-            fused = self.layers[i].fused_with(self.layers[i + 1:]) if self.fuse_layers else None
-            if fused is None:
-                x = self.layers[i](x, training=training, activation=not (stop_before_last_activation and i == last))
-                i += 1
-            else:
-                fn, absorbed = fused
-                x, i = fn(x), i + 1 + absorbed
-        return x
+        last = len(self.layers) - 1
+
+        def call(i, layer, x):
+            return layer(x, training=training, activation=not (stop_before_last_activation and i == last))
+        return run_in_order(self.layers, x, self.fuse_layers, call)
 
     def __call__(self, x, training=False):
         x = x if isinstance(x, Tensor) else self._tensor(x)
@@ -465,14 +458,103 @@ class Sequential:
     def save(self, filepath, include_optimizer=True):
         """Write architecture, weights, compile settings and (optionally) the optimizer's state to
         one .lnn file, atomically. Format: lepton_nn/keras/saving.py."""
-        from lepton_nn.keras import saving
-        saving.save_model(self, filepath, include_optimizer=include_optimizer)
+        if not self.built:
+            raise ValueError(f"save {filepath}: the model is not built yet (no input shape); build or fit it first")
+        weights, arrays = [], {}
+        for layer in self.layers:
+            for name, p in layer.named_weights():
+                member = f"weights/{len(weights):03d}.npy"
+                weights.append({"name": f"{layer.name}/{name}", "shape": list(p.shape), "dtype": p.dtype.name,
+                                "file": member})
+                arrays[member] = p.data
+        compile_config, opt_state, opt_arrays = self._compile_config(include_optimizer)
+        arrays.update(opt_arrays)
+        config = {"model": self.get_config(), "compile": compile_config, "weights": weights,
+                  "optimizer_state": opt_state}
+        saving.write(filepath, config, arrays, _library_version())
+
+    def _compile_config(self, include_optimizer):
+        """(compile config or None, optimizer state entries or None, {member: array}) for save."""
+        if not self.compiled:
+            return None, None, {}
+        loss = losses.serialize(self.loss)
+        if loss is None:  # a custom loss function: saved uncompiled
+            return None, None, {}
+        opt = self._bound_optimizer()
+        opt_config = None
+        if type(opt).__name__ in _SAVABLE_OPTIMIZERS:
+            opt_config = {"class_name": type(opt).__name__, "hyper": opt.state_dict()["hyper"]}
+        names = [name for name, fn in self._metrics if isinstance(name, str) and metrics_module.by_name(name) is fn]
+        compile_config = {"optimizer": opt_config, "loss": loss, "metrics": names,
+                          "fuse_softmax_cross_entropy": self.fuse_softmax_cross_entropy}
+        if not include_optimizer or opt_config is None:
+            return compile_config, None, {}
+        state, arrays = [], {}
+        for i, param_state in enumerate(opt.state_dict()["state"]):
+            entry = {}
+            for key, value in param_state.items():
+                if isinstance(value, np.ndarray):
+                    entry[key] = f"optimizer/{i:03d}.{key}.npy"
+                    arrays[entry[key]] = value
+                else:
+                    entry[key] = value
+            state.append(entry)
+        return compile_config, state, arrays
 
     def __repr__(self):
         return f"<Sequential name={self.name!r}, {len(self.layers)} layers>"
 
 
+_SAVABLE_OPTIMIZERS = {cls.__name__: cls for cls in (optim.SGD, optim.Adam, optim.AdamW)}
+
+
+def _library_version():
+    import lepton_nn  # the package above this module: imported at call time, not at import
+    return lepton_nn.__version__
+
+
 def load_model(filepath, compile=True):
-    """Restore a model written by model.save (see lepton_nn/keras/saving.py)."""
-    from lepton_nn.keras import saving
-    return saving.load_model(filepath, compile=compile)
+    """Rebuild the model saved at filepath by model.save: architecture, weights, and
+    (compile=True) its compile settings and optimizer state. Raises saving.ModelFileError
+    naming the path on any problem, before returning anything."""
+    config, arrays = saving.read(filepath)
+
+    def fail(message):
+        raise saving.ModelFileError(filepath, message)
+
+    try:
+        model = Sequential.from_config(config["model"])
+        weights = [arrays[entry["file"]] for entry in config["weights"]]
+        opt_state = None
+        if compile and config.get("optimizer_state") is not None:
+            opt_state = [{k: (arrays[v] if isinstance(v, str) else v) for k, v in entry.items()}
+                         for entry in config["optimizer_state"]]
+    except (KeyError, TypeError, ValueError) as err:
+        fail(f"invalid config.json ({type(err).__name__}: {err})")
+    expected = [(f"{layer.name}/{name}", p) for layer in model.layers for name, p in layer.named_weights()]
+    if len(expected) != len(weights):
+        fail(f"the architecture has {len(expected)} weights but the file holds {len(weights)}")
+    for (name, p), entry, array in zip(expected, config["weights"], weights):
+        if array.shape != p.shape or tuple(entry["shape"]) != p.shape:
+            fail(f"weight {entry['name']} has shape {array.shape} but the architecture implies {p.shape} for {name}")
+        if array.dtype != p.dtype:
+            fail(f"weight {entry['name']} has dtype {array.dtype}, the architecture says {p.dtype}")
+    for (_, p), array in zip(expected, weights):
+        np.copyto(p.data, array)
+
+    compile_config = config.get("compile")
+    if compile and compile_config is not None:
+        opt_config = compile_config.get("optimizer")
+        if opt_config is not None and opt_config["class_name"] in _SAVABLE_OPTIMIZERS:
+            optimizer = _SAVABLE_OPTIMIZERS[opt_config["class_name"]](model.weights, **opt_config["hyper"])
+        else:
+            optimizer = "adam"
+        model.compile(optimizer=optimizer, loss=losses.deserialize(compile_config["loss"]),
+                      metrics=compile_config.get("metrics") or None,
+                      fuse_softmax_cross_entropy=compile_config.get("fuse_softmax_cross_entropy", True))
+        if opt_state is not None and isinstance(optimizer, optim.Optimizer):
+            try:
+                optimizer.load_state_dict({"state": opt_state})
+            except ValueError as err:
+                fail(f"optimizer state does not fit the weights ({err})")
+    return model

@@ -1,8 +1,14 @@
 """Kernel backends and the switch between them.
 
-A backend is a module that defines every name in `KERNELS` with the signatures of
-`lepton_nn.kernels.reference`, the NumPy specification. The op layer asks `active()` for the
-current backend on every call, so switching takes effect immediately:
+The kernels are the names in `reference.KERNELS`, each written once in `reference.py` (NumPy,
+the specification). A backend is a module that implements any of them with the reference's
+signatures; every kernel it lacks is served by the reference. So a backend may be partial: a
+new kernel works everywhere as soon as its reference exists, and a fast version can follow
+later, backend by backend (as needle's devices forward what they lack). `backends()` and
+`lepton-nn backends` say which kernels each backend runs natively.
+
+The op layer asks `active()` for the current backend on every call, so switching takes effect
+immediately:
 
     lepton_nn.set_backend("numba")          # for the rest of the process
     with lepton_nn.backend("c"): ...        # for a block
@@ -10,21 +16,23 @@ current backend on every call, so switching takes effect immediately:
 
 Without a choice, the fastest available backend is used (c, then numba, then numpy).
 Backends are imported lazily: importing lepton_nn compiles nothing.
+
+The fast backends' contract, what a backend checks and what it trusts: the op layer
+(lepton_nn.functional) checks what the arguments mean before it calls a kernel: float32 or
+float64 inputs of one dtype, shapes that agree, windows that fit their input, pool padding at
+most half the window, class labels in [0, K). A backend trusts that, except where a wrong
+argument would make its compiled loops read or write outside an array: there it checks again
+and raises (class labels against K, through lepton_nn.checks; for C also array shapes and
+dtypes). It makes its inputs C-contiguous, copying only when they are not, and allocates its
+outputs; its scratch arrays come from lepton_nn/kernels/workspace.py.
 """
 import contextlib
 import importlib
 import os
 from dataclasses import dataclass
 
-KERNELS = (
-    "conv2d_forward", "conv2d_backward",
-    "max_pool2d_forward", "max_pool2d_backward",
-    "avg_pool2d_forward", "avg_pool2d_backward",
-    "relu_forward", "relu_backward",
-    "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
-    "adam_step", "adam_steps",
-    "conv2d_relu_max_pool2d_forward", "conv2d_relu_max_pool2d_backward",
-)
+from lepton_nn.kernels import reference
+from lepton_nn.kernels.reference import KERNELS
 
 # Fastest first: the default is the first available one.
 _MODULES = {"c": "lepton_nn.kernels.c_backend",
@@ -32,14 +40,38 @@ _MODULES = {"c": "lepton_nn.kernels.c_backend",
             "numpy": "lepton_nn.kernels.reference"}
 
 
+class Backend:
+    """Every kernel of KERNELS as an attribute: the module's own where it has one (native),
+    the reference's otherwise (fallback). `module` is the backend's module itself."""
+
+    def __init__(self, name, module):
+        self.name, self.module = name, module
+        self.native = tuple(k for k in KERNELS if getattr(module, k, None) not in (None, getattr(reference, k)))
+        if module is reference:
+            self.native = KERNELS
+        self.fallback = tuple(k for k in KERNELS if k not in self.native)
+        for kernel in KERNELS:
+            setattr(self, kernel, getattr(module if kernel in self.native else reference, kernel))
+
+    def __repr__(self):
+        return f"<lepton_nn backend {self.name}: {len(self.native)} of {len(KERNELS)} kernels native>"
+
+
 @dataclass(frozen=True)
 class BackendInfo:
     name: str
     available: bool
-    reason: str  # why it is unavailable; empty when available
+    reason: str = ""       # why it is unavailable; empty when available
+    native: tuple = ()     # kernels it runs itself
+    fallback: tuple = ()   # kernels the reference runs for it
 
     def __str__(self):
-        return f"{self.name:6s} {'available' if self.available else 'unavailable: ' + self.reason}"
+        if not self.available:
+            return f"{self.name:6s} unavailable: {self.reason}"
+        text = f"{self.name:6s} available: {len(self.native)} of {len(KERNELS)} kernels native"
+        if self.name != "numpy" and self.fallback:
+            text += f"; falls back to the numpy reference for {', '.join(self.fallback)}"
+        return text
 
 
 _loaded = {}
@@ -59,12 +91,8 @@ def _load(name):
     except Exception as err:  # a missing compiler, extension or package; or a broken build
         _failures[name] = f"{type(err).__name__}: {err}"
         raise RuntimeError(f"backend {name!r} is unavailable: {_failures[name]}") from err
-    missing = [k for k in KERNELS if not hasattr(module, k)]
-    if missing:
-        _failures[name] = f"missing kernels {missing}"
-        raise RuntimeError(f"backend {name!r} is unavailable: {_failures[name]}")
-    _loaded[name] = module
-    return module
+    _loaded[name] = Backend(name, module)
+    return _loaded[name]
 
 
 def _try_load(name):
@@ -76,13 +104,24 @@ def _try_load(name):
 
 
 def backends():
-    """Every backend with whether it can be used here and, if not, why."""
-    return [BackendInfo(name, True, "") if _try_load(name) else BackendInfo(name, False, _failures[name])
-            for name in _MODULES]
+    """Every backend: whether it can be used here (if not, why) and which kernels it runs natively."""
+    infos = []
+    for name in _MODULES:
+        if _try_load(name):
+            backend = _loaded[name]
+            infos.append(BackendInfo(name, True, "", backend.native, backend.fallback))
+        else:
+            infos.append(BackendInfo(name, False, _failures[name]))
+    return infos
 
 
 def available_backends():
     return [info.name for info in backends() if info.available]
+
+
+def native_backends(*kernel_names):
+    """The available backends that run every one of `kernel_names` natively (numpy always does)."""
+    return [info.name for info in backends() if info.available and set(kernel_names) <= set(info.native)]
 
 
 def set_backend(name):
@@ -107,12 +146,12 @@ def active_name():
 
 
 def active():
-    """The module of the current backend."""
+    """The current backend (a Backend: every kernel, native or the reference's)."""
     return _load(active_name())
 
 
 def get(name):
-    """The module of backend `name` (raises if it is unknown or unavailable)."""
+    """Backend `name` (raises if it is unknown or unavailable)."""
     return _load(name)
 
 

@@ -1,14 +1,13 @@
 """The c backend: the kernels of reference.py in C (csrc/), called through cffi.
 
 Every function here has the signature and return values of its namesake in reference.py, the
-specification, against which tests/test_kernels.py checks it. This wrapper does all checking
-and allocating; the C side (contract in csrc/lepton_kernels.h) only computes:
+specification, against which tests/test_kernels.py checks it. The C side (csrc/lepton_kernels.h)
+checks nothing and allocates nothing: this wrapper does both.
 
-- dtypes: float32 or float64, the same for every float array of a call, else TypeError;
-  labels may be any integer dtype (converted to int64).
-- layout: inputs are made C-contiguous (copied only if they are not); adam_step updates in
-  place, so its param, m and v must already be C-contiguous and writable (else ValueError).
-- outputs are allocated here with NumPy and filled by C.
+What it checks and what it trusts: the fast backends' contract in lepton_nn/kernels/__init__.py.
+Here: mixed or non-float dtypes raise TypeError; adam_step updates in place, so its param, m
+and v must already be C-contiguous and writable (else ValueError).
+
 - conv2d: the forward with few taps (C_in·kH·kW ≤ DIRECT_MAX_TAPS) is a direct convolution
   in C; otherwise, and for every gradient, im2col in C, then one GEMM per sample with
   np.matmul (BLAS beats a hand-written GEMM). The columns of a whole batch can be hundreds of
@@ -20,11 +19,12 @@ If the extension was not built (no C compiler at install), importing this module
 ImportError, and lepton_nn.kernels.backends() shows why.
 """
 import math
-import threading
 
 import numpy as np
 
-from .reference import output_size
+from lepton_nn.checks import class_labels
+from lepton_nn.kernels.reference import output_size
+from lepton_nn.kernels.workspace import scratch, zero_padded
 
 try:
     from lepton_nn._lepton_c import ffi, lib
@@ -44,7 +44,6 @@ _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 _C_ARRAY = {np.dtype(np.float32): "float[]", np.dtype(np.float64): "double[]",
             np.dtype(np.int64): "int64_t[]", np.dtype(np.int32): "int32_t[]"}
 _C_POINTER_ARRAY = {np.dtype(np.float32): "float *[]", np.dtype(np.float64): "double *[]"}
-_workspaces = threading.local()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -61,18 +60,6 @@ def _floats(**arrays):
     return (dtypes.pop(), *arrays.values())
 
 
-def _labels(labels, n, k):
-    """Labels as contiguous int64 of shape (n,), each in [0, k)."""
-    labels = np.asarray(labels)
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise TypeError(f"labels must be integers, got {labels.dtype}")
-    if labels.shape != (n,):
-        raise ValueError(f"labels must have shape ({n},), got {labels.shape}")
-    if n and (labels.min() < 0 or labels.max() >= k):
-        raise IndexError(f"labels must be in [0, {k}), got values from {labels.min()} to {labels.max()}")
-    return np.ascontiguousarray(labels, dtype=np.int64)
-
-
 def _ptr(a):
     """A C pointer to the data of the C-contiguous array `a` (no copy)."""
     return ffi.from_buffer(_C_ARRAY[a.dtype], a)
@@ -80,7 +67,12 @@ def _ptr(a):
 
 def _kernel(name, dtype):
     """The C function of kernel `name` for `dtype`, e.g. lib.lepton_relu_forward_f32."""
-    return getattr(lib, f"lepton_{name}_{_SUFFIX[dtype]}")
+    symbol = f"lepton_{name}_{_SUFFIX[dtype]}"
+    try:
+        return getattr(lib, symbol)
+    except AttributeError:  # a wrapper newer than the build
+        raise RuntimeError(f"the C extension has no {symbol}: it was built from older sources; "
+                           "rebuild it: pip install -e .") from None
 
 
 def _window(x_shape, kernel, stride, padding):
@@ -95,19 +87,6 @@ def _window(x_shape, kernel, stride, padding):
                          f"do not fit an input plane of {(h, w)}")
     return ffi.new("lepton_window *", dict(n=n, c=c, h=h, w=w, kh=kh, kw=kw, sh=sh, sw=sw,
                                            ph=ph, pw=pw, h_out=h_out, w_out=w_out))
-
-
-def _workspace(slot, shape, dtype):
-    """A scratch array of `shape` (contents undefined), reused across calls in this thread.
-
-    Never return it, or a view of it, to the caller: the next call overwrites it.
-    """
-    size = math.prod(shape)
-    buffers = _workspaces.__dict__.setdefault("buffers", {})
-    buffer = buffers.get((slot, dtype))
-    if buffer is None or buffer.size < size:
-        buffer = buffers[(slot, dtype)] = np.empty(size, dtype)
-    return buffer[:size].reshape(shape)
 
 
 def _sample_chunks(n, bytes_per_sample):
@@ -136,10 +115,10 @@ def conv2d_forward(x, weight, bias, stride, padding):
     window, taps, _ = _conv_shapes(x, weight, stride, padding)
     y = np.empty((x.shape[0], weight.shape[0], window.h_out, window.w_out), dtype)
     if taps <= DIRECT_MAX_TAPS:
-        x_pad = _padded(x, padding)
+        x_pad = zero_padded(x, padding)
         conv = _window(x_pad.shape, weight.shape[2:], stride, (0, 0))
         slots = int(lib.lepton_max_threads())
-        planes = _workspace(2, (slots, conv.h_out * conv.w), dtype)
+        planes = scratch("conv planes", (slots, conv.h_out * conv.w), dtype)
         _kernel("conv2d_direct_forward", dtype)(
             _ptr(x_pad), _ptr(weight), ffi.NULL if bias is None else _ptr(bias), conv, weight.shape[0],
             slots, _ptr(planes), _ptr(y))
@@ -155,7 +134,7 @@ def _conv2d_into(x, weight, bias, stride, padding, y):
     y_mat, w_mat = y.reshape(n, c_out, pixels), weight.reshape(c_out, rows)
     im2col = _kernel("im2col", dtype)
     for start, stop in _sample_chunks(n, rows * pixels * dtype.itemsize):
-        cols = _workspace(0, (stop - start, rows, pixels), dtype)
+        cols = scratch("columns", (stop - start, rows, pixels), dtype)
         window.n = stop - start
         im2col(_ptr(x[start:stop]), window, _ptr(cols))
         np.matmul(w_mat, cols, out=y_mat[start:stop])
@@ -169,8 +148,8 @@ def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight
 
         grad_w += g @ colsᵀ,   grad_x[n] = col2im(weightᵀ @ g),   grad_b = Σ over n, H_out, W_out of g
 
-    Always by GEMM: a direct weight gradient for few taps (like the forward's) was measured
-    slower than these per-sample GEMMs on the MNIST first layer.
+    Always by GEMM: a direct weight gradient for few taps (like the forward's) is slower
+    (docs/benchmarks.md, "Measurements behind the code").
     """
     dtype, grad_y, x, weight = _floats(grad_y=grad_y, x=x, weight=weight)
     window, rows, pixels = _conv_shapes(x, weight, stride, padding)
@@ -187,16 +166,15 @@ def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight
             window.n = stop - start
             g = g_mat[start:stop]
             if need_weight:
-                cols = _workspace(0, (stop - start, rows, pixels), dtype)
+                cols = scratch("columns", (stop - start, rows, pixels), dtype)
                 im2col(_ptr(x[start:stop]), window, _ptr(cols))
-                # one GEMM per sample (g[s] @ cols[s]ᵀ), into a workspace rather than a fresh
-                # temporary; a single GEMM over all samples would need g and cols transposed
-                # first, and those copies cost more than the per-sample calls (measured)
-                per_sample = _workspace(3, (stop - start, c_out, rows), dtype)
+                # one GEMM per sample (g[s] @ cols[s]ᵀ), into a workspace: a single GEMM over all
+                # samples would need g and cols transposed first, which costs more (docs/benchmarks.md)
+                per_sample = scratch("per-sample weight gradients", (stop - start, c_out, rows), dtype)
                 np.matmul(g, cols.transpose(0, 2, 1), out=per_sample)
                 grad_w_mat += per_sample.sum(axis=0)
             if need_x:
-                grad_cols = _workspace(1, (stop - start, rows, pixels), dtype)
+                grad_cols = scratch("column gradients", (stop - start, rows, pixels), dtype)
                 np.matmul(w_mat.T, g, out=grad_cols)
                 col2im(_ptr(grad_cols), window, _ptr(grad_x[start:stop]))
     grad_b = None
@@ -280,7 +258,7 @@ def softmax_cross_entropy_forward(logits, labels):
     if logits.ndim != 2 or logits.shape[1] == 0:
         raise ValueError(f"logits must have shape (N, K) with K >= 1, got {logits.shape}")
     n, k = logits.shape
-    labels = _labels(labels, n, k)
+    labels = class_labels(labels, n, k, "softmax_cross_entropy (c)")
     loss, probs = np.empty(n, dtype), np.empty((n, k), dtype)
     _kernel("softmax_xent_forward", dtype)(_ptr(logits), _ptr(labels), n, k, _ptr(loss), _ptr(probs))
     return loss, probs
@@ -292,7 +270,7 @@ def softmax_cross_entropy_backward(grad_loss, probs, labels):
     if probs.ndim != 2 or grad_loss.shape != probs.shape[:1]:
         raise ValueError(f"need probs (N, K) and grad_loss (N,), got {probs.shape} and {grad_loss.shape}")
     n, k = probs.shape
-    labels = _labels(labels, n, k)
+    labels = class_labels(labels, n, k, "softmax_cross_entropy (c)")
     grad = np.empty((n, k), dtype)
     _kernel("softmax_xent_backward", dtype)(_ptr(grad_loss), _ptr(probs), _ptr(labels), n, k, _ptr(grad))
     return grad
@@ -357,17 +335,6 @@ DIRECT_MAX_TAPS = lib.LEPTON_FUSED_MAX_TAPS  # 64
 CHANNEL_BLOCK = lib.LEPTON_FUSED_CHANNEL_BLOCK  # output channels side by side in the C loops
 
 
-def _padded(x, padding):
-    """x zero-padded by padding = (ph, pw) on each side, in a workspace (x itself if no padding)."""
-    (ph, pw), (n, c, h, w) = padding, x.shape
-    if ph == 0 and pw == 0:
-        return x
-    x_pad = _workspace(4, (n, c, h + 2 * ph, w + 2 * pw), x.dtype)
-    x_pad.fill(0)
-    x_pad[:, :, ph:ph + h, pw:pw + w] = x
-    return x_pad
-
-
 def conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel, pool_stride):
     """reference.conv2d_relu_max_pool2d_forward: (relu(max_pool2d(conv2d(x))), argmax in the conv plane)."""
     dtype, x, weight, bias = _floats(x=x, weight=weight, bias=bias)
@@ -377,11 +344,11 @@ def conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel
     out_shape = (n, c_out, pool.h_out, pool.w_out)
     if taps <= DIRECT_MAX_TAPS and conv_plane < 2 ** 31:  # argmax in int32
         y, argmax = (np.empty((n, pool.h_out, pool.w_out, c_out), t) for t in (dtype, np.int32))
-        x_pad = _padded(x, padding)
+        x_pad = zero_padded(x, padding)
         conv = _window(x_pad.shape, weight.shape[2:], stride, (0, 0))
         slots = int(lib.lepton_max_threads())
         cols = (pool.w_out - 1) * pool.sw + pool.kw  # the conv columns any window reads
-        rows = _workspace(2, (slots, pool.kh * cols * CHANNEL_BLOCK), dtype)
+        rows = scratch("conv rows", (slots, pool.kh * cols * CHANNEL_BLOCK), dtype)
         _kernel("conv2d_relu_max_pool2d_forward", dtype)(
             _ptr(x_pad), _ptr(weight), ffi.NULL if bias is None else _ptr(bias), conv, pool,
             slots, _ptr(rows), _ptr(y), _ptr(argmax))
@@ -389,7 +356,7 @@ def conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel
     y, argmax = np.empty(out_shape, dtype), np.empty(out_shape, np.int64)
     max_pool = _kernel("max_pool2d_forward", dtype)
     for start, stop in _sample_chunks(n, (taps + c_out) * conv.h_out * conv.w_out * dtype.itemsize):
-        conv_out = _workspace(2, (stop - start, c_out, conv.h_out, conv.w_out), dtype)
+        conv_out = scratch("conv output", (stop - start, c_out, conv.h_out, conv.w_out), dtype)
         _conv2d_into(x[start:stop], weight, bias, stride, padding, conv_out)
         pool.n = stop - start
         max_pool(_ptr(conv_out), pool, _ptr(y[start:stop]), _ptr(argmax[start:stop]))
@@ -418,18 +385,18 @@ def conv2d_relu_max_pool2d_backward(grad_y, y, argmax, x, weight, stride, paddin
     if not (need_x or need_weight or need_bias):
         return None, None, None
     if not direct:  # the composition, with the conv-shaped gradient in a workspace
-        grad_conv = _workspace(2, (n, c_out, conv.h_out, conv.w_out), dtype)
+        grad_conv = scratch("conv output gradient", (n, c_out, conv.h_out, conv.w_out), dtype)
         _kernel("max_pool2d_backward", dtype)(_ptr(relu_backward(grad_y, y)), _ptr(argmax), n * c_out, pooled,
                                               conv_plane, _ptr(grad_conv))
         return conv2d_backward(grad_conv, x, weight, stride, padding, need_x, need_weight, need_bias)
-    x_pad = _padded(x, padding)
+    x_pad = zero_padded(x, padding)
     conv = _window(x_pad.shape, weight.shape[2:], stride, (0, 0))
     grad_x_pad = np.empty_like(x_pad) if need_x else None
     grad_w = np.empty_like(weight) if need_weight else None
     grad_b = np.empty(c_out, dtype) if need_bias else None
     slots = int(lib.lepton_max_threads())
-    tiles = _workspace(2, (slots, conv.h_out * conv.w_out * CHANNEL_BLOCK), dtype)
-    sums = _workspace(3, (slots, (taps + 1) * -(-c_out // CHANNEL_BLOCK) * CHANNEL_BLOCK), np.float64)
+    tiles = scratch("gradient tiles", (slots, conv.h_out * conv.w_out * CHANNEL_BLOCK), dtype)
+    sums = scratch("weight gradient sums", (slots, (taps + 1) * -(-c_out // CHANNEL_BLOCK) * CHANNEL_BLOCK), np.float64)
     _kernel("conv2d_relu_max_pool2d_backward", dtype)(
         _ptr(grad_y), _ptr(y), _ptr(argmax), c_out, pooled, _ptr(x_pad), _ptr(weight), conv,
         slots, _ptr(tiles), _ptr(sums),

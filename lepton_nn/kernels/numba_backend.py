@@ -20,16 +20,14 @@ How this file is organised:
   matrix product in `np.matmul`, i.e. BLAS, which beats any hand-written loop. Its backward
   reuses the same im2col for the weight gradient and the adjoint col2im for the input one.
 
-Preconditions the op layer (lepton_nn.functional) checks before calling, so the loops do not:
-pool padding is at most half the kernel (so no window is made of padding alone), class labels
-lie in [0, K), and all float inputs of one call share a dtype.
+What it checks and what it trusts: the fast backends' contract in lepton_nn/kernels/__init__.py.
 """
-import threading
-
 import numpy as np
 from numba import njit, prange
 
+from lepton_nn.checks import class_labels
 from lepton_nn.kernels.reference import output_size
+from lepton_nn.kernels.workspace import scratch, zero_padded
 
 # --------------------------------------------------------------------------- shared helpers
 # The reference's formula ⌊(size + 2·pad − kernel) / stride⌋ + 1, compiled so loops can call it.
@@ -58,32 +56,6 @@ def _inside_outputs(offset, stride, size, n_out):
     return lo, max(lo, hi)
 
 
-class _Scratch(threading.local):
-    def __init__(self):
-        self.buffers = {}  # (purpose, dtype) → flat array
-
-
-_scratch = _Scratch()
-
-
-def _scratch_buffer(purpose, shape, dtype):
-    """A work array for `purpose`, reused across calls so multi-MB temporaries are not re-faulted in.
-
-    A fresh array costs ~2 µs per 4 KiB page the first time it is written, and a 32→64-channel
-    convolution at batch 64 needs ~58 MB of columns (float32): ~28 ms of page faults per call,
-    since malloc hands large blocks back to the OS when they are freed. A buffer only grows
-    (it is held for the life of the thread); its contents are garbage on entry and it must
-    never be returned to the caller. One set per thread, because np.matmul releases the GIL
-    while it reads them.
-    """
-    size = int(np.prod(shape))
-    key = (purpose, np.dtype(dtype))
-    buffer = _scratch.buffers.get(key)
-    if buffer is None or buffer.size < size:
-        buffer = _scratch.buffers[key] = np.empty(size, dtype)
-    return buffer[:size].reshape(shape)
-
-
 # --------------------------------------------------------------------------- conv2d
 # Layout of the im2col matrix, for the whole batch at once:
 #
@@ -96,10 +68,9 @@ def _scratch_buffer(purpose, shape, dtype):
 #     weight    grad_w = g2d   @ colsᵀ           g2d = grad_y as (C_out, N·H_out·W_out)
 #     input     grad_x = col2im(w2dᵀ @ g2d)
 #
-# One large GEMM rather than one per sample: it is as fast when BLAS has the cores to itself,
-# and much faster when it does not (measured on 2 shared cores: 64 per-sample GEMMs took 1 s
-# instead of 40 ms, every one of them waiting for a descheduled BLAS thread). The price is a
-# transpose between this (C_out, N, ...) layout and NCHW, one pass over y or grad_y.
+# One large GEMM rather than one per sample, which on shared cores each wait for a descheduled
+# BLAS thread (docs/benchmarks.md, "Measurements behind the code"). The price is a transpose
+# between this (C_out, N, ...) layout and NCHW, one pass over y or grad_y.
 @njit(parallel=True, cache=True)
 def _im2col(x, kh, kw, sh, sw, ph, pw, cols):
     """Fill cols (C_in·kH·kW, N, H_out·W_out) from x (N, C_in, H, W) as laid out above; padding reads as 0."""
@@ -159,10 +130,10 @@ def conv2d_forward(x, weight, bias, stride, padding):
     """y = w2d @ im2col(x) (+ b), then reordered from (C_out, N, H_out·W_out) to NCHW."""
     x = np.ascontiguousarray(x)
     c_out = weight.shape[0]
-    cols = _scratch_buffer("columns", _columns_shape(x.shape, weight.shape[2:], stride, padding), x.dtype)
+    cols = scratch("columns", _columns_shape(x.shape, weight.shape[2:], stride, padding), x.dtype)
     _im2col(x, *weight.shape[2:], *stride, *padding, cols)
     k, n, hw_out = cols.shape
-    y_by_channel = _scratch_buffer("by channel", (c_out, n, hw_out), x.dtype)
+    y_by_channel = scratch("by channel", (c_out, n, hw_out), x.dtype)
     np.matmul(weight.reshape(c_out, k), cols.reshape(k, n * hw_out), out=y_by_channel.reshape(c_out, n * hw_out))
     y = np.empty((n, c_out, hw_out), dtype=x.dtype)
     if bias is None:
@@ -182,19 +153,19 @@ def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight
     n, c_out = x.shape[0], weight.shape[0]
     cols_shape = _columns_shape(x.shape, weight.shape[2:], stride, padding)
     k, _, hw_out = cols_shape
-    g_by_channel = _scratch_buffer("by channel", (c_out, n, hw_out), grad_y.dtype)
+    g_by_channel = scratch("by channel", (c_out, n, hw_out), grad_y.dtype)
     g_by_channel[...] = grad_y.reshape(n, c_out, hw_out).transpose(1, 0, 2)
     g2d = g_by_channel.reshape(c_out, n * hw_out)
     grad_x = grad_w = grad_b = None
     if need_weight:
-        cols = _scratch_buffer("columns", cols_shape, x.dtype)
+        cols = scratch("columns", cols_shape, x.dtype)
         _im2col(x, *weight.shape[2:], *stride, *padding, cols)
         grad_w = np.matmul(g2d, cols.reshape(k, n * hw_out).T).reshape(weight.shape).astype(x.dtype, copy=False)
     if need_bias:
         grad_b = g2d.sum(axis=1)
     if need_x:
         # The im2col columns are dead by now, so the same scratch buffer takes their gradients.
-        grad_cols = _scratch_buffer("columns", cols_shape, x.dtype)
+        grad_cols = scratch("columns", cols_shape, x.dtype)
         np.matmul(weight.reshape(c_out, k).T, g2d, out=grad_cols.reshape(k, n * hw_out))
         grad_x = np.empty_like(x)
         _col2im(grad_cols, *weight.shape[2:], *stride, *padding, grad_x)
@@ -235,7 +206,7 @@ def _max_pool(x, kh, kw, sh, sw, ph, pw, y, argmax):
                             best, best_r, best_c = v, r, col
                 if nan_probe != nan_probe:
                     # NaN propagates, the first one winning as with np.argmax. Checked once per
-                    # window rather than per element, where the extra branch costs ~50 %.
+                    # window, not per element: a branch per element is costly (docs/benchmarks.md).
                     nan_r, nan_c = _first_nan(x_plane, r_lo, r_hi, c_lo, c_hi)
                     if nan_r >= 0:
                         best, best_r, best_c = x_plane[nan_r, nan_c], nan_r, nan_c
@@ -395,7 +366,7 @@ def _softmax_cross_entropy_backward(grad_loss, probs, labels, grad_logits):
 def softmax_cross_entropy_forward(logits, labels):
     """(loss (N,), probs (N, K)); see reference.softmax_cross_entropy_forward."""
     logits = np.ascontiguousarray(logits)
-    labels = np.ascontiguousarray(labels, dtype=np.int64)  # one compiled variant for every int dtype
+    labels = class_labels(labels, *logits.shape, "softmax_cross_entropy (numba)")  # int64: one compiled variant
     loss = np.empty(logits.shape[0], dtype=logits.dtype)
     probs = np.empty_like(logits)
     _softmax_cross_entropy(logits, labels, loss, probs)
@@ -406,7 +377,8 @@ def softmax_cross_entropy_backward(grad_loss, probs, labels):
     """grad_loss[n] · (probs − onehot(labels)); see reference.softmax_cross_entropy_backward."""
     grad_loss, probs = np.ascontiguousarray(grad_loss), np.ascontiguousarray(probs)
     grad_logits = np.empty(probs.shape, dtype=np.result_type(probs, grad_loss))
-    _softmax_cross_entropy_backward(grad_loss, probs, np.ascontiguousarray(labels, dtype=np.int64), grad_logits)
+    labels = class_labels(labels, *probs.shape, "softmax_cross_entropy (numba)")
+    _softmax_cross_entropy_backward(grad_loss, probs, labels, grad_logits)
     return grad_logits
 
 
@@ -449,13 +421,6 @@ def adam_steps(params, grads, ms, vs, lr, beta1, beta2, eps, step, weight_decay=
 # buffer that stays in L1 cache, pooled and clamped from there, and never written to memory.
 # With many taps the GEMM wins, so the fused kernel falls back to conv2d_forward + pooling.
 _DIRECT_CONV_MAX_TAPS = 64
-
-
-def _padded(x, padding):
-    ph, pw = padding
-    if ph == 0 and pw == 0:
-        return np.ascontiguousarray(x)
-    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
 
 
 @njit(cache=True)
@@ -521,7 +486,7 @@ def conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel
     y = np.empty(out_shape, dtype=x.dtype)
     argmax = np.empty(out_shape, dtype=np.int64)
     bias = np.zeros(c_out, x.dtype) if bias is None else np.ascontiguousarray(bias)
-    _conv_relu_max_pool(_padded(x, padding), np.ascontiguousarray(weight), bias, *stride, h_c, w_c,
+    _conv_relu_max_pool(zero_padded(x, padding), np.ascontiguousarray(weight), bias, *stride, h_c, w_c,
                         *pool_kernel, *pool_stride, y, argmax)
     return y, argmax
 
@@ -584,7 +549,7 @@ def conv2d_relu_max_pool2d_backward(grad_y, y, argmax, x, weight, stride, paddin
     grad_x = grad_w = grad_b = None
     if need_weight or need_bias:
         grad_w, grad_b = np.empty(weight.shape, x.dtype), np.empty(c_out, x.dtype)
-        _conv_relu_max_pool_grad_weight(grad_y, y, argmax, _padded(x, padding), *stride, w_c, grad_w, grad_b)
+        _conv_relu_max_pool_grad_weight(grad_y, y, argmax, zero_padded(x, padding), *stride, w_c, grad_w, grad_b)
     if need_x:
         grad_x_pad = np.empty((n, c_in, h + 2 * ph, w + 2 * pw), x.dtype)
         _conv_relu_max_pool_grad_input(grad_y, y, argmax, np.ascontiguousarray(weight), *stride, w_c, grad_x_pad)

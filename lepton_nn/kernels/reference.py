@@ -4,11 +4,23 @@ Each kernel is written straight from its equation, which its docstring states to
 the shapes. Layout is NCHW: x (N, C, H, W), conv weight (C_out, C_in, kH, kW).
 `stride` and `padding` are always pairs here; the op layer normalises ints to pairs.
 
-The fast backends (numba, c) implement exactly these functions with the same signatures and
-return values; `tests/test_kernels.py` runs every one of them against this module.
+KERNELS names every kernel; this module defines each one. A fast backend (numba, c)
+implements any of them with the same signature and return values, and the ones it does not
+are served by this module (lepton_nn/kernels/__init__.py); `tests/test_kernels.py` checks
+every native one against this module.
 """
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+KERNELS = (
+    "conv2d_forward", "conv2d_backward",
+    "max_pool2d_forward", "max_pool2d_backward",
+    "avg_pool2d_forward", "avg_pool2d_backward",
+    "relu_forward", "relu_backward",
+    "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
+    "adam_step", "adam_steps",
+    "conv2d_relu_max_pool2d_forward", "conv2d_relu_max_pool2d_backward",
+)
 
 
 def output_size(size, kernel, stride, pad):

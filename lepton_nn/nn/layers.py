@@ -11,14 +11,11 @@ padding is applied first with functional.pad2d.
 """
 import numpy as np
 
+from lepton_nn import checks
 from lepton_nn import functional as F
 from lepton_nn.nn import init
 from lepton_nn.nn.module import Module, Parameter
 from lepton_nn.tensor import Tensor
-
-
-def _pair(value):
-    return (int(value), int(value)) if isinstance(value, (int, np.integer)) else tuple(int(v) for v in value)
 
 
 def same_padding(size, kernel, stride):
@@ -34,14 +31,14 @@ def _resolve_padding(padding, x, kernel, stride):
         return (0, 0), (0, 0)
     if padding == "same":
         return tuple(same_padding(x.shape[2 + a], kernel[a], stride[a]) for a in (0, 1))
-    ph, pw = _pair(padding)
+    ph, pw = padding  # a pair, from _check_padding
     return (ph, ph), (pw, pw)
 
 
 def _check_padding(layer, padding):
     if isinstance(padding, str) and padding not in ("valid", "same"):
         raise ValueError(f"{layer}: padding must be 'valid', 'same', an int or a pair, got {padding!r}")
-    return padding if isinstance(padding, str) else _pair(padding)
+    return padding if isinstance(padding, str) else checks.pair(padding, layer, "padding")
 
 
 def _symmetric(pads):
@@ -82,7 +79,8 @@ class Conv2d(Module):
                  dtype=np.float32, weight_init=None, bias_init=None):
         super().__init__()
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
+        self.kernel_size = checks.pair(kernel_size, "Conv2d", "kernel_size", minimum=1)
+        self.stride = checks.pair(stride, "Conv2d", "stride", minimum=1)
         self.padding = _check_padding("Conv2d", padding)
         shape = (self.out_channels, self.in_channels, *self.kernel_size)
         self.weight = Parameter(np.empty(shape, dtype=dtype))
@@ -90,10 +88,10 @@ class Conv2d(Module):
         _initialise(self.weight, self.bias, weight_init, bias_init)
 
     def forward(self, x):
-        x, padding = self._padded(x)
+        x, padding = self._input_and_padding(x)
         return F.conv2d(x, self.weight, self.bias, self.stride, padding)
 
-    def _padded(self, x):
+    def _input_and_padding(self, x):
         """(input, padding for the functional call): asymmetric padding is applied here."""
         pads = _resolve_padding(self.padding, x, self.kernel_size, self.stride)
         if _symmetric(pads):
@@ -109,7 +107,7 @@ class Conv2d(Module):
 
     def relu_max_pool(self, x, pool):
         """pool(relu(self(x))) as one fused op."""
-        x, padding = self._padded(x)
+        x, padding = self._input_and_padding(x)
         return F.conv2d_relu_max_pool2d(x, self.weight, self.bias, self.stride, padding, pool.kernel_size, pool.stride)
 
     def extra_repr(self):
@@ -134,8 +132,8 @@ class MaxPool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        self.kernel_size = _pair(kernel_size)
-        self.stride = self.kernel_size if stride is None else _pair(stride)
+        self.kernel_size = checks.pair(kernel_size, "MaxPool2d", "kernel_size", minimum=1)
+        self.stride = self.kernel_size if stride is None else checks.pair(stride, "MaxPool2d", "stride", minimum=1)
         self.padding = _check_padding("MaxPool2d", padding)
 
     def forward(self, x):
@@ -160,8 +158,8 @@ class AvgPool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
         super().__init__()
-        self.kernel_size = _pair(kernel_size)
-        self.stride = self.kernel_size if stride is None else _pair(stride)
+        self.kernel_size = checks.pair(kernel_size, "AvgPool2d", "kernel_size", minimum=1)
+        self.stride = self.kernel_size if stride is None else checks.pair(stride, "AvgPool2d", "stride", minimum=1)
         self.padding = _check_padding("AvgPool2d", padding)
         self.count_include_pad = bool(count_include_pad) and self.padding != "same"
 

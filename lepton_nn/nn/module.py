@@ -177,12 +177,19 @@ class Sequential(Module):
         return iter(self._modules.values())
 
     def forward(self, x):
-        modules, i = list(self), 0
-        while i < len(modules):
-            fused = modules[i].fused_with(modules[i + 1:]) if self.fuse else None
-            if fused is None:
-                x, i = modules[i](x), i + 1
-            else:
-                fn, absorbed = fused
-                x, i = fn(x), i + 1 + absorbed
-        return x
+        return run_in_order(list(self), x, self.fuse, lambda i, module, x: module(x))
+
+
+def run_in_order(layers, x, fuse, call):
+    """x through `layers` in order, each by call(i, layer, x); where fuse is on and layers[i].fused_with
+    (layers[i + 1:]) offers (fn, k), fn(x) runs layer i and the next k as one fused op instead.
+    The one loop of both Sequentials (this one and lepton_nn.keras's)."""
+    i = 0
+    while i < len(layers):
+        fused = layers[i].fused_with(layers[i + 1:]) if fuse else None
+        if fused is None:
+            x, i = call(i, layers[i], x), i + 1
+        else:
+            fn, absorbed = fused
+            x, i = fn(x), i + 1 + absorbed
+    return x
