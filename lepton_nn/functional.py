@@ -148,6 +148,14 @@ def relu(x):
     return _as_tensor(x).relu()
 
 
+def leaky_relu(x, negative_slope=0.01):
+    """y = x where x > 0, negative_slope·x elsewhere (PyTorch's default slope 0.01; Keras's
+    LeakyReLU uses 0.3). Equation: kernels/reference.py; derivation: docs/equations.md."""
+    x = _as_tensor(x)
+    _check_float("leaky_relu", "input", x)
+    return apply(ops.LeakyRelu, x, negative_slope=float(negative_slope))
+
+
 def sigmoid(x):
     return _as_tensor(x).sigmoid()
 

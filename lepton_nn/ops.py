@@ -182,6 +182,21 @@ class Relu(Function):
         return (backend.relu_backward(grad, a),)
 
 
+class LeakyRelu(Function):
+    """y = a if a > 0 else s·a;  ∂y/∂a = 1 if a > 0 else s. Kernel: leaky_relu_forward / _backward."""
+
+    @staticmethod
+    def forward(ctx, a, *, negative_slope):
+        backend = kernels.active()
+        ctx.save(backend, a, negative_slope)
+        return backend.leaky_relu_forward(a, negative_slope)
+
+    @staticmethod
+    def backward(ctx, grad):
+        backend, a, negative_slope = ctx.saved
+        return (backend.leaky_relu_backward(grad, a, negative_slope),)
+
+
 class Sigmoid(Function):
     """y = 1/(1 + e⁻ᵃ) = (1 + tanh(a/2))/2;  ∂y/∂a = y·(1 − y).
 

@@ -17,6 +17,7 @@ KERNELS = (
     "max_pool2d_forward", "max_pool2d_backward",
     "avg_pool2d_forward", "avg_pool2d_backward",
     "relu_forward", "relu_backward",
+    "leaky_relu_forward", "leaky_relu_backward",
     "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
     "adam_step", "adam_steps",
     "conv2d_relu_max_pool2d_forward", "conv2d_relu_max_pool2d_backward",
@@ -166,6 +167,18 @@ def relu_forward(x):
 def relu_backward(grad_y, x):
     """∂L/∂x = g · [x > 0]. At exactly 0 the subgradient 0 is taken (as PyTorch does)."""
     return grad_y * (x > 0)
+
+
+# --------------------------------------------------------------------------- leaky relu
+def leaky_relu_forward(x, negative_slope):
+    """y = x where x > 0, negative_slope·x elsewhere; elementwise, any shape (NaN passes through)."""
+    return np.where(x > 0, x, x * np.asarray(negative_slope, x.dtype))
+
+
+def leaky_relu_backward(grad_y, x, negative_slope):
+    """∂L/∂x = g where x > 0, negative_slope·g elsewhere (at exactly 0 the slope on the left, as
+    PyTorch takes it). A product with the slope, so NaN or inf in g stays NaN or inf."""
+    return grad_y * np.where(x > 0, np.asarray(1, x.dtype), np.asarray(negative_slope, x.dtype))
 
 
 # --------------------------------------------------------------------------- softmax + cross-entropy
