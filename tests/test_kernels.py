@@ -256,8 +256,8 @@ def test_avg_pool2d(backend, dtype, x_shape, kernel, stride, padding, count_incl
     assert_matches(grad_x, want, dtype)
 
 
-@pytest.mark.parametrize("backend", native('relu_forward', 'relu_backward'), indirect=True)
 # --------------------------------------------------------------------------- relu
+@pytest.mark.parametrize("backend", native('relu_forward', 'relu_backward'), indirect=True)
 @pytest.mark.parametrize("shape", [(5,), (3, 4), (2, 3, 5, 7)], ids=str)
 def test_relu(backend, dtype, shape):
     rng = np.random.default_rng(4)
@@ -273,8 +273,25 @@ def test_relu(backend, dtype, shape):
     np.testing.assert_array_equal(grad_x, reference.relu_backward(grad_y, x))
 
 
-@pytest.mark.parametrize("backend", native('softmax_cross_entropy_forward', 'softmax_cross_entropy_backward'), indirect=True)
+@pytest.mark.parametrize("backend", native("leaky_relu_forward", "leaky_relu_backward"), indirect=True)
+@pytest.mark.parametrize("shape", [(0,), (5,), (3, 4), (2, 3, 5, 7)], ids=str)
+@pytest.mark.parametrize("slope", [0.01, -0.5])
+def test_leaky_relu(backend, dtype, shape, slope):
+    rng = np.random.default_rng(5)
+    x, grad_y = normal(rng, shape, dtype), normal(rng, shape, dtype)
+    x.reshape(-1)[::3] = 0  # the kink: the left slope, as the reference
+    if x.size > 1:
+        x.reshape(-1)[1], grad_y.reshape(-1)[-1] = np.nan, np.inf  # passed through, never hidden
+    y = backend.leaky_relu_forward(x, slope)
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, reference.leaky_relu_forward(x, slope))  # one multiply: identical
+    grad_x = backend.leaky_relu_backward(grad_y, x, slope)
+    assert grad_x.dtype == dtype
+    np.testing.assert_array_equal(grad_x, reference.leaky_relu_backward(grad_y, x, slope))
+
+
 # --------------------------------------------------------------------------- softmax + cross-entropy
+@pytest.mark.parametrize("backend", native('softmax_cross_entropy_forward', 'softmax_cross_entropy_backward'), indirect=True)
 @pytest.mark.parametrize("n, k, scale, label_dtype", [
     pytest.param(1, 10, 1.0, np.int64, id="batch1"),
     pytest.param(64, 10, 3.0, np.int64, id="mnist-head"),
@@ -296,8 +313,8 @@ def test_softmax_cross_entropy(backend, dtype, n, k, scale, label_dtype):
     assert_matches(grad_logits, reference.softmax_cross_entropy_backward(grad_loss, want_probs, labels), dtype)
 
 
-@pytest.mark.parametrize("backend", native('adam_step'), indirect=True)
 # --------------------------------------------------------------------------- adam
+@pytest.mark.parametrize("backend", native('adam_step'), indirect=True)
 @pytest.mark.parametrize("weight_decay", (0.0, 0.01))
 @pytest.mark.parametrize("shape", [(7,), (3, 4, 5)], ids=str)
 def test_adam_step(backend, dtype, shape, weight_decay):

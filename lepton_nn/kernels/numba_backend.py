@@ -334,6 +334,34 @@ def relu_backward(grad_y, x):
     return grad_x
 
 
+@njit(parallel=True, cache=True)
+def _leaky_relu(x, slope, y):
+    for k in prange(x.size):
+        y[k] = x[k] if x[k] > 0 else x[k] * slope
+
+
+@njit(parallel=True, cache=True)
+def _leaky_relu_backward(grad_y, x, slope, grad_x):
+    for k in prange(x.size):
+        grad_x[k] = grad_y[k] * (1 if x[k] > 0 else slope)  # a product: NaN or inf in grad_y stays
+
+
+def leaky_relu_forward(x, negative_slope):
+    """x where x > 0, negative_slope·x elsewhere; any shape."""
+    x = np.asarray(x, order="C")
+    y = np.empty_like(x)
+    _leaky_relu(x.reshape(-1), x.dtype.type(negative_slope), y.reshape(-1))
+    return y
+
+
+def leaky_relu_backward(grad_y, x, negative_slope):
+    """grad_y where x > 0, negative_slope·grad_y elsewhere; any shape."""
+    grad_y, x = np.asarray(grad_y, order="C"), np.asarray(x, order="C")
+    grad_x = np.empty_like(grad_y)
+    _leaky_relu_backward(grad_y.reshape(-1), x.reshape(-1), grad_y.dtype.type(negative_slope), grad_x.reshape(-1))
+    return grad_x
+
+
 # --------------------------------------------------------------------------- softmax + cross-entropy
 @njit(cache=True)
 def _softmax_cross_entropy(logits, labels, loss, probs):
