@@ -162,6 +162,16 @@ void lepton_relu_forward_f64(const double *x, int64_t size, double *y);
 void lepton_relu_backward_f32(const float *grad_y, const float *x, int64_t size, float *grad_x);
 void lepton_relu_backward_f64(const double *grad_y, const double *x, int64_t size, double *grad_x);
 
+/* ---- leaky relu (any shape, `size` elements; slope rounded to T, as NumPy does) ------------
+ * forward: y = x > 0 ? x : x * slope (NaN passes through).
+ * backward: grad_x = grad_y * (x > 0 ? 1 : slope), a product so that NaN/inf in grad_y stay.
+ */
+void lepton_leaky_relu_forward_f32(const float *x, int64_t size, float slope, float *y);
+void lepton_leaky_relu_forward_f64(const double *x, int64_t size, double slope, double *y);
+void lepton_leaky_relu_backward_f32(const float *grad_y, const float *x, int64_t size, float slope, float *grad_x);
+void lepton_leaky_relu_backward_f64(const double *grad_y, const double *x, int64_t size, double slope,
+                                    double *grad_x);
+
 /* ---- softmax + cross-entropy --------------------------------------------------------------
  * forward: logits (n, k), labels (n) in [0, k) -> loss (n), probs (n, k); max-shifted.
  * backward: grad_logits (n, k) = grad_loss[r] * (probs[r, j] - [j == labels[r]]).

@@ -251,6 +251,25 @@ def relu_backward(grad_y, x):
     return grad_x
 
 
+# --------------------------------------------------------------------------- leaky relu
+def leaky_relu_forward(x, negative_slope):
+    """reference.leaky_relu_forward: x where x > 0, negative_slope·x elsewhere."""
+    dtype, x = _floats(x=x)
+    y = np.empty_like(x)
+    _kernel("leaky_relu_forward", dtype)(_ptr(x), x.size, negative_slope, _ptr(y))
+    return y
+
+
+def leaky_relu_backward(grad_y, x, negative_slope):
+    """reference.leaky_relu_backward: grad_y where x > 0, negative_slope·grad_y elsewhere."""
+    dtype, grad_y, x = _floats(grad_y=grad_y, x=x)
+    if grad_y.shape != x.shape:
+        raise ValueError(f"grad_y {grad_y.shape} and x {x.shape} must have the same shape")
+    grad_x = np.empty_like(x)
+    _kernel("leaky_relu_backward", dtype)(_ptr(grad_y), _ptr(x), x.size, negative_slope, _ptr(grad_x))
+    return grad_x
+
+
 # --------------------------------------------------------------------------- softmax + cross-entropy
 def softmax_cross_entropy_forward(logits, labels):
     """reference.softmax_cross_entropy_forward: (loss (N,), probs (N, K)), max-shifted."""
