@@ -493,3 +493,18 @@ def test_sparse_labels_out_of_range_name_the_loss_and_the_range():
     probabilities = np.full((2, 3), 1 / 3)
     with pytest.raises(ValueError, match=r"sparse_categorical_crossentropy: labels must lie in \[0, 3\), got values from 0 to 3"):
         keras.losses.sparse_categorical_crossentropy(np.array([0, 3]), probabilities)
+
+
+def test_leaky_relu_layer_and_activation_keep_keras_slopes_and_save(tmp_path):
+    x = np.linspace(-2, 2, 24, dtype=np.float32).reshape(2, 3, 4)
+    layer = keras.layers.LeakyReLU()  # Keras's default slope 0.3
+    np.testing.assert_allclose(layer(x).data, np.where(x > 0, x, 0.3 * x), rtol=1e-6)
+    dense = keras.layers.Dense(4, activation="leaky_relu", kernel_initializer="ones", use_bias=False)
+    z = dense(x).data
+    pre = x @ np.ones((4, 4), np.float32)
+    np.testing.assert_allclose(z, np.where(pre > 0, pre, 0.2 * pre), rtol=1e-6)  # keras.activations: 0.2
+    model = keras.Sequential([keras.layers.Dense(3, input_shape=(4,)), keras.layers.LeakyReLU(negative_slope=0.1)])
+    model.save(tmp_path / "leaky.lnn")
+    loaded = keras.models.load_model(tmp_path / "leaky.lnn")
+    assert loaded.layers[1].negative_slope == 0.1
+    np.testing.assert_array_equal(loaded.predict(x[0]), model.predict(x[0]))

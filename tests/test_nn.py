@@ -184,3 +184,11 @@ def test_sequential_fuses_conv_relu_max_pool_into_the_same_function(padding):
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-12)
     for gf, gp in zip(*grads):
         np.testing.assert_allclose(gf, gp, rtol=1e-10, atol=1e-13)
+
+
+def test_leaky_relu_module_is_the_functional_with_its_slope():
+    from lepton_nn import nn
+    x = ln.tensor(np.array([-2.0, -0.5, 0.0, 3.0]))
+    np.testing.assert_array_equal(nn.LeakyReLU()(x).data, [-0.02, -0.005, 0.0, 3.0])
+    np.testing.assert_array_equal(nn.LeakyReLU(0.5)(x).data, [-1.0, -0.25, 0.0, 3.0])
+    assert "negative_slope=0.5" in repr(nn.LeakyReLU(0.5))

@@ -21,6 +21,7 @@ Weights keep lepton_nn's layout, not Keras's: a Conv2D kernel is (filters, C_in,
 (Keras: (kH, kW, C_in, filters)) and a Dense kernel (units, in_features) (Keras: (in, units)).
 get_weights / set_weights use this layout.
 """
+import functools
 import re
 from collections import Counter
 
@@ -54,6 +55,7 @@ def _padding(value, layer):
 # --------------------------------------------------------------------------- activations
 # name → (its nn module, whether it acts on each element alone, so that any layout will do)
 ACTIVATIONS = {"relu": (nn.ReLU, True), "sigmoid": (nn.Sigmoid, True), "tanh": (nn.Tanh, True),
+               "leaky_relu": (functools.partial(nn.LeakyReLU, 0.2), True),  # Keras's activation: slope 0.2
                "softmax": (nn.Softmax, False)}
 LAYERS = {}  # class name → class, for deserialize: every Layer subclass registers itself
 
@@ -393,6 +395,24 @@ class ReLU(Activation):
 
     def get_config(self):
         return Layer.get_config(self)
+
+
+class LeakyReLU(Layer):
+    """x where x > 0, negative_slope·x elsewhere, elementwise; Keras's default slope 0.3.
+    Wraps nn.LeakyReLU (→ functional.leaky_relu). No parameters."""
+
+    def __init__(self, negative_slope=0.3, **kwargs):
+        super().__init__(**kwargs)
+        self.negative_slope = float(negative_slope)
+
+    def build(self, input_shape):
+        self.leaky_relu = nn.LeakyReLU(self.negative_slope)
+
+    def forward(self, x, training=False):
+        return self.leaky_relu(x)
+
+    def get_config(self):
+        return {**super().get_config(), "negative_slope": self.negative_slope}
 
 
 class Softmax(Activation):

@@ -15,9 +15,9 @@
 Modules hold parameters and call `lepton_nn.functional`; no math lives here.
 """
 from lepton_nn.nn import init
-from lepton_nn.nn.layers import (AvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sigmoid, Softmax,
-                                 Tanh, same_padding)
+from lepton_nn.nn.layers import (AvgPool2d, Conv2d, Dropout, Flatten, LeakyReLU, Linear, MaxPool2d, ReLU, Sigmoid,
+                                 Softmax, Tanh, same_padding)
 from lepton_nn.nn.module import Module, Parameter, Sequential
 
 __all__ = ["init", "Module", "Parameter", "Sequential", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "Flatten",
-           "ReLU", "Sigmoid", "Tanh", "Softmax", "Dropout", "same_padding"]
+           "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Dropout", "same_padding"]
