@@ -297,3 +297,9 @@ def test_fused_conv_relu_pool_checks_its_arguments(c):
     y, argmax = c.conv2d_relu_max_pool2d_forward(x, weight, None, (1, 1), (0, 0), (2, 2), (2, 2))
     with pytest.raises(ValueError, match="must be equal"):
         c.conv2d_relu_max_pool2d_backward(y[:, :2], y, argmax, x, weight, (1, 1), (0, 0))
+
+
+def test_a_build_older_than_its_wrapper_names_the_missing_function(c):
+    from lepton_nn.kernels import c_backend
+    with pytest.raises(RuntimeError, match="no lepton_no_such_kernel_f32: it was built from older sources"):
+        c_backend._kernel("no_such_kernel", np.dtype(np.float32))
