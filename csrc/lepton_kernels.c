@@ -21,6 +21,9 @@
  * without -fopenmp the pragma is ignored and the loop runs serially. */
 #define LEPTON_PRAGMA(text) _Pragma(#text)
 #define PARALLEL_FOR_IF(cond) LEPTON_PRAGMA(omp parallel for schedule(static) if (cond))
+/* The same for an elementwise loop that must vectorise: gcc keeps a data-dependent branch
+ * in a scalar loop otherwise (it may not run a product that could trap on every element). */
+#define PARALLEL_FOR_SIMD_IF(cond) LEPTON_PRAGMA(omp parallel for simd schedule(static) if (cond))
 
 /* The same for a region with one workspace slot per thread (see thread_slot). */
 #define PARALLEL_SLOTS_IF(cond, slots) LEPTON_PRAGMA(omp parallel if (cond) num_threads(slots))
