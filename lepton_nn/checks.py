@@ -5,14 +5,20 @@ expected and what it got. Imports nothing of lepton_nn, so any layer may use it.
 import numpy as np
 
 
-def pair(value, owner, name, minimum=0):
-    """An int or a pair of ints as a pair (h, w) of Python ints, each ≥ `minimum`."""
-    values = (value, value) if isinstance(value, (int, np.integer)) else tuple(np.ravel(value).tolist()) \
-        if isinstance(value, (tuple, list, np.ndarray)) else None
-    if values is None or len(values) != 2 or any(isinstance(v, bool) or int(v) != v or v < minimum for v in values):
-        kind = "a positive int" if minimum == 1 else f"an int ≥ {minimum}" if minimum else "an int"
+def pair(value, owner, name, minimum=None):
+    """An int or a pair of ints as a pair (h, w) of Python ints, each ≥ `minimum` (if given)."""
+    try:
+        values = (value, value) if np.ndim(value) == 0 else tuple(np.ravel(value).tolist())
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != 2 or not all(_whole(v) and (minimum is None or v >= minimum) for v in values):
+        kind = "an int" if minimum is None else "a positive int" if minimum == 1 else f"an int ≥ {minimum}"
         raise ValueError(f"{owner}: {name} must be {kind} or a pair of them, got {value!r}")
     return int(values[0]), int(values[1])
+
+
+def _whole(v):
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and float(v).is_integer()
 
 
 def class_labels(labels, n, num_classes, owner):

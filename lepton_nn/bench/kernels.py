@@ -26,7 +26,7 @@ import numpy as np
 
 from lepton_nn import kernels, runtime
 from lepton_nn.bench import report
-from lepton_nn.bench.kernel_cases import CASES, CASES_BY_NAME, DTYPE, time_call
+from lepton_nn.bench.kernel_cases import CASES, CASES_BY_NAME, time_call
 
 SHARED = "shared"  # backend label of a case that runs the same code (np.matmul) for every backend
 PEER_WORKER = Path(__file__).with_name("kernel_cases.py")
@@ -86,17 +86,6 @@ def prepare(case, backend):
     else:
         check(case, backend, outputs)
     return fn
-
-
-def gemm_rate(repeat=10, size=1024):
-    """This machine's float32 GEMM rate, GFLOP/s: the median time of np.matmul on size³."""
-    rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((size, size), DTYPE), rng.standard_normal((size, size), DTYPE)
-    c = np.empty((size, size), DTYPE)
-    fn = lambda: np.matmul(a, b, out=c)  # noqa: E731
-    fn()
-    ms, _ = time_call(fn, min(max(repeat, 5), 20), budget=1.0)  # ≥ 5 runs: it scales every % GEMM
-    return 2 * size ** 3 / (ms * 1e-3) / 1e9
 
 
 # --------------------------------------------------------------------------- PyTorch's process
@@ -281,7 +270,7 @@ def main(backends=None, repeat=50, json_path=None, budget=1.0, progress=None, ro
     names = selected_backends(backends)
     cases = selected_cases(cases)
     info = report.machine_info()
-    gemm = gemm_rate(repeat)
+    gemm = report.gemm_rate(repeat)
     results, torch_hello = run(names, repeat, rounds, cases, budget=budget, progress=progress)
     settings = {"repeat": repeat, "rounds": rounds, "budget_s": budget}
     text, figs = format_table(results, gemm, info, settings, torch_hello, cases)

@@ -1,5 +1,6 @@
-"""What both benchmark commands print: tables, medians with their spread over rounds, the
-machine's description, and the comparison with an earlier run's JSON (`--compare OLD.json`).
+"""What both benchmark commands share: tables, medians with their spread over rounds, the
+machine's description and its GEMM rate, and the comparison with an earlier run's JSON
+(`--compare OLD.json`).
 
 A figure measured over N rounds is kept as its list of per-round values; it is shown as the
 median and, for N > 1, the min–max range. Comparing two runs flags a change only when the two
@@ -13,6 +14,9 @@ import statistics
 import subprocess
 
 import numpy as np
+
+from lepton_nn.bench.kernel_cases import DTYPE, time_call
+from lepton_nn.fileio import atomic_write
 
 
 def spread(values):
@@ -113,6 +117,18 @@ def machine_info():
     return info
 
 
+def gemm_rate(repeat=10, size=1024):
+    """This machine's float32 GEMM rate, GFLOP/s: the median time of np.matmul on size³. Both
+    benchmarks scale their "% GEMM" columns by it."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((size, size), DTYPE), rng.standard_normal((size, size), DTYPE)
+    c = np.empty((size, size), DTYPE)
+    fn = lambda: np.matmul(a, b, out=c)  # noqa: E731
+    fn()
+    ms, _ = time_call(fn, min(max(repeat, 5), 20), budget=1.0)  # ≥ 5 runs: it scales every % GEMM
+    return 2 * size ** 3 / (ms * 1e-3) / 1e9
+
+
 def machine_lines(info):
     """The header lines that say where and with what the figures were measured."""
     unset = lambda name: info.get(name) or "unset"  # noqa: E731
@@ -126,11 +142,9 @@ def machine_lines(info):
 
 # --------------------------------------------------------------------------- comparing two runs
 def write_json(path, data):
-    """Write atomically: a benchmark file is either the whole run or absent."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    """Write atomically (lepton_nn.fileio): a benchmark file is either the whole run or absent."""
+    with atomic_write(path) as f:
+        f.write(json.dumps(data, indent=1).encode())
 
 
 def read_json(path, kind):

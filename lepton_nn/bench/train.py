@@ -279,12 +279,12 @@ def main(backends=None, steps=200, warmup=10, data=None, threads=None, full=Fals
     old = report.read_json(compare, "train") if compare else None  # before the long work, not after
     runs, missing = selected_runs(backends)
     info = report.machine_info()
-    gemm = kernel_gemm_rate()
+    gemm = report.gemm_rate()
     with tempfile.TemporaryDirectory(prefix="lepton_nn_bench_") as tmp:
         mnist = Path(tmp) / "mnist.npz"
         write_mnist(data, mnist)
         results = run_rounds(runs, rounds, mnist, steps, warmup, threads, full, startup, progress)
-    gemm = max(gemm, kernel_gemm_rate())  # before and after: other work only ever slows it down
+    gemm = max(gemm, report.gemm_rate())  # before and after: other work only ever slows it down
     settings = {"steps": steps, "warmup": warmup, "threads": threads, "full": full, "batch": BATCH,
                 "eval_batch": EVAL_BATCH, "rounds": rounds}
     text, figs = format_report(results, info, settings, gemm, missing)
@@ -297,11 +297,6 @@ def main(backends=None, steps=200, warmup=10, data=None, threads=None, full=Fals
         report.write_json(json_path, data_out)
     failed = any("error" in x or "probe_error" in x for rnd in results for x in rnd)
     return 1 if failed else 0
-
-
-def kernel_gemm_rate():
-    from lepton_nn.bench import kernels as kernel_bench
-    return kernel_bench.gemm_rate()
 
 
 # =========================================================================== the profile
