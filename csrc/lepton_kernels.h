@@ -90,7 +90,7 @@ void lepton_conv2d_direct_forward_f64(const double *x, const double *weight, con
 /* ---- max_pool2d ---------------------------------------------------------------------------
  * forward: x (n, c, h, w) -> y, argmax (n, c, h_out, w_out). argmax is the flat index h*W + w
  *   of the winner in its unpadded input plane. Ties: first in row-major window order; NaN
- *   wins over numbers (the first NaN), as np.argmax. Padding never wins; a window made only
+ *   wins over numbers, the last NaN over earlier ones (PyTorch's rule). Padding never wins; a window made only
  *   of padding gives y = -inf and the index of its top-left corner, as the reference does.
  * backward: grad_x (planes, in_size) = scatter-add of grad_y (planes, out_size) into
  *   argmax; indices outside [0, in_size) are ignored. Overwrites grad_x.

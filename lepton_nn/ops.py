@@ -36,6 +36,9 @@ class Context:
     def save(self, *values):
         self.saved = values
 
+    save_for_backward = save  # PyTorch's names, for those who know them (arrays here, not tensors)
+    saved_tensors = property(lambda self: self.saved)
+
 
 class Function:
     @staticmethod
@@ -238,7 +241,7 @@ class Softmax(Function):
 
     @staticmethod
     def forward(ctx, a, *, axis):
-        e = np.exp(a - a.max(axis=axis, keepdims=True))
+        e = np.exp(a - a.max(axis=axis, keepdims=True, initial=-np.inf))  # initial: an empty axis is fine
         y = e / e.sum(axis=axis, keepdims=True)
         ctx.save(y, axis)
         return y
@@ -257,7 +260,7 @@ class LogSoftmax(Function):
 
     @staticmethod
     def forward(ctx, a, *, axis):
-        shifted = a - a.max(axis=axis, keepdims=True)
+        shifted = a - a.max(axis=axis, keepdims=True, initial=-np.inf)
         y = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
         ctx.save(y, axis)
         return y
@@ -348,6 +351,9 @@ class Max(Function):
 
     @staticmethod
     def forward(ctx, a, *, axis=None, keepdims=False):
+        reduced = range(a.ndim) if axis is None else np.atleast_1d(axis)
+        if any(a.shape[i] == 0 for i in reduced):  # as PyTorch: an empty set has no maximum
+            raise ValueError(f"max: cannot reduce over an empty axis (input shape {a.shape}, axis {axis})")
         y = a.max(axis=axis, keepdims=True)
         ctx.save(a, y, axis, keepdims)
         return y if keepdims else np.asarray(np.squeeze(y, axis=axis))
@@ -439,6 +445,10 @@ class Conv2dReluMaxPool2d(Function):
     @staticmethod
     def backward(ctx, grad):
         backend, y, argmax, x, weight, stride, padding = ctx.saved
+        if not (np.isfinite(x).all() and np.isfinite(weight).all()):
+            # The fast kernels sum over the pooling winners alone, skipping terms 0·x; with NaN or
+            # inf in x or w those are NaN, and the composition's answer (PyTorch's) needs them.
+            backend = kernels.get("numpy")
         return backend.conv2d_relu_max_pool2d_backward(grad, y, argmax, x, weight, stride, padding,
                                                        *ctx.needs_input_grad)
 

@@ -19,6 +19,8 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lepton_nn import kernels
 from lepton_nn.kernels import reference
@@ -411,3 +413,83 @@ def test_adam_step_never_loses_an_update_on_a_view(backend):
         return
     for got, want in ((param, want_param), (m, want_m), (v, want_v)):
         assert_matches(got, want, f64)
+
+
+# --------------------------------------------------------------------------- NaN, inf, empty batch
+@st.composite
+def special_case(draw):
+    """x (N, C, H, W) with N possibly 0 and NaN/±inf at drawn places, a window that fits, and
+    a conv weight (finite: the weight never holds NaN in a model that trains)."""
+    n, c, c_out = draw(st.integers(0, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = tuple(draw(st.integers(0, k // 2)) for k in kernel)
+    h, w = (draw(st.integers(max(1, k - 2 * p), 6)) for k, p in zip(kernel, padding))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    x, weight = rng.standard_normal((n, c, h, w)), rng.standard_normal((c_out, c) + kernel)
+    for _ in range(draw(st.integers(0, 4)) if x.size else 0):
+        x.flat[draw(st.integers(0, x.size - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+    return x, weight, kernel, stride, padding
+
+
+def assert_same_specials(actual, expected):
+    """NaN and ±inf exactly where the reference has them; the rest equal to float64 rounding."""
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype
+    np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected))
+    scale = max(1.0, float(np.abs(expected[np.isfinite(expected)]).max(initial=0.0)))
+    np.testing.assert_allclose(actual, expected, rtol=1e-10, atol=1e-10 * scale)
+
+
+@pytest.mark.parametrize("backend", native(*reference.KERNELS[:10]), indirect=True)
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=special_case())
+def test_kernels_propagate_nan_as_the_reference(backend, case):
+    """Every window kernel and activation, forward and backward, on inputs holding NaN and ±inf
+    and on an empty batch: NaN where the reference has NaN, the same winners (argmax)."""
+    x, weight, kernel, stride, padding = case
+    bias = np.linspace(-1, 1, weight.shape[0])
+    y = backend.conv2d_forward(x, weight, bias, stride, padding)
+    assert_same_specials(y, reference.conv2d_forward(x, weight, bias, stride, padding))
+    grad_y = np.where(np.isnan(y), np.inf, 1.0)  # and inf from above
+    for got, want in zip(backend.conv2d_backward(grad_y, x, weight, stride, padding),
+                         reference.conv2d_backward(grad_y, x, weight, stride, padding)):
+        assert_same_specials(got, want)
+
+    (y, argmax), (want_y, want_argmax) = (k.max_pool2d_forward(x, kernel, stride, padding) for k in (backend, reference))
+    assert_same_specials(y, want_y)
+    np.testing.assert_array_equal(argmax, want_argmax)  # the same winner, NaN or not, padding never
+    grad_y = np.ones_like(y)
+    assert_same_specials(backend.max_pool2d_backward(grad_y, argmax, x.shape),
+                         reference.max_pool2d_backward(grad_y, want_argmax, x.shape))
+    assert_same_specials(backend.avg_pool2d_forward(x, kernel, stride, padding, False),
+                         reference.avg_pool2d_forward(x, kernel, stride, padding, False))
+
+    grad = np.where(x > 0, np.nan, 1.0)  # NaN from above where the unit is on, and where it is off
+    grad.flat[::2] = np.nan
+    assert_same_specials(backend.relu_forward(x), reference.relu_forward(x))
+    assert_same_specials(backend.relu_backward(grad, x), reference.relu_backward(grad, x))
+    assert_same_specials(backend.leaky_relu_forward(x, 0.1), reference.leaky_relu_forward(x, 0.1))
+    assert_same_specials(backend.leaky_relu_backward(grad, x, 0.1), reference.leaky_relu_backward(grad, x, 0.1))
+
+
+@pytest.mark.parametrize("backend", native("conv2d_relu_max_pool2d_forward"), indirect=True)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=special_case())
+def test_fused_conv_relu_max_pool_propagates_nan_as_the_reference(backend, case):
+    """A NaN anywhere in a pooling window wins it, wherever it sits (the bug: numba's fused
+    kernel kept it only when it came first), and the backward agrees from finite inputs with
+    NaN or inf from above. (With NaN in x, the op layer takes the reference's backward.)"""
+    x, weight, kernel, stride, padding = case
+    conv_hw = [(s + 2 * p - k) // t + 1 for s, k, t, p in zip(x.shape[2:], kernel, stride, padding)]
+    pool = (min(2, conv_hw[0]), min(2, conv_hw[1]))
+    got = backend.conv2d_relu_max_pool2d_forward(x, weight, None, stride, padding, pool, pool)
+    want = reference.conv2d_relu_max_pool2d_forward(x, weight, None, stride, padding, pool, pool)
+    assert_same_specials(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    finite_x = np.nan_to_num(x, nan=0.5, posinf=2.0, neginf=-2.0)
+    y, argmax = reference.conv2d_relu_max_pool2d_forward(finite_x, weight, None, stride, padding, pool, pool)
+    grad_y = np.ones_like(y)
+    grad_y.flat[::3] = np.nan
+    for got, want in zip(backend.conv2d_relu_max_pool2d_backward(grad_y, y, argmax, finite_x, weight, stride, padding),
+                         reference.conv2d_relu_max_pool2d_backward(grad_y, y, argmax, finite_x, weight, stride, padding)):
+        assert_same_specials(got, want)

@@ -38,6 +38,7 @@ from lepton_nn.kernels.reference import KERNELS
 _MODULES = {"c": "lepton_nn.kernels.c_backend",
             "numba": "lepton_nn.kernels.numba_backend",
             "numpy": "lepton_nn.kernels.reference"}
+NAMES = tuple(_MODULES)  # every backend's name, known without importing any of them
 
 
 class Backend:
@@ -125,10 +126,13 @@ def native_backends(*kernel_names):
 
 
 def set_backend(name):
-    """Make `name` the backend for every kernel call from now on; returns the previous name."""
+    """Make `name` the backend for every kernel call from now on; returns the previous choice
+    (None if there was none yet). An explicit choice never consults LEPTON_NN_BACKEND, so it
+    works even where that variable holds a bad value."""
     global _active
-    previous = active_name()
-    _load(name)
+    previous = _active
+    if name is not None:
+        _load(name)
     _active = name
     return previous
 
@@ -138,7 +142,11 @@ def active_name():
     if _active is None:
         requested = os.environ.get("LEPTON_NN_BACKEND")
         if requested:
-            _load(requested)
+            try:
+                _load(requested)
+            except (ValueError, RuntimeError) as err:  # named once, here, with the way out
+                raise type(err)(f"LEPTON_NN_BACKEND={requested!r}: {err} (unset it, or choose one with "
+                                "lepton_nn.set_backend / --backend)") from None
             _active = requested
         else:  # the first that loads; the others are not imported (numba alone costs ~100 MB)
             _active = next(name for name in _MODULES if _try_load(name))
@@ -162,4 +170,4 @@ def backend(name):
     try:
         yield get(name)
     finally:
-        set_backend(previous)
+        set_backend(previous)  # None: back to the default (or LEPTON_NN_BACKEND) at next use

@@ -140,7 +140,8 @@ def conv2d_forward(x, weight, bias, stride, padding):
         y[...] = y_by_channel.transpose(1, 0, 2)
     else:  # reorder and add the bias in one pass
         np.add(y_by_channel.transpose(1, 0, 2), bias[:, None], out=y)
-    return y.reshape(n, c_out, output_size(x.shape[2], weight.shape[2], stride[0], padding[0]), -1)
+    h_out, w_out = (output_size(x.shape[2 + a], weight.shape[2 + a], stride[a], padding[a]) for a in (0, 1))
+    return y.reshape(n, c_out, h_out, w_out)  # sizes spelled out: reshape cannot infer -1 when N = 0
 
 
 def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight=True, need_bias=True):
@@ -174,10 +175,10 @@ def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight
 
 # --------------------------------------------------------------------------- max_pool2d
 @njit(cache=True)
-def _first_nan(x_plane, r_lo, r_hi, c_lo, c_hi):
-    """Row-major position (r, c) of the first NaN in x_plane[r_lo:r_hi, c_lo:c_hi], or (−1, −1)."""
-    for r in range(r_lo, r_hi):
-        for col in range(c_lo, c_hi):
+def _last_nan(x_plane, r_lo, r_hi, c_lo, c_hi):
+    """Row-major position (r, c) of the last NaN in x_plane[r_lo:r_hi, c_lo:c_hi], or (−1, −1)."""
+    for r in range(r_hi - 1, r_lo - 1, -1):
+        for col in range(c_hi - 1, c_lo - 1, -1):
             if x_plane[r, col] != x_plane[r, col]:
                 return r, col
     return -1, -1
@@ -205,9 +206,9 @@ def _max_pool(x, kh, kw, sh, sw, ph, pw, y, argmax):
                         if v > best:  # strict: the first maximum in row-major order wins ties
                             best, best_r, best_c = v, r, col
                 if nan_probe != nan_probe:
-                    # NaN propagates, the first one winning as with np.argmax. Checked once per
+                    # NaN propagates, the last one winning (PyTorch's rule). Checked once per
                     # window, not per element: a branch per element is costly (docs/benchmarks.md).
-                    nan_r, nan_c = _first_nan(x_plane, r_lo, r_hi, c_lo, c_hi)
+                    nan_r, nan_c = _last_nan(x_plane, r_lo, r_hi, c_lo, c_hi)
                     if nan_r >= 0:
                         best, best_r, best_c = x_plane[nan_r, nan_c], nan_r, nan_c
                 y_plane[i, j] = best
@@ -238,8 +239,9 @@ def max_pool2d_backward(grad_y, argmax, x_shape):
     """Each output's gradient goes to its window's winner; see reference.max_pool2d_backward."""
     n, c, h, w = x_shape
     grad_x = np.empty((n * c, h * w), dtype=grad_y.dtype)
-    _max_pool_backward(np.ascontiguousarray(grad_y).reshape(n * c, -1),
-                       np.ascontiguousarray(argmax, dtype=np.int64).reshape(n * c, -1), grad_x)
+    planes = (n * c, grad_y.shape[2] * grad_y.shape[3])  # not (n·c, -1): that fails for an empty batch
+    _max_pool_backward(np.ascontiguousarray(grad_y).reshape(planes),
+                       np.ascontiguousarray(argmax, dtype=np.int64).reshape(planes), grad_x)
     return grad_x.reshape(x_shape)
 
 
@@ -315,7 +317,7 @@ def _relu(x, y):
 @njit(parallel=True, cache=True)
 def _relu_backward(grad_y, x, grad_x):
     for k in prange(x.size):
-        grad_x[k] = grad_y[k] * (x[k] > 0)  # a multiply, not a select: 0·NaN stays NaN, as in the reference
+        grad_x[k] = 0 if x[k] <= 0 else grad_y[k]  # a select: see reference.relu_backward for NaN
 
 
 def relu_forward(x):
@@ -327,7 +329,7 @@ def relu_forward(x):
 
 
 def relu_backward(grad_y, x):
-    """grad_y · [x > 0] elementwise, any shape."""
+    """grad_y where x > 0, else 0; elementwise, any shape."""
     grad_y, x = np.asarray(grad_y, order="C"), np.asarray(x, order="C")
     grad_x = np.empty_like(grad_y)
     _relu_backward(grad_y.reshape(-1), x.reshape(-1), grad_x.reshape(-1))
@@ -483,9 +485,11 @@ def _relu_max_pool_plane(conv, pkh, pkw, psh, psw, y, argmax):
             for p in range(pkh):
                 for q in range(pkw):
                     value = conv[r0 + p, c0 + q]
-                    if value > best:  # strict >: the first maximum in row-major order wins
+                    # strict >: the first maximum in row-major order wins; every NaN is taken, so
+                    # the last NaN wins (PyTorch's rule, see reference.max_pool2d_forward)
+                    if value > best or value != value:
                         best, best_at = value, (r0 + p) * w_c + c0 + q
-            y[i, j] = max(best, 0)
+            y[i, j] = 0 if best < 0 else best  # not max(best, 0): NaN must pass through
             argmax[i, j] = best_at
 
 
@@ -519,7 +523,7 @@ def conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel
     return y, argmax
 
 
-# Backward from the winners alone. Pooled value (b, o, i, j) with g = grad_y·[y > 0] came from
+# Backward from the winners alone. Pooled value (b, o, i, j) with g = grad_y·[¬(y ≤ 0)] came from
 # conv position (hc, wc) = divmod(argmax, W_c), which read x_pad[b, c, hc·sh + p, wc·sw + q]
 # with weight w[o, c, p, q]; every other conv position has zero gradient. Threads split the
 # weight gradient by output channel and the input gradient by sample, so no two write the
@@ -534,7 +538,7 @@ def _conv_relu_max_pool_grad_weight(grad_y, y, argmax, x_pad, sh, sw, w_c, grad_
         for b in range(n):
             for i in range(h_p):
                 for j in range(w_p):
-                    if y[b, o, i, j] > 0:
+                    if not y[b, o, i, j] <= 0:  # relu's backward: see reference.relu_backward
                         g = grad_y[b, o, i, j]
                         r0, c0 = (argmax[b, o, i, j] // w_c) * sh, (argmax[b, o, i, j] % w_c) * sw
                         acc_b += g
@@ -558,7 +562,7 @@ def _conv_relu_max_pool_grad_input(grad_y, y, argmax, weight, sh, sw, w_c, grad_
         for o in range(c_out):
             for i in range(h_p):
                 for j in range(w_p):
-                    if y[b, o, i, j] > 0:
+                    if not y[b, o, i, j] <= 0:  # relu's backward: see reference.relu_backward
                         g = grad_y[b, o, i, j]
                         r0, c0 = (argmax[b, o, i, j] // w_c) * sh, (argmax[b, o, i, j] % w_c) * sw
                         for c in range(c_in):

@@ -90,23 +90,29 @@ def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight
 
 # --------------------------------------------------------------------------- max_pool2d
 def max_pool2d_forward(x, kernel, stride, padding):
-    """Max over each window; padding counts as −∞, so it never wins.
+    """Max over each window; padding counts as −∞ and never wins, not even against −∞.
 
         y[n, c, i, j] = max_{p, q}  x_pad[n, c, i·sh + p, j·sw + q]
 
     x (N, C, H, W) → y (N, C, H_out, W_out), H_out = ⌊(H + 2·ph − kH)/sh⌋ + 1.
     Also returns `argmax` (N, C, H_out, W_out), int64: the winner's flat index h·W + w in the
-    unpadded (H, W) plane, which is all that backward needs.
-    Ties: the first maximum in row-major order within the window wins (as in PyTorch).
+    unpadded (H, W) plane, which is all that backward needs. The winner is the first cell of
+    the window, in row-major order, that lies inside the input and holds the maximum. A window
+    holding NaN gives NaN, and its winner is its last NaN: PyTorch's rule (its loop takes any
+    value that is larger or NaN), so that gradients agree with PyTorch's even then.
     """
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     w_in = x.shape[3]
-    windows = _windows(_pad_hw(x, padding, -np.inf), kernel, stride)
-    flat = windows.reshape(*windows.shape[:4], kh * kw)
-    pos = flat.argmax(axis=-1)  # np.argmax returns the first maximum: that is the tie rule
-    y = np.take_along_axis(flat, pos[..., None], axis=-1)[..., 0]
-    rows = np.arange(windows.shape[2])[:, None] * sh - ph + pos // kw
-    cols = np.arange(windows.shape[3])[None, :] * sw - pw + pos % kw
+    flat = _windows(_pad_hw(x, padding, -np.inf), kernel, stride)
+    flat = flat.reshape(*flat.shape[:4], kh * kw)
+    y = flat.max(axis=-1)  # np.max propagates NaN
+    inside = _windows(_pad_hw(np.ones((1, 1) + x.shape[2:], bool), padding, False), kernel, stride)
+    inside = inside.reshape(*inside.shape[:4], kh * kw)
+    first_max = np.argmax((flat == y[..., None]) & inside, axis=-1)  # argmax of booleans: the first True
+    last_nan = kh * kw - 1 - np.argmax((np.isnan(flat) & inside)[..., ::-1], axis=-1)
+    pos = np.where(np.isnan(y), last_nan, first_max)
+    rows = np.arange(flat.shape[2])[:, None] * sh - ph + pos // kw
+    cols = np.arange(flat.shape[3])[None, :] * sw - pw + pos % kw
     return np.ascontiguousarray(y), (rows * w_in + cols).astype(np.int64)
 
 
@@ -119,7 +125,8 @@ def max_pool2d_backward(grad_y, argmax, x_shape):
     n, c, h, w = x_shape
     grad_x = np.zeros((n * c, h * w), dtype=grad_y.dtype)
     planes = np.arange(n * c)[:, None]
-    np.add.at(grad_x, (planes, argmax.reshape(n * c, -1)), grad_y.reshape(n * c, -1))
+    per_plane = grad_y.shape[2] * grad_y.shape[3]  # spelled out: reshape cannot infer -1 when N = 0
+    np.add.at(grad_x, (planes, argmax.reshape(n * c, per_plane)), grad_y.reshape(n * c, per_plane))
     return grad_x.reshape(x_shape)
 
 
@@ -165,8 +172,11 @@ def relu_forward(x):
 
 
 def relu_backward(grad_y, x):
-    """∂L/∂x = g · [x > 0]. At exactly 0 the subgradient 0 is taken (as PyTorch does)."""
-    return grad_y * (x > 0)
+    """∂L/∂x = g where x > 0, 0 where x ≤ 0 (at exactly 0 the subgradient 0, as PyTorch takes it).
+
+    A select, not a product g·[x > 0], as PyTorch's: a unit that is off passes no gradient even
+    when g is NaN or inf, and at x = NaN (where y is NaN) g passes, since NaN ≤ 0 is false."""
+    return np.where(x <= 0, np.zeros((), grad_y.dtype), grad_y)
 
 
 # --------------------------------------------------------------------------- leaky relu
@@ -246,7 +256,7 @@ def conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel
         H_c = ⌊(H + 2·ph − kH)/sh⌋ + 1,   H_p = ⌊(H_c − pool_kH)/pool_sh⌋ + 1   (W likewise)
     Also returns argmax (N, C_out, H_p, W_p), integers (int64 here; the C kernel stores int32,
     half the memory traffic): the flat index h·W_c + w of each window's maximum in the conv
-    output plane, first maximum in row-major order on ties.
+    output plane, as max_pool2d_forward picks it (the first maximum, or the last NaN).
     """
     conv = conv2d_forward(x, weight, bias, stride, padding)
     pooled, argmax = max_pool2d_forward(conv, pool_kernel, pool_stride, (0, 0))
@@ -257,7 +267,7 @@ def conv2d_relu_max_pool2d_backward(grad_y, y, argmax, x, weight, stride, paddin
                                     need_x=True, need_weight=True, need_bias=True):
     """Gradients of conv2d_relu_max_pool2d_forward, by the chain rule through its three steps:
 
-        g_pool = g · [y > 0]                                   (relu)
+        g_pool = g where y > 0, else 0                         (relu)
         g_conv[n, o, h, w] = Σ_{windows won by (h, w)} g_pool  (max-pool: only winners)
         (∂L/∂x, ∂L/∂w, ∂L/∂b) = conv2d_backward(g_conv, ...)
 
