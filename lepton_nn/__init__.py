@@ -16,9 +16,9 @@ from lepton_nn import functional  # noqa: E402 (after the settings above)
 from lepton_nn.gradcheck import GradcheckError, GradcheckReport, gradcheck  # noqa: E402
 from lepton_nn.kernels import backend, backends, set_backend  # noqa: E402
 from lepton_nn.rng import seed  # noqa: E402
-from lepton_nn.tensor import Tensor, no_grad, tensor  # noqa: E402
+from lepton_nn.tensor import Function, Tensor, detect_anomaly, from_numpy, no_grad, tensor  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Tensor", "tensor", "no_grad", "functional", "gradcheck", "GradcheckReport", "GradcheckError",
+__all__ = ["Function", "Tensor", "tensor", "from_numpy", "no_grad", "detect_anomaly", "functional", "gradcheck", "GradcheckReport", "GradcheckError",
            "backend", "backends", "set_backend", "seed"]

@@ -9,16 +9,16 @@ import numpy as np
 
 from lepton_nn import checks, ops, rng
 from lepton_nn.kernels.reference import output_size
-from lepton_nn.tensor import Tensor, apply
+from lepton_nn.tensor import Tensor, apply, from_numpy
 
 
 def _as_tensor(x):
-    return x if isinstance(x, Tensor) else Tensor(x)
+    """A Tensor for x; an array is wrapped without a copy (these functions never write to it)."""
+    return x if isinstance(x, Tensor) else from_numpy(x) if isinstance(x, np.ndarray) else Tensor(x)
 
 
 def _check_float(op, name, t, ndim=None, layout=""):
-    if not np.issubdtype(t.dtype, np.floating):
-        raise ValueError(f"{op}: {name} must be float32 or float64, got dtype {t.dtype}")
+    checks.compute_dtype(t.dtype, op, name)
     if ndim is not None and t.ndim != ndim:
         raise ValueError(f"{op}: {name} must be {ndim}-D {layout}, got shape {t.shape}")
 
@@ -108,7 +108,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
 
     Output (N, C, H_out, W_out), H_out = ⌊(H + 2·padding − kH)/stride⌋ + 1. Padding never wins.
     Backward: each window's gradient goes to its maximum; ties go to the first maximum in
-    row-major order within the window (as in PyTorch).
+    row-major order within the window, and a window holding NaN gives NaN, its gradient going
+    to its last NaN (both as in PyTorch).
     """
     x, kernel, stride, padding = _pool_args("max_pool2d", x, kernel_size, stride, padding)
     return apply(ops.MaxPool2d, x, kernel=kernel, stride=stride, padding=padding)
@@ -153,7 +154,7 @@ def leaky_relu(x, negative_slope=0.01):
     LeakyReLU uses 0.3). Equation: kernels/reference.py; derivation: docs/equations.md."""
     x = _as_tensor(x)
     _check_float("leaky_relu", "input", x)
-    return apply(ops.LeakyRelu, x, negative_slope=float(negative_slope))
+    return apply(ops.LeakyRelu, x, negative_slope=checks.finite_number(negative_slope, "leaky_relu", "negative_slope"))
 
 
 def sigmoid(x):
@@ -176,8 +177,7 @@ def dropout(x, p=0.5, training=True):
     """Inverted dropout: zero each element with probability p and scale the rest by 1/(1 − p),
     so the expected value is unchanged and evaluation (training=False) is the identity."""
     x = _as_tensor(x)
-    if not 0 <= p < 1:
-        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
+    p = checks.fraction(p, "dropout", "p")
     if not training or p == 0:
         return x
     keep = rng.generator().random(x.shape) >= p

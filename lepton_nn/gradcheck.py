@@ -14,6 +14,8 @@ Kinks. Where f is not differentiable (ReLU at 0, a max-pool window whose winner 
 curvature explains. Such an element is reported as a kink, not as a failure, and skipped.
 
 An element passes when |analytic − numeric| ≤ atol + rtol·|numeric| (as numpy.allclose).
+NaN or inf anywhere (in f's value, an analytic or a numeric slope) fails the input: a check
+that cannot compare must not pass.
 The reported relative error of an input is max|analytic − numeric| / max(max|analytic|, max|numeric|):
 the error relative to the size of that gradient, which stays meaningful where single
 elements are near zero.
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lepton_nn import checks
 from lepton_nn.tensor import Tensor, no_grad
 
 _TINY = 1e-300
@@ -37,6 +40,7 @@ class InputReport:
     worst_index: tuple     # element (full) or (direction,) with the largest error
     kinks: int
     passed: bool
+    non_finite: int = 0    # elements (or directions) where either slope is NaN or inf: failures
 
 
 @dataclass
@@ -54,6 +58,7 @@ class GradcheckReport:
         lines = [f"gradcheck {'PASSED' if self.passed else 'FAILED'}"]
         for r in self.inputs:
             kinks = f", {r.kinks} kink(s) skipped" if r.kinks else ""
+            kinks += f", {r.non_finite} NaN/inf slope(s)" if r.non_finite else ""
             lines.append(f"  input {r.position} {r.shape} [{r.method}]: max abs err {r.max_abs_error:.2e}, "
                          f"rel err {r.max_rel_error:.2e}, worst at {r.worst_index}{kinks}"
                          f" -> {'PASS' if r.passed else 'FAIL'}")
@@ -81,6 +86,11 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_on_fail=False,
     tuples) are passed through. Returns a GradcheckReport; with raise_on_fail=True a failure
     raises GradcheckError carrying the report's text.
     """
+    atol, rtol = (checks.finite_number(v, "gradcheck", name, minimum=0) for name, v in (("atol", atol), ("rtol", rtol)))
+    if checks.finite_number(eps, "gradcheck", "eps", minimum=0) == 0:
+        raise ValueError("gradcheck: eps must be > 0 (the finite-difference step), got 0")
+    checks.int_at_least(max_full_size, "gradcheck", "max_full_size", 0)
+    checks.int_at_least(directions, "gradcheck", "directions", 1)
     rng = np.random.default_rng(seed)
     values = [_as_float64(v) for v in inputs]
     wrt = [i for i, (orig, v) in enumerate(zip(inputs, values))
@@ -143,13 +153,16 @@ def _check_input(i, values, analytic, loss, base, eps, atol, rtol, max_full_size
         kink[k] = abs(right - left) > 1e-2 * max(abs(right), abs(left)) + 10 * atol
 
     error = np.abs(analytic_slopes - numeric)
-    bad = error > atol + rtol * np.abs(numeric)
-    kink &= bad  # a kink matters only where it would otherwise count as a failure
+    non_finite = ~(np.isfinite(analytic_slopes) & np.isfinite(numeric))
+    bad = (error > atol + rtol * np.abs(numeric)) | non_finite  # NaN compares False: count it explicitly
+    kink &= bad & ~non_finite  # a kink matters only where it would otherwise count as a failure
     counted = np.where(kink, 0.0, error)
-    worst = int(np.argmax(counted))
-    scale = max(np.max(np.abs(analytic_slopes)), np.max(np.abs(numeric)), _TINY)
+    worst = int(np.argmax(np.where(non_finite, np.inf, counted))) if count else 0
+    scale = max(np.max(np.abs(analytic_slopes), initial=0), np.max(np.abs(numeric), initial=0), _TINY)
     return InputReport(
         position=i, shape=x.shape, method="full" if full else f"{directions} directions",
-        max_abs_error=float(counted[worst]), max_rel_error=float(counted[worst] / scale),
-        worst_index=tuple(int(v) for v in np.unravel_index(worst, x.shape)) if full else (worst,),
-        kinks=int(kink.sum()), passed=not np.any(bad & ~kink))
+        max_abs_error=float(counted[worst]) if count else 0.0,
+        max_rel_error=float(counted[worst] / scale) if count else 0.0,
+        worst_index=(() if not count else tuple(int(v) for v in np.unravel_index(worst, x.shape)) if full
+                     else (worst,)),
+        kinks=int(kink.sum()), passed=not np.any(bad & ~kink), non_finite=int(non_finite.sum()))

@@ -9,17 +9,48 @@
 
 A parameter whose .grad is None (frozen: requires_grad=False, or unused by the loss) is skipped
 and its state is left alone. Hyperparameters are attributes (`opt.lr = 1e-4` takes effect on
-the next step). Notation below: θ parameter, g its gradient, η = lr, t the parameter's step
-count from 1, λ = weight_decay.
+the next step). Every hyperparameter is checked whenever it is set, at construction, by
+assignment or by load_state_dict: NaN, inf or a value out of range raises ValueError naming
+the optimizer, before a step could spread it into the weights.
+Notation below: θ parameter, g its gradient, η = lr, t the parameter's step count from 1,
+λ = weight_decay.
 """
 import numpy as np
 
-from lepton_nn import kernels, profiler
+from lepton_nn import checks, kernels, profiler
 from lepton_nn.tensor import Tensor, no_grad
 
 
+# Hyperparameter rules (owner, name, value) -> the value to keep, or ValueError naming the owner.
+def non_negative(owner, name, value):
+    return checks.finite_number(value, owner, name, minimum=0)
+
+
+def betas(owner, name, value):
+    pair = tuple(value) if isinstance(value, (tuple, list)) else ()
+    if len(pair) != 2:
+        raise ValueError(f"{owner}: {name} must be a pair (β₁, β₂), got {value!r}")
+    return tuple(checks.fraction(b, owner, f"{name}[{i}]") for i, b in enumerate(pair))
+
+
+def flag(owner, name, value):
+    return checks.flag(value, owner, name)
+
+
 class Optimizer:
-    HYPER = ()  # names of the hyperparameters, saved by state_dict()
+    HYPER = {}  # name → rule (above) of each hyperparameter, saved by state_dict()
+
+    def __setattr__(self, name, value):
+        if name in self.HYPER:
+            value = self.HYPER[name](type(self).__name__, name, value)
+        super().__setattr__(name, value)
+
+    @classmethod
+    def check(cls, **hyper):
+        """Check hyperparameters without making an optimizer (a Keras optimizer is configured
+        before its model's weights exist); raises ValueError as the constructor would."""
+        for name, value in hyper.items():
+            cls.HYPER[name](cls.__name__, name, value)
 
     def __init__(self, params, **hyper):
         params = list(params)
@@ -40,10 +71,7 @@ class Optimizer:
         self._check()
 
     def _check(self):
-        if self.lr < 0:
-            raise ValueError(f"{type(self).__name__}: lr must be ≥ 0, got {self.lr}")
-        if getattr(self, "weight_decay", 0) < 0:
-            raise ValueError(f"{type(self).__name__}: weight_decay must be ≥ 0, got {self.weight_decay}")
+        """Rules that relate two hyperparameters (each one alone is checked as it is set)."""
 
     def zero_grad(self):
         """Forget every parameter's gradient (.grad = None), as PyTorch's set_to_none=True."""
@@ -106,15 +134,16 @@ class SGD(Optimizer):
     Keras writes momentum as v ← μ·v − η·g, θ ← θ + v; with a constant η that is the same
     update (v = −η·b).
     """
-    HYPER = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
+    HYPER = {"lr": non_negative, "momentum": non_negative, "dampening": non_negative, "nesterov": flag,
+             "weight_decay": non_negative}
 
     def __init__(self, params, lr=0.01, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
-        if momentum < 0:
-            raise ValueError(f"SGD: momentum must be ≥ 0, got {momentum}")
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("SGD: nesterov needs momentum > 0 and dampening 0")
         super().__init__(params, lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
                          weight_decay=weight_decay)
+
+    def _check(self):
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("SGD: nesterov needs momentum > 0 and dampening 0")
 
     def _update(self, param, grad, state):
         g = grad + self.weight_decay * param if self.weight_decay else grad
@@ -140,15 +169,11 @@ class Adam(Optimizer):
 
     Defaults are PyTorch's (ε = 1e-8); `keras.optimizers.Adam` / 'adam' uses Keras's ε = 1e-7.
     """
-    HYPER = ("lr", "betas", "eps", "weight_decay")
+    HYPER = {"lr": non_negative, "betas": betas, "eps": non_negative, "weight_decay": non_negative}
     _decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        if not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"{type(self).__name__}: betas must lie in [0, 1), got {betas}")
-        if eps < 0:
-            raise ValueError(f"{type(self).__name__}: eps must be ≥ 0, got {eps}")
-        super().__init__(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
     def _step(self):
         # One adam_steps call for all parameters at the same step and dtype (normally all of

@@ -12,12 +12,20 @@ Gradient contract (the same as PyTorch's):
   twice the gradient. Call `zero_grad()` (or the optimizer's) before each step.
 - A backward pass frees what the graph saved for it (activations, kernel caches) as soon as
   each node is done, so a second pass over the same graph needs `retain_graph=True` on the first.
+- Every gradient a backward returns must have its input's shape; the engine checks, and names
+  the op and the input otherwise.
+
+Anomaly mode (`with detect_anomaly():`, as torch.autograd.detect_anomaly) checks every op's
+output and every gradient for NaN and inf, and raises at the first one, naming the op, forward
+or backward, and the line of your code that called it. It costs a pass over every array.
 """
 import contextlib
+import os
+import traceback
 
 import numpy as np
 
-from lepton_nn import ops, profiler
+from lepton_nn import checks, ops, profiler
 
 _grad_enabled = True
 
@@ -37,12 +45,51 @@ def is_grad_enabled():
     return _grad_enabled
 
 
-class _Node:
-    """How a tensor was made: the op, what it saved, and its inputs (tensors or constants)."""
-    __slots__ = ("op", "ctx", "inputs")
+_anomaly = False
 
-    def __init__(self, op, ctx, inputs):
-        self.op, self.ctx, self.inputs = op, ctx, inputs
+
+@contextlib.contextmanager
+def detect_anomaly(enabled=True):
+    """Inside this block, the first NaN or inf that an op produces, in its output (forward) or
+    in a gradient (backward), raises FloatingPointError naming the op and your line that called it."""
+    global _anomaly
+    previous, _anomaly = _anomaly, bool(enabled)
+    try:
+        yield
+    finally:
+        _anomaly = previous
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _callers_line():
+    """'file:line in function' of the innermost frame outside lepton_nn: the user's call."""
+    for frame in reversed(traceback.extract_stack()):
+        if not os.path.abspath(frame.filename).startswith(_PACKAGE_DIR + os.sep):
+            return f"{frame.filename}:{frame.lineno} in {frame.name}"
+    return "lepton_nn itself"
+
+
+def _raise_if_not_finite(array, op_name, what, where, inputs=()):
+    if array is None or array.dtype.kind != "f" or np.isfinite(array).all():
+        return
+    bad = ~np.isfinite(array)
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    kind = "NaN" if np.isnan(array).any() else "inf"
+    already = [i for i, a in enumerate(inputs) if a is not None and a.dtype.kind == "f" and not np.isfinite(a).all()]
+    cause = (f"; its input(s) {already} already held NaN/inf" if already else "; its inputs were finite") if inputs else ""
+    raise FloatingPointError(f"detect_anomaly: {op_name} {what} holds {kind} ({int(bad.sum())} of {array.size} "
+                             f"elements, the first at {first}){cause}; the op was called at {where}")
+
+
+class _Node:
+    """How a tensor was made: the op, what it saved, its inputs (tensors or constants) and, in
+    anomaly mode, the line of user code that called it."""
+    __slots__ = ("op", "ctx", "inputs", "where")
+
+    def __init__(self, op, ctx, inputs, where=None):
+        self.op, self.ctx, self.inputs, self.where = op, ctx, inputs, where
 
 
 def apply(op, *inputs, **options):
@@ -55,30 +102,58 @@ def apply(op, *inputs, **options):
         if t is not None and not isinstance(t, Tensor):
             raise TypeError(f"{op.__name__}: input {i} is a {type(t).__name__}, not a Tensor; pass a "
                             "non-tensor argument (an axis, a stride, labels) by keyword")
+        if t is not None and t.data.dtype.kind == "f":  # float16 and longdouble: refused on every backend
+            checks.compute_dtype(t.data.dtype, op.__name__, f"input {i}")
     needs = tuple(t is not None and t.requires_grad for t in inputs)
     ctx = ops.Context(needs)
     arrays = [None if t is None else t.data for t in inputs]
     out = Tensor._wrap(profiler.call(op.__name__, "forward", op.forward, ctx, *arrays, **options))
+    where = _callers_line() if _anomaly else None
+    if _anomaly:
+        _raise_if_not_finite(out.data, op.__name__, "forward: its output", where, arrays)
     if _grad_enabled and any(needs):
         out.requires_grad = True
-        out._node = _Node(op, ctx, inputs)
+        out._node = _Node(op, ctx, inputs, where)
     return out
 
 
+class Function(ops.Function):
+    """Base class for your own differentiable op, as torch.autograd.Function: write `forward(ctx,
+    *arrays, **options)` and `backward(ctx, grad)` as static methods on NumPy arrays (backward
+    returns a tuple, one gradient per input), then call `MyOp.apply(*tensors, **options)`.
+    The guide: docs/custom_ops.md. (The built-in ops in lepton_nn/ops.py are the same kind of
+    class; the functional API applies them.)"""
+
+    @classmethod
+    def apply(cls, *inputs, **options):
+        return apply(cls, *inputs, **options)
+
+
 def tensor(data, dtype=None, requires_grad=False):
-    """Make a Tensor. Python numbers and lists become float32 (integers stay integers);
-    a NumPy array keeps its dtype, so float64 stays float64."""
+    """Make a Tensor holding a copy of `data` (as torch.tensor): an optimizer step on it never
+    changes the caller's array. Python numbers and lists become float32 (integers stay
+    integers); a NumPy array keeps its dtype, so float64 stays float64."""
     return Tensor(data, dtype=dtype, requires_grad=requires_grad)
 
 
+def from_numpy(array):
+    """A Tensor that shares `array`'s memory (as torch.from_numpy): no copy, so a change to
+    either shows in the other, an optimizer step included. Keeps the array's dtype."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(array).__name__}")
+    return Tensor._wrap(array)
+
+
 class Tensor:
+    """A NumPy array, and what autograd needs: requires_grad, .grad, and the node it came from.
+    Tensor(data) copies data, as lepton_nn.tensor does; from_numpy shares."""
     __array_priority__ = 1000  # make ndarray ⊕ Tensor call Tensor's reflected operator
 
     def __init__(self, data, dtype=None, requires_grad=False):
         if isinstance(data, Tensor):
             data = data.data
         from_python = not isinstance(data, (np.ndarray, np.generic))
-        array = np.asarray(data, dtype=dtype)
+        array = np.array(data, dtype=dtype)  # a copy: see tensor()
         if dtype is None and from_python and array.dtype == np.float64:
             array = array.astype(np.float32)
         if requires_grad and not np.issubdtype(array.dtype, np.floating):
@@ -161,9 +236,19 @@ class Tensor:
                 got = f"a tuple of {len(input_grads)}" if isinstance(input_grads, tuple) else type(input_grads).__name__
                 raise TypeError(f"{node.op.__name__}.backward must return a tuple of {len(node.inputs)} gradient(s), "
                                 f"one per input (None for an input without one); it returned {got}")
-            for inp, ig in zip(node.inputs, input_grads):
+            for i, (inp, ig) in enumerate(zip(node.inputs, input_grads)):
                 if ig is None or inp is None or not inp.requires_grad:
                     continue
+                if isinstance(ig, np.generic):  # NumPy returns a scalar, not a 0-d array, from 0-d arithmetic
+                    ig = np.asarray(ig)
+                if not isinstance(ig, np.ndarray) or ig.shape != inp.shape or ig.dtype != inp.dtype:
+                    got = (f"{ig.dtype} array of shape {ig.shape}" if isinstance(ig, np.ndarray) else
+                           f"a {type(ig).__name__}")
+                    raise ValueError(f"{node.op.__name__}.backward returned {got} as the gradient of input {i}, "
+                                     f"expected a {inp.dtype} array of shape {inp.shape} (the input's)")
+                if _anomaly:
+                    _raise_if_not_finite(np.asarray(ig), node.op.__name__, f"backward: the gradient for input {i}",
+                                         node.where or "(made outside detect_anomaly)")
                 key = id(inp)
                 pending[key] = ig if key not in pending else pending[key] + ig
             if not retain_graph:
@@ -270,9 +355,10 @@ class Tensor:
         return apply(ops.Sum, self, axis=axis, keepdims=keepdims)
 
     def mean(self, axis=None, keepdims=False):
-        """Σ / count: composed from sum, so it needs no backward of its own."""
+        """Σ / count: composed from sum, so it needs no backward of its own. The mean of nothing
+        is NaN (0 · NaN), as in PyTorch and NumPy."""
         count = self.size if axis is None else int(np.prod([self.shape[a] for a in np.atleast_1d(axis)]))
-        return self.sum(axis, keepdims) * (1.0 / count)
+        return self.sum(axis, keepdims) * (1.0 / count if count else np.nan)
 
     def max(self, axis=None, keepdims=False):
         return apply(ops.Max, self, axis=axis, keepdims=keepdims)
@@ -284,7 +370,7 @@ class Tensor:
 
     def flatten(self, start_axis=1):
         """Keep the axes before start_axis, merge the rest: (N, C, H, W) → (N, C·H·W)."""
-        return self.reshape(*self.shape[:start_axis], -1)
+        return self.reshape(*self.shape[:start_axis], int(np.prod(self.shape[start_axis:])))  # not -1: N may be 0
 
     def permute(self, *axes):
         axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes

@@ -15,7 +15,7 @@ class Optimizer:
     optim_class = None
 
     def __init__(self, learning_rate):
-        self._learning_rate = float(learning_rate)
+        self._learning_rate = self.optim_class.HYPER["lr"](type(self).__name__, "learning_rate", learning_rate)
         self._built = None  # the lepton_nn.optim optimizer, once build() has run
 
     @property
@@ -24,7 +24,7 @@ class Optimizer:
 
     @learning_rate.setter
     def learning_rate(self, value):
-        self._learning_rate = float(value)
+        self._learning_rate = self.optim_class.HYPER["lr"](type(self).__name__, "learning_rate", value)
         if self._built is not None:
             self._built.lr = self._learning_rate
 
@@ -45,6 +45,7 @@ class SGD(Optimizer):
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False):
         super().__init__(learning_rate)
+        self.optim_class.check(momentum=momentum, nesterov=nesterov)  # refused now, not at fit
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
 
     def _optim_kwargs(self):
@@ -59,6 +60,7 @@ class Adam(Optimizer):
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
         super().__init__(learning_rate)
+        self.optim_class.check(betas=(beta_1, beta_2), eps=epsilon)  # NaN or out of range: refused now, not at fit
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
 
     def _optim_kwargs(self):
@@ -75,6 +77,7 @@ class AdamW(Adam):
 
     def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
         super().__init__(learning_rate, beta_1, beta_2, epsilon)
+        self.optim_class.check(weight_decay=weight_decay)
         self.weight_decay = float(weight_decay)
 
     def _optim_kwargs(self):

@@ -56,7 +56,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, dtype=np.float32, weight_init=None, bias_init=None):
         super().__init__()
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.in_features, self.out_features = (checks.int_at_least(v, "Linear", name, 1) for name, v in
+                                               (("in_features", in_features), ("out_features", out_features)))
         self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype=dtype))
         self.bias = Parameter(np.empty(self.out_features, dtype=dtype)) if bias else None
         _initialise(self.weight, self.bias, weight_init, bias_init)
@@ -78,7 +79,8 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
                  dtype=np.float32, weight_init=None, bias_init=None):
         super().__init__()
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.in_channels, self.out_channels = (checks.int_at_least(v, "Conv2d", name, 1) for name, v in
+                                               (("in_channels", in_channels), ("out_channels", out_channels)))
         self.kernel_size = checks.pair(kernel_size, "Conv2d", "kernel_size", minimum=1)
         self.stride = checks.pair(stride, "Conv2d", "stride", minimum=1)
         self.padding = _check_padding("Conv2d", padding)
@@ -200,7 +202,7 @@ class LeakyReLU(Module):
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = checks.finite_number(negative_slope, "LeakyReLU", "negative_slope")
 
     def forward(self, x):
         return F.leaky_relu(x, self.negative_slope)
@@ -236,9 +238,7 @@ class Dropout(Module):
 
     def __init__(self, p=0.5):
         super().__init__()
-        if not 0 <= p < 1:
-            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
-        self.p = p
+        self.p = checks.fraction(p, "Dropout", "p")
 
     def forward(self, x):
         return F.dropout(x, self.p, self.training)
