@@ -20,8 +20,15 @@ zero biases, from lepton_nn.rng — seed it with lepton_nn.seed or keras.utils.s
 Weights keep lepton_nn's layout, not Keras's: a Conv2D kernel is (filters, C_in, kH, kW)
 (Keras: (kH, kW, C_in, filters)) and a Dense kernel (units, in_features) (Keras: (in, units)).
 get_weights / set_weights use this layout.
+
+Every constructor argument is checked when the layer is made (lepton_nn/checks.py: a positive
+int, a fraction in [0, 1), a flag, a shape...), so a bad value fails at once, naming the layer,
+the argument, what was expected and what was given; load_model runs the same checks on a file.
+compute_output_shape and weight_shapes give a layer's shapes without building it, so a model
+(and load_model's check of a file) allocates nothing but its weights.
 """
 import functools
+import math
 import re
 from collections import Counter
 
@@ -29,7 +36,7 @@ import numpy as np
 
 from lepton_nn import checks, nn
 from lepton_nn.nn import init
-from lepton_nn.tensor import Tensor
+from lepton_nn.tensor import Tensor, no_grad
 
 _name_counts = Counter()
 
@@ -46,10 +53,38 @@ def _snake(class_name):
 
 
 def _padding(value, layer):
-    padding = str(value).lower()
+    padding = value.lower() if isinstance(value, str) else None
     if padding not in ("valid", "same"):
         raise ValueError(f"{layer}: padding must be 'valid' or 'same', got {value!r}")
     return padding
+
+
+def _initializer(value, layer, name):
+    """A name lepton_nn.nn.init knows, or a function (which cannot be saved)."""
+    if not callable(value) and not (isinstance(value, str) and value in init.BY_NAME):
+        raise ValueError(f"{layer}: {name} must be one of {', '.join(init.BY_NAME)} or a function, got {value!r}")
+    return value
+
+
+def _initializers_config(layer):
+    """A Dense's or Conv2D's initialisers for get_config; a function cannot be saved."""
+    config = {"kernel_initializer": layer.kernel_initializer, "bias_initializer": layer.bias_initializer}
+    for name, value in config.items():
+        if callable(value):  # else json fails mid-save with "function is not JSON serializable"
+            raise ValueError(f"{layer._owner}: a custom {name} ({getattr(value, '__name__', value)}) cannot be saved")
+    return config
+
+
+def _window_output(layer, input_shape, window, strides, padding, kind):
+    """(N, H', W', C) of a conv or pooling window: H' = ⌈H/stride⌉ with 'same', ⌊(H − k)/stride⌋ + 1
+    with 'valid' (the formulas of nn.layers)."""
+    n, h, w, c = input_shape
+    if padding == "valid" and (h < window[0] or w < window[1]):
+        raise ValueError(f"{layer}: input {h}×{w} is smaller than the {kind} {window[0]}×{window[1]} "
+                         f"(padding='valid'), input shape {tuple(input_shape)}")
+    if padding == "same":
+        return n, -(-h // strides[0]), -(-w // strides[1]), c
+    return n, (h - window[0]) // strides[0] + 1, (w - window[1]) // strides[1] + 1, c
 
 
 # --------------------------------------------------------------------------- activations
@@ -60,18 +95,18 @@ ACTIVATIONS = {"relu": (nn.ReLU, True), "sigmoid": (nn.Sigmoid, True), "tanh": (
 LAYERS = {}  # class name → class, for deserialize: every Layer subclass registers itself
 
 
-def get_activation(identifier):
+def get_activation(identifier, owner="get_activation"):
     """(name, callable or None) for 'relu', 'sigmoid', 'tanh', 'softmax', 'linear'/None, or a
     callable on Tensors (which cannot be saved). Softmax is over the last axis."""
     if identifier is None or identifier == "linear":
         return "linear", None
     if isinstance(identifier, str):
         if identifier not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {identifier!r}; known: linear, {', '.join(ACTIVATIONS)}")
+            raise ValueError(f"{owner}: unknown activation {identifier!r}; known: linear, {', '.join(ACTIVATIONS)}")
         return identifier, ACTIVATIONS[identifier][0]()
     if callable(identifier):
         return getattr(identifier, "__name__", type(identifier).__name__), identifier
-    raise ValueError(f"activation must be a name or a callable, got {identifier!r}")
+    raise ValueError(f"{owner}: activation must be a name or a callable, got {identifier!r}")
 
 
 def nhwc_to_nchw(x):
@@ -98,15 +133,25 @@ class Layer:
             LAYERS[cls.__name__] = cls
 
     def __init__(self, activation=None, name=None, trainable=True, dtype=None, input_shape=None):
+        if name is not None and (not isinstance(name, str) or not name or "/" in name):  # '/' joins weight names
+            raise ValueError(f"{type(self).__name__}: name must be a non-empty string without '/', got {name!r}")
         self.name = name or _unique_name(_snake(type(self).__name__))
-        self.dtype = np.dtype(dtype or "float32")
-        if not np.issubdtype(self.dtype, np.floating):
-            raise ValueError(f"{self.name}: dtype must be a float type, got {self.dtype}")
-        self.input_shape_arg = None if input_shape is None else tuple(int(d) for d in input_shape)
-        self.activation_name, self.activation = get_activation(activation)
+        owner = self._owner
+        try:
+            self.dtype = np.dtype("float32" if dtype is None else dtype)
+        except (TypeError, ValueError):
+            raise ValueError(f"{owner}: dtype must be float32 or float64, got {dtype!r}") from None
+        checks.compute_dtype(self.dtype, owner, "dtype")  # what every kernel computes in
+        self.input_shape_arg = None if input_shape is None else checks.shape(input_shape, owner, "input_shape")
+        self.activation_name, self.activation = get_activation(activation, owner)
         self.built = False
         self.output_shape = None  # (None, ...), set when the model builds
-        self._trainable = bool(trainable)
+        self._trainable = checks.flag(trainable, owner, "trainable")
+
+    @property
+    def _owner(self):
+        """How errors name this layer: "Dense 'dense_1'"."""
+        return f"{type(self).__name__} {self.name!r}"
 
     # ------------------------------------------------------------------ calling
     def build(self, input_shape):
@@ -118,11 +163,28 @@ class Layer:
     def __call__(self, x, training=False, activation=True):
         if not isinstance(x, Tensor):
             x = Tensor(np.asarray(x, dtype=self.dtype))
+        self._build_once(x.shape)
+        return self._forward_and_activate(x, training, self.activation if activation else None)
+
+    def _build_once(self, input_shape):
         if not self.built:
-            self.build(x.shape)
+            self.build(tuple(input_shape))
             self.built = True
             self.trainable = self._trainable  # apply the flag to the weights just made
-        return self._forward_and_activate(x, training, self.activation if activation else None)
+
+    def compute_output_shape(self, input_shape):
+        """The output's shape, batch axis included, for an input of input_shape (batch may be None).
+        This default runs a zero batch of one through the layer; the built-in layers compute it,
+        so a model (and load_model's check of a file) allocates nothing but its weights."""
+        with no_grad():
+            y = self(np.zeros((1,) + tuple(input_shape[1:]), dtype=self.dtype))
+        return (input_shape[0],) + tuple(y.shape[1:])
+
+    def weight_shapes(self, input_shape):
+        """[(name, shape)] of the weights build(input_shape) makes. This default builds the layer
+        to see them; Dense and Conv2D compute them, so load_model checks a file before allocating."""
+        self._build_once(input_shape)
+        return [(name, tuple(p.shape)) for name, p in self.named_weights()]
 
     def _forward_and_activate(self, x, training, activation):
         y = self.forward(x, training)
@@ -135,7 +197,7 @@ class Layer:
 
     def _expect_rank(self, shape, rank, layout):
         if len(shape) != rank:
-            raise ValueError(f"{type(self).__name__} {self.name!r}: expected input {layout}, got shape {tuple(shape)}")
+            raise ValueError(f"{self._owner}: expected input {layout}, got shape {tuple(shape)}")
 
     # ------------------------------------------------------------------ weights
     def named_weights(self):
@@ -206,8 +268,15 @@ class Layer:
         return f"<{type(self).__name__} name={self.name!r}>"
 
 
+class _SameShape(Layer):
+    """A layer whose output has its input's shape (elementwise, or the identity)."""
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+
 # --------------------------------------------------------------------------- layers
-class InputLayer(Layer):
+class InputLayer(_SameShape):
     """The input's shape without the batch axis; made by keras.Input(shape=...)."""
 
     def __init__(self, shape=None, batch_size=None, name=None, dtype=None, input_shape=None):
@@ -215,6 +284,8 @@ class InputLayer(Layer):
         if shape is None:
             raise ValueError("Input: shape is required, e.g. Input(shape=(28, 28, 1))")
         super().__init__(name=name, dtype=dtype, input_shape=shape)
+        if batch_size is not None:
+            batch_size = checks.int_at_least(batch_size, self._owner, "batch_size", 1)
         self.shape = (batch_size,) + self.input_shape_arg
 
     def forward(self, x, training=False):
@@ -237,13 +308,24 @@ class Conv2D(Layer):
     def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", activation=None, use_bias=True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
         super().__init__(activation=activation, **kwargs)
-        self.filters = int(filters)
-        self.kernel_size = checks.pair(kernel_size, self.name, "kernel_size", minimum=1)
-        self.strides = checks.pair(strides, self.name, "strides", minimum=1)
-        self.padding = _padding(padding, self.name)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer, self.bias_initializer = kernel_initializer, bias_initializer
-        init.get(kernel_initializer), init.get(bias_initializer)  # fail early on unknown names
+        owner = self._owner
+        self.filters = checks.int_at_least(filters, owner, "filters", 1)
+        self.kernel_size = checks.pair(kernel_size, owner, "kernel_size", minimum=1)
+        self.strides = checks.pair(strides, owner, "strides", minimum=1)
+        self.padding = _padding(padding, owner)
+        self.use_bias = checks.flag(use_bias, owner, "use_bias")
+        self.kernel_initializer = _initializer(kernel_initializer, owner, "kernel_initializer")
+        self.bias_initializer = _initializer(bias_initializer, owner, "bias_initializer")
+
+    def compute_output_shape(self, input_shape):
+        self._expect_rank(input_shape, 4, "(batch, height, width, channels)")
+        return _window_output(self._owner, input_shape, self.kernel_size, self.strides, self.padding,
+                              "kernel")[:3] + (self.filters,)
+
+    def weight_shapes(self, input_shape):
+        self._expect_rank(input_shape, 4, "(batch, height, width, channels)")
+        kernel = ("kernel", (self.filters, input_shape[-1]) + self.kernel_size)
+        return [kernel, ("bias", (self.filters,))] if self.use_bias else [kernel]
 
     def build(self, input_shape):
         self._expect_rank(input_shape, 4, "(batch, height, width, channels)")
@@ -280,8 +362,7 @@ class Conv2D(Layer):
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": list(self.kernel_size),
                 "strides": list(self.strides), "padding": self.padding, "activation": self._activation_config(),
-                "use_bias": self.use_bias, "kernel_initializer": self.kernel_initializer,
-                "bias_initializer": self.bias_initializer}
+                "use_bias": self.use_bias, **_initializers_config(self)}
 
 
 class Dense(Layer):
@@ -291,13 +372,27 @@ class Dense(Layer):
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", **kwargs):
         super().__init__(activation=activation, **kwargs)
-        self.units, self.use_bias = int(units), bool(use_bias)
-        self.kernel_initializer, self.bias_initializer = kernel_initializer, bias_initializer
-        init.get(kernel_initializer), init.get(bias_initializer)
+        owner = self._owner
+        self.units = checks.int_at_least(units, owner, "units", 1)
+        self.use_bias = checks.flag(use_bias, owner, "use_bias")
+        self.kernel_initializer = _initializer(kernel_initializer, owner, "kernel_initializer")
+        self.bias_initializer = _initializer(bias_initializer, owner, "bias_initializer")
+
+    def compute_output_shape(self, input_shape):
+        self._expect_features(input_shape)
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def weight_shapes(self, input_shape):
+        self._expect_features(input_shape)
+        kernel = ("kernel", (self.units, input_shape[-1]))
+        return [kernel, ("bias", (self.units,))] if self.use_bias else [kernel]
+
+    def _expect_features(self, input_shape):
+        if len(input_shape) < 2:
+            raise ValueError(f"{self._owner}: expected input (batch, ..., features), got shape {tuple(input_shape)}")
 
     def build(self, input_shape):
-        if len(input_shape) < 2:
-            raise ValueError(f"Dense {self.name!r}: expected input (batch, ..., features), got shape {input_shape}")
+        self._expect_features(input_shape)
         self.module = nn.Linear(input_shape[-1], self.units, bias=self.use_bias, dtype=self.dtype,
                                 weight_init=init.get(self.kernel_initializer),
                                 bias_init=init.get(self.bias_initializer))
@@ -307,16 +402,20 @@ class Dense(Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "activation": self._activation_config(),
-                "use_bias": self.use_bias, "kernel_initializer": self.kernel_initializer,
-                "bias_initializer": self.bias_initializer}
+                "use_bias": self.use_bias, **_initializers_config(self)}
 
 
 class _Pooling2D(Layer):
     def __init__(self, pool_size=(2, 2), strides=None, padding="valid", **kwargs):
         super().__init__(**kwargs)
-        self.pool_size = checks.pair(pool_size, self.name, "pool_size", minimum=1)
-        self.strides = self.pool_size if strides is None else checks.pair(strides, self.name, "strides", minimum=1)
-        self.padding = _padding(padding, self.name)
+        owner = self._owner
+        self.pool_size = checks.pair(pool_size, owner, "pool_size", minimum=1)
+        self.strides = self.pool_size if strides is None else checks.pair(strides, owner, "strides", minimum=1)
+        self.padding = _padding(padding, owner)
+
+    def compute_output_shape(self, input_shape):
+        self._expect_rank(input_shape, 4, "(batch, height, width, channels)")
+        return _window_output(self._owner, input_shape, self.pool_size, self.strides, self.padding, "pool")
 
     def forward(self, x, training=False):
         self._expect_rank(x.shape, 4, "(batch, height, width, channels)")
@@ -347,6 +446,9 @@ class Flatten(Layer):
     """(N, d1, d2, ...) → (N, d1·d2·...), row-major: for (N, H, W, C), the channel varies fastest
     (Keras's order, which is why a Dense after Flatten differs from PyTorch's (C, H, W) order)."""
 
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], math.prod(input_shape[1:]))
+
     def build(self, input_shape):
         self.flatten = nn.Flatten(1)
 
@@ -354,15 +456,13 @@ class Flatten(Layer):
         return self.flatten(x)
 
 
-class Dropout(Layer):
+class Dropout(_SameShape):
     """During fit, zero each input with probability `rate` and scale the rest by 1/(1 − rate);
     the identity in evaluate and predict. Wraps nn.Dropout (→ functional.dropout)."""
 
     def __init__(self, rate, **kwargs):
         super().__init__(**kwargs)
-        if not 0 <= rate < 1:
-            raise ValueError(f"Dropout: rate must be in [0, 1), got {rate}")
-        self.rate = float(rate)
+        self.rate = checks.fraction(rate, self._owner, "rate")
 
     def build(self, input_shape):
         self.dropout = nn.Dropout(self.rate)
@@ -375,7 +475,7 @@ class Dropout(Layer):
         return {**super().get_config(), "rate": self.rate}
 
 
-class Activation(Layer):
+class Activation(_SameShape):
     """Apply an activation by name: Activation('relu'), Activation('softmax'), ..."""
 
     def __init__(self, activation, **kwargs):
@@ -397,13 +497,13 @@ class ReLU(Activation):
         return Layer.get_config(self)
 
 
-class LeakyReLU(Layer):
+class LeakyReLU(_SameShape):
     """x where x > 0, negative_slope·x elsewhere, elementwise; Keras's default slope 0.3.
     Wraps nn.LeakyReLU (→ functional.leaky_relu). No parameters."""
 
     def __init__(self, negative_slope=0.3, **kwargs):
         super().__init__(**kwargs)
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = checks.finite_number(negative_slope, self._owner, "negative_slope", minimum=0)
 
     def build(self, input_shape):
         self.leaky_relu = nn.LeakyReLU(self.negative_slope)
@@ -429,11 +529,14 @@ class Softmax(Activation):
 
 
 def deserialize(config):
-    """A layer from {'class_name': ..., 'config': {...}} (what models save)."""
-    name = config.get("class_name")
-    if name not in LAYERS:
-        raise ValueError(f"unknown layer class {name!r}; known: {', '.join(LAYERS)}")
-    return LAYERS[name].from_config(dict(config.get("config", {})))
+    """A layer from {'class_name': ..., 'config': {...}} (what models save). The arguments must
+    fit the constructor's signature, and then pass its checks: ValueError otherwise."""
+    name = config.get("class_name") if isinstance(config, dict) else None
+    if not isinstance(name, str) or name not in LAYERS:
+        raise ValueError(f"unknown layer class {name!r} in {config!r:.200}; known: {', '.join(LAYERS)}")
+    arguments = config.get("config", {})
+    checks.constructor_arguments(LAYERS[name], arguments, f"layer {name}")
+    return LAYERS[name].from_config(dict(arguments))
 
 
 def serialize(layer):

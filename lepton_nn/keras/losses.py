@@ -105,7 +105,7 @@ class Loss:
 
 class SparseCategoricalCrossentropy(Loss):
     def __init__(self, from_logits=False):
-        self.from_logits = bool(from_logits)
+        self.from_logits = checks.flag(from_logits, type(self).__name__, "from_logits")
         self.fusable = not self.from_logits
 
     def per_sample(self, y_true, y_pred):
@@ -177,4 +177,10 @@ def serialize(loss):
 
 
 def deserialize(config):
-    return CLASSES[config["class_name"]](**config.get("config", {}))
+    """A Loss from serialize()'s dict; ValueError for an unknown class or arguments its constructor refuses."""
+    name = config.get("class_name") if isinstance(config, dict) else None
+    if not isinstance(name, str) or name not in CLASSES:
+        raise ValueError(f"unknown loss class {name!r} in {config!r:.200}; known: {', '.join(CLASSES)}")
+    arguments = config.get("config", {})
+    checks.constructor_arguments(CLASSES[name], arguments, f"loss {name}")
+    return CLASSES[name](**arguments)

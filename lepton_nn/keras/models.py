@@ -18,6 +18,12 @@ Jacobian times 1/p. predict and the metrics still see the softmax probabilities.
 `model.uses_fused_softmax_cross_entropy` says whether it applies; compile(...,
 fuse_softmax_cross_entropy=False) turns it off (tests/test_keras.py proves both agree).
 Derivation: docs/equations.md, "Softmax + cross-entropy in the Keras API".
+
+Arguments are checked as Keras 3 checks them, before any work starts: batch_size a positive int
+(None: 32), epochs and initial_epoch ints ≥ 0, verbose 'auto', 0, 1 or 2, validation_split in
+[0, 1) leaving at least one sample on each side, shuffle True or False, x and y as many samples
+(at least one), callbacks Callback objects, metrics a list (compile(metrics='accuracy') is an
+error, as in Keras 3: write metrics=['accuracy']). Errors are ValueErrors naming the method.
 """
 import math
 import sys
@@ -25,14 +31,35 @@ import time
 
 import numpy as np
 
+from lepton_nn import checks, optim, rng
 from lepton_nn import metrics as metrics_module
-from lepton_nn import optim, rng
 from lepton_nn.keras import callbacks as callbacks_module
 from lepton_nn.keras import layers as layers_module
 from lepton_nn.keras import losses, optimizers, saving
 from lepton_nn.nn.module import run_in_order
 from lepton_nn.tensor import Tensor, no_grad
 
+
+def _batch_size(value, method):
+    """Keras's default 32 for None, else a positive int (0 is not 32, and -4 does not mean none)."""
+    return 32 if value is None else checks.int_at_least(value, method, "batch_size", 1)
+
+
+def _verbose(value, method):
+    """'auto' (1 here), 0 silent, 1 progress bar, 2 one line per epoch; True and False are 1 and 0."""
+    if isinstance(value, str) and value == "auto":
+        return 1
+    if not isinstance(value, (int, np.integer)) or not 0 <= value <= 2:
+        raise ValueError(f"{method}: verbose must be 'auto', 0, 1 or 2, got {value!r}")
+    return int(value)
+
+
+def _callbacks(value, method):
+    """None, a Callback or a list of them (Keras too takes a lone callback as a list of one)."""
+    items = [] if value is None else [value] if isinstance(value, callbacks_module.Callback) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(c, callbacks_module.Callback) for c in items):
+        raise ValueError(f"{method}: callbacks must be a list of keras.callbacks.Callback objects, got {value!r}")
+    return list(items)
 
 
 class _Running:
@@ -72,6 +99,10 @@ def _format_size(n_bytes):
 
 class Sequential:
     def __init__(self, layers=None, name=None):
+        if name is not None and not isinstance(name, str):
+            raise ValueError(f"Sequential: name must be a string, got {name!r}")
+        if layers is not None and not isinstance(layers, (list, tuple)):
+            raise ValueError(f"Sequential: layers must be a list of layers, got {type(layers).__name__}")
         self.name = name or layers_module._unique_name("sequential")
         self.layers = []
         self._input_shape = None  # without the batch axis
@@ -88,7 +119,8 @@ class Sequential:
             self.add(layer)
 
     # ------------------------------------------------------------------ building
-    def add(self, layer):
+    def add(self, layer, rebuild=True):
+        """Append a layer; the model is rebuilt when its input shape is known (unless rebuild=False)."""
         if isinstance(layer, layers_module.InputLayer):
             if self.layers:
                 raise ValueError("Sequential.add: an Input must come before every other layer")
@@ -102,30 +134,48 @@ class Sequential:
             self._input_shape = layer.input_shape_arg
         self.layers.append(layer)
         self.built = False
-        if self._input_shape is not None:
+        if rebuild and self._input_shape is not None:
             self.build()
 
     def build(self, input_shape=None):
-        """Create every layer's weights by running a batch of one zero sample through the model;
-        records each layer's output_shape. input_shape includes the batch axis: (None, 28, 28, 1)."""
+        """Create every layer's weights, each layer built for the output shape of the one before
+        (Layer.compute_output_shape), and record each output_shape. input_shape includes the batch
+        axis: (None, 28, 28, 1)."""
         if input_shape is not None:
-            self._input_shape = tuple(int(d) for d in tuple(input_shape)[1:])
+            if not isinstance(input_shape, (tuple, list)) or not input_shape:
+                raise ValueError(f"model {self.name!r}: build takes a shape with the batch axis, e.g. "
+                                 f"(None, 28, 28, 1), got {input_shape!r}")
+            self._input_shape = checks.shape(tuple(input_shape)[1:], f"model {self.name!r}", "input_shape")
+        shape = self._input_batch_shape()
+        for layer in self.layers:
+            if layer.built and [tuple(p.shape) for p in layer.weights] != [s for _, s in layer.weight_shapes(shape)]:
+                raise ValueError(f"{layer._owner} was built for another input; its weights cannot take input {shape}")
+            layer._build_once(shape)
+            shape = layer.output_shape = (None,) + tuple(layer.compute_output_shape(shape)[1:])
+        self.built = True
+
+    def _input_batch_shape(self):
+        """(None, *input_shape): where build starts, and the plan load_model checks a file with."""
         if self._input_shape is None:
             raise ValueError(f"model {self.name!r} is not built: give the first layer input_shape=..., start "
                              f"with keras.Input(shape=...), call build((None, ...)) or fit it on data")
         if not self.layers:
             raise ValueError(f"model {self.name!r} has no layers")
-        x = np.zeros((1,) + self._input_shape, dtype=self.dtype)
-        with no_grad():
-            for layer in self.layers:
-                x = layer(x)
-                layer.output_shape = (None,) + tuple(x.shape[1:])
-        self.built = True
+        return (None,) + self._input_shape
+
+    def _weight_plan(self):
+        """[(weight name, shape, dtype)] that build() makes, computed without making any (load_model
+        compares them with a file's arrays before allocating)."""
+        shape, plan = self._input_batch_shape(), []
+        for layer in self.layers:
+            plan += [(f"{layer.name}/{name}", tuple(s), layer.dtype) for name, s in layer.weight_shapes(shape)]
+            shape = layer.compute_output_shape(shape)
+        return plan
 
     def _ensure_built(self, x):
         if not self.built:
             if self._input_shape is None:
-                self._input_shape = tuple(x.shape[1:])
+                self._input_shape = checks.shape(tuple(x.shape[1:]), f"model {self.name!r}", "input shape of x")
             self.build()
         if tuple(x.shape[1:]) != self._input_shape:
             raise ValueError(f"model {self.name!r} expects input of shape (batch, "
@@ -196,6 +246,10 @@ class Sequential:
         or functions (y_true, y_pred) → float."""
         if loss is None:
             raise ValueError("compile: a loss is required, e.g. loss='sparse_categorical_crossentropy'")
+        if metrics is not None and not isinstance(metrics, (list, tuple)):
+            raise ValueError(f"compile: metrics must be a list, e.g. metrics=[{metrics!r}], got "
+                             f"{type(metrics).__name__} {metrics!r} (Keras 3 refuses it too)")
+        fuse_softmax_cross_entropy = checks.flag(fuse_softmax_cross_entropy, "compile", "fuse_softmax_cross_entropy")
         self.optimizer = optimizers.get(optimizer)
         self.loss = losses.get(loss)
         self._metrics = []
@@ -211,7 +265,7 @@ class Sequential:
             else:
                 raise ValueError(f"compile: a metric must be a name or a function, got {metric!r}")
         self._optim = self.optimizer if isinstance(self.optimizer, optim.Optimizer) else None
-        self.fuse_softmax_cross_entropy = bool(fuse_softmax_cross_entropy)
+        self.fuse_softmax_cross_entropy = fuse_softmax_cross_entropy
         self.compiled = True
 
     @property
@@ -276,10 +330,12 @@ class Sequential:
         if x is None or y is None:
             raise ValueError(f"{method}: both x and y are required")
         x, y = np.asarray(x), np.asarray(y)
+        if x.ndim == 0 or y.ndim == 0:
+            raise ValueError(f"{method}: x and y must be arrays of samples, got shapes {x.shape} and {y.shape}")
         if len(x) != len(y):
             raise ValueError(f"{method}: x has {len(x)} samples but y has {len(y)}")
         if len(x) == 0:
-            raise ValueError(f"{method}: no samples")
+            raise ValueError(f"{method}: x and y are empty; need at least one sample")
         return x, y
 
     def _train_step(self, x, y):
@@ -300,19 +356,27 @@ class Sequential:
         """
         self._require_compiled("fit")
         x, y = self._check_xy(x, y, "fit")
+        batch_size = _batch_size(batch_size, "fit")
+        epochs = checks.int_at_least(epochs, "fit", "epochs", 0)
+        initial_epoch = checks.int_at_least(initial_epoch, "fit", "initial_epoch", 0)
+        verbose = _verbose(verbose, "fit")
+        shuffle = checks.flag(shuffle, "fit", "shuffle")
+        validation_split = checks.fraction(validation_split, "fit", "validation_split")
+        user_callbacks = _callbacks(callbacks, "fit")
         x_val = y_val = None
         if validation_data is not None:
-            if len(validation_data) != 2:
-                raise ValueError("fit: validation_data must be (x_val, y_val)")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("fit: validation_data must be a pair (x_val, y_val)")
             x_val, y_val = self._check_xy(*validation_data, "fit (validation_data)")
         elif validation_split:
-            if not 0 < validation_split < 1:
-                raise ValueError(f"fit: validation_split must be in (0, 1), got {validation_split}")
             split = int(len(x) * (1 - validation_split))
+            if split in (0, len(x)):  # Keras's rule: both sides need a sample
+                raise ValueError(f"fit: {len(x)} samples are too few to split into training and validation "
+                                 f"sets with validation_split={validation_split}; give more data or another split")
             x, x_val, y, y_val = x[:split], x[split:], y[:split], y[split:]
-        batch_size = int(batch_size or 32)
-        verbose = 1 if verbose == "auto" else int(verbose)
         self._ensure_built(x)
+        if x_val is not None:
+            self._ensure_built(x_val)  # a wrong validation shape fails now, not after an epoch
         if not any(p.requires_grad for p in self.weights):
             raise ValueError("fit: the model has no trainable weights (every layer is frozen)")
         self._bound_optimizer()
@@ -321,7 +385,7 @@ class Sequential:
         steps = math.ceil(n / batch_size)
         self.history = callbacks_module.History()
         callback_list = ([callbacks_module.ProgbarLogger(verbose)] if verbose else []) + [self.history]
-        callback_list += list(callbacks or [])
+        callback_list += user_callbacks
         cbs = callbacks_module.CallbackList(callback_list, self, {
             "epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size, "samples": n})
         self.stop_training = False
@@ -368,9 +432,10 @@ class Sequential:
         metrics (a dict with return_dict=True). verbose: 'auto'/1 progress bar, 2 one line, 0 silent."""
         self._require_compiled("evaluate")
         x, y = self._check_xy(x, y, "evaluate")
+        batch_size = _batch_size(batch_size, "evaluate")
+        verbose = _verbose(verbose, "evaluate")
+        return_dict = checks.flag(return_dict, "evaluate", "return_dict")
         self._ensure_built(x)
-        batch_size = int(batch_size or 32)
-        verbose = 1 if verbose == "auto" else int(verbose)
         bar = None
         if verbose == 1:
             bar = callbacks_module.progress_bar(math.ceil(len(x) / batch_size), "evaluate")
@@ -393,11 +458,14 @@ class Sequential:
         to the model's dtype, not rescaled.
         """
         x = np.asarray(x)
+        if x.ndim == 0:
+            raise ValueError(f"predict: x must be an array of samples, got {x!r:.80}")
+        batch_size = _batch_size(batch_size, "predict")
+        verbose = _verbose(verbose, "predict")
         single = self._input_shape is not None and tuple(x.shape) == self._input_shape
         if single:
             x = x[None]
         self._ensure_built(x)
-        batch_size = int(batch_size or 32)
         starts = range(0, len(x), batch_size)
         bar = callbacks_module.progress_bar(len(starts), "predict") if verbose == 1 else None
         outputs = []
@@ -448,16 +516,28 @@ class Sequential:
 
     @classmethod
     def from_config(cls, config):
+        """The model get_config() describes, built when the config gives its input shape."""
+        model = cls._unbuilt_from_config(config)
+        if model._input_shape is not None:
+            model.build()
+        return model
+
+    @classmethod
+    def _unbuilt_from_config(cls, config):
+        """from_config without building: its layers made and their arguments checked, no weights."""
+        if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+            raise ValueError(f"Sequential.from_config: expected a dict with a list of 'layers', got {config!r:.200}")
         model = cls(name=config.get("name"))
         if config.get("input_shape") is not None:
-            model._input_shape = tuple(int(d) for d in config["input_shape"])
+            model._input_shape = checks.shape(config["input_shape"], f"model {model.name!r}", "input_shape")
         for layer_config in config["layers"]:
-            model.add(layers_module.deserialize(layer_config))
+            model.add(layers_module.deserialize(layer_config), rebuild=False)
         return model
 
     def save(self, filepath, include_optimizer=True):
         """Write architecture, weights, compile settings and (optionally) the optimizer's state to
         one .lnn file, atomically. Format: lepton_nn/keras/saving.py."""
+        include_optimizer = checks.flag(include_optimizer, "save", "include_optimizer")
         if not self.built:
             raise ValueError(f"save {filepath}: the model is not built yet (no input shape); build or fit it first")
         weights, arrays = [], {}
@@ -506,6 +586,8 @@ class Sequential:
 
 
 _SAVABLE_OPTIMIZERS = {cls.__name__: cls for cls in (optim.SGD, optim.Adam, optim.AdamW)}
+# The per-weight state each optimizer keeps once it has stepped (none before): lepton_nn.optim.
+_OPTIMIZER_STATE = {"SGD": {"momentum_buffer"}, "Adam": {"step", "m", "v"}, "AdamW": {"step", "m", "v"}}
 
 
 def _library_version():
@@ -515,46 +597,100 @@ def _library_version():
 
 def load_model(filepath, compile=True):
     """Rebuild the model saved at filepath by model.save: architecture, weights, and
-    (compile=True) its compile settings and optimizer state. Raises saving.ModelFileError
-    naming the path on any problem, before returning anything."""
+    (compile=True) its compile settings and optimizer state.
+
+    Raises saving.ModelFileError naming the path for any file model.save did not write, before
+    allocating anything but what the file holds: saving.read checks the bytes; here every layer's
+    and the loss's arguments pass the constructors' signatures and checks (the same as in Python
+    code), the weight shapes the architecture implies (computed, not built) must be the file's,
+    and the optimizer's settings and state must be what lepton_nn.optim keeps.
+    """
+    compile = checks.flag(compile, "load_model", "compile")
     config, arrays = saving.read(filepath)
-
-    def fail(message):
-        raise saving.ModelFileError(filepath, message)
-
     try:
-        model = Sequential.from_config(config["model"])
-        weights = [arrays[entry["file"]] for entry in config["weights"]]
-        opt_state = None
-        if compile and config.get("optimizer_state") is not None:
-            opt_state = [{k: (arrays[v] if isinstance(v, str) else v) for k, v in entry.items()}
-                         for entry in config["optimizer_state"]]
-    except (KeyError, TypeError, ValueError) as err:
-        fail(f"invalid config.json ({type(err).__name__}: {err})")
-    expected = [(f"{layer.name}/{name}", p) for layer in model.layers for name, p in layer.named_weights()]
-    if len(expected) != len(weights):
-        fail(f"the architecture has {len(expected)} weights but the file holds {len(weights)}")
-    for (name, p), entry, array in zip(expected, config["weights"], weights):
-        if array.shape != p.shape or tuple(entry["shape"]) != p.shape:
-            fail(f"weight {entry['name']} has shape {array.shape} but the architecture implies {p.shape} for {name}")
-        if array.dtype != p.dtype:
-            fail(f"weight {entry['name']} has dtype {array.dtype}, the architecture says {p.dtype}")
-    for (_, p), array in zip(expected, weights):
-        np.copyto(p.data, array)
-
-    compile_config = config.get("compile")
-    if compile and compile_config is not None:
-        opt_config = compile_config.get("optimizer")
-        if opt_config is not None and opt_config["class_name"] in _SAVABLE_OPTIMIZERS:
-            optimizer = _SAVABLE_OPTIMIZERS[opt_config["class_name"]](model.weights, **opt_config["hyper"])
-        else:
-            optimizer = "adam"
-        model.compile(optimizer=optimizer, loss=losses.deserialize(compile_config["loss"]),
-                      metrics=compile_config.get("metrics") or None,
-                      fuse_softmax_cross_entropy=compile_config.get("fuse_softmax_cross_entropy", True))
-        if opt_state is not None and isinstance(optimizer, optim.Optimizer):
-            try:
+        model = Sequential._unbuilt_from_config(_field(config, "model", dict, "config.json"))
+        plan = model._weight_plan()
+        weights = _checked_arrays(_field(config, "weights", list, "config.json"), plan, arrays, "weights")
+        compile_config = config.get("compile") if compile else None
+        if compile_config is not None:
+            loss = losses.deserialize(_field(compile_config, "loss", dict, "compile"))
+            opt_class, hyper, opt_state = _optimizer_settings(config, compile_config, plan, arrays)
+        model.build()
+        for p, array in zip(model.weights, weights):
+            np.copyto(p.data, array)
+        if compile_config is not None:
+            optimizer = opt_class(model.weights, **hyper) if opt_class is not None else "adam"
+            model.compile(optimizer=optimizer, loss=loss, metrics=compile_config.get("metrics"),
+                          fuse_softmax_cross_entropy=compile_config.get("fuse_softmax_cross_entropy", True))
+            if opt_state is not None:
                 optimizer.load_state_dict({"state": opt_state})
-            except ValueError as err:
-                fail(f"optimizer state does not fit the weights ({err})")
+    except saving.ModelFileError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
+        # The checks above raise ValueError; the rest guard the config's structure.
+        raise saving.ModelFileError(filepath, f"not a model lepton_nn saved: {err}") from err
     return model
+
+
+def _field(mapping, key, kind, where):
+    """mapping[key], which must be a `kind`; ValueError saying where otherwise."""
+    if not isinstance(mapping, dict) or key not in mapping:
+        raise ValueError(f"{where}: {key!r} is missing")
+    if not isinstance(mapping[key], kind):
+        raise ValueError(f"{where}: {key!r} must be a {kind.__name__}, got {mapping[key]!r:.100}")
+    return mapping[key]
+
+
+def _checked_arrays(entries, plan, arrays, what):
+    """The arrays `entries` name ({'file': member, 'shape': ...} each), checked one by one against
+    `plan`, [(name, shape, dtype)] of what the architecture implies."""
+    if len(entries) != len(plan):
+        raise ValueError(f"the architecture has {len(plan)} {what} but the file holds {len(entries)}")
+    found = []
+    for (name, shape, dtype), entry in zip(plan, entries):
+        member = _field(entry, "file", str, f"{what} entry for {name}")
+        if member not in arrays:
+            raise ValueError(f"{what} entry for {name} names {member!r}, which is not in the archive")
+        array = arrays[member]
+        if array.shape != shape:
+            raise ValueError(f"weight {entry.get('name', member)} has shape {array.shape} but the architecture "
+                             f"implies {shape} for {name}")
+        if entry.get("shape", list(shape)) != list(shape):
+            raise ValueError(f"config.json declares shape {entry['shape']} for weight {name}, whose array and "
+                             f"architecture have {shape}")
+        if array.dtype != dtype:
+            raise ValueError(f"weight {entry.get('name', member)} has dtype {array.dtype}, the architecture "
+                             f"says {dtype}")
+        found.append(array)
+    return found
+
+
+def _optimizer_settings(config, compile_config, plan, arrays):
+    """(optimizer class or None for Keras's default 'adam', its hyperparameters, its state or None),
+    checked against the optimizer's signature and the weights before anything is built."""
+    opt_config = compile_config.get("optimizer")
+    if opt_config is None:
+        return None, {}, None
+    name = _field(opt_config, "class_name", str, "compile optimizer")
+    if name not in _SAVABLE_OPTIMIZERS:
+        raise ValueError(f"unknown optimizer class {name!r}; known: {', '.join(_SAVABLE_OPTIMIZERS)}")
+    opt_class, hyper = _SAVABLE_OPTIMIZERS[name], _field(opt_config, "hyper", dict, "compile optimizer")
+    checks.constructor_arguments(opt_class, hyper, f"optimizer {name}", skip=("params",))
+    opt_class.check(**hyper)  # the optimizer's own rules (NaN, ranges), without making it
+    entries = config.get("optimizer_state")
+    if entries is None:
+        return opt_class, hyper, None
+    if not isinstance(entries, list) or len(entries) != len(plan):
+        raise ValueError(f"optimizer_state must hold one entry per weight ({len(plan)}), got {entries!r:.100}")
+    state = []
+    for (weight, shape, dtype), entry in zip(plan, entries):
+        if not isinstance(entry, dict) or entry and set(entry) != _OPTIMIZER_STATE[name]:
+            raise ValueError(f"optimizer state of {weight} must be empty or hold {sorted(_OPTIMIZER_STATE[name])}, "
+                             f"got {entry!r:.100}")
+        keys = sorted(set(entry) - {"step"})
+        found = _checked_arrays([{"file": entry[k]} for k in keys], [(weight, shape, dtype)] * len(keys), arrays,
+                                "optimizer arrays")
+        if "step" in entry:
+            checks.int_at_least(entry["step"], f"optimizer state of {weight}", "step", 1)
+        state.append({**entry, **dict(zip(keys, found))})
+    return opt_class, hyper, state

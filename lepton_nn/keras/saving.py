@@ -24,17 +24,32 @@ Writing is atomic: the archive goes to a temporary file in the destination's dir
 flushed to disk, then renamed over the destination (os.replace), so a crash never leaves a
 half-written model under the real name.
 
-Reading validates before building anything it returns: the file exists and is a ZIP archive
-(else: foreign file), the archive is complete (ZIP's directory sits at the end, so a truncated
-file has none) and every member passes its CRC-32 check (corrupt bytes), the header names this
-format and a version this code reads, and every weight has exactly the shape the architecture
-implies. Any failure raises ModelFileError (a ValueError) naming the path.
+What reading checks. Any file model.save did not write raises ModelFileError (a ValueError)
+naming the path and what is wrong, and never another exception: every exception zipfile, json
+and NumPy's .npy reader raise is caught at the one boundary in read() and converted. Nothing
+larger than the file is allocated before the checks pass. In order:
+
+- the bytes (read): the file exists and is a ZIP archive (else: foreign file), complete (ZIP's
+  directory sits at the end, so a truncated file has none); its directory, read without reading
+  any member, lists no directory, duplicate, encrypted or compressed member and only the names
+  above, and the members' sizes add up to no more than the file; the header names this format
+  and a version this code reads; each member passes its CRC-32 check (corrupt bytes); the JSON
+  members are JSON objects; each .npy header declares a shape and dtype (no objects) whose bytes
+  are exactly the bytes that follow it;
+- the model (keras.models.load_model): every layer's, the loss's and the optimizer's arguments
+  fit their constructor's signature and pass the same checks as in Python code (Dense(0),
+  Dropout(1.5), an unknown class are refused); the weight shapes the architecture implies,
+  computed without building anything, are the file's; the optimizer state is what
+  lepton_nn.optim keeps, one entry per weight, of the weights' shapes and dtypes.
 
 A custom loss, metric function or activation cannot be saved: a custom activation makes save
 fail; a custom loss saves the model uncompiled, and custom metrics are left out.
 """
 import io
 import json
+import math
+import re
+import struct
 import zipfile
 import zlib
 from pathlib import Path
@@ -46,6 +61,12 @@ from lepton_nn.fileio import atomic_write
 FORMAT = "lepton_nn model"
 VERSION = 1
 HEADER = "lepton_nn.json"
+MEMBER_NAMES = re.compile(r"lepton_nn\.json|config\.json|(weights|optimizer)/[\w.]+\.npy")
+# What zipfile, json and NumPy's .npy reader raise on bad bytes. RuntimeError covers an encrypted
+# member, NotImplementedError (an unknown compression or ZIP version) and RecursionError (JSON
+# nested too deep); UnicodeDecodeError and json's errors are ValueErrors.
+_BAD_BYTES = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError, ValueError, KeyError,
+              TypeError, IndexError, OverflowError, struct.error, zlib.error)
 
 
 class ModelFileError(ValueError):
@@ -80,34 +101,80 @@ def read(filepath):
     def fail(message):
         raise ModelFileError(path, message)
 
-    if not path.exists():
-        fail("no such file")
-    if not path.is_file():
-        fail("not a file")
-    if path.stat().st_size == 0:
-        fail("empty file (0 bytes), not a lepton_nn model")
     try:
-        archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
+        if not path.exists():
+            fail("no such file")
+        if not path.is_file():
+            fail("not a file")
+        size = path.stat().st_size
         with open(path, "rb") as f:
-            head = f.read(4)
-        if head == b"PK\x03\x04":
-            fail("truncated or corrupt model file (the ZIP directory at its end is missing or damaged)")
+            magic = f.read(4)
+    except OSError as err:  # e.g. no permission to read it
+        fail(f"cannot read the file ({type(err).__name__}: {err.strerror or err})")
+    if size == 0:
+        fail("empty file (0 bytes), not a lepton_nn model")
+    if magic != b"PK\x03\x04":
         fail("not a lepton_nn model file (a .lnn file is a ZIP archive; this file is not one)")
-    with archive:
-        try:
-            if HEADER not in archive.namelist():
-                fail(f"not a lepton_nn model file (a ZIP archive without the {HEADER} header)")
-            header = json.loads(archive.read(HEADER))
-            if not isinstance(header, dict) or header.get("format") != FORMAT:
-                fail(f"not a lepton_nn model file (header format {header.get('format') if isinstance(header, dict) else header!r})")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            _check_directory(archive.infolist(), size, fail)
+            header = _json(archive, HEADER, fail)
+            if header.get("format") != FORMAT:
+                fail(f"not a lepton_nn model file (header format {header.get('format')!r})")
             if header.get("version") != VERSION:
                 fail(f"model file format version {header.get('version')!r}; this lepton_nn reads version {VERSION}")
-            config = json.loads(archive.read("config.json"))
-            arrays = {member: np.lib.format.read_array(io.BytesIO(archive.read(member)), allow_pickle=False)
+            config = _json(archive, "config.json", fail)
+            arrays = {member: _npy(archive.read(member), member, fail)
                       for member in archive.namelist() if member.endswith(".npy")}
-        except ModelFileError:
-            raise
-        except (zipfile.BadZipFile, KeyError, TypeError, ValueError, EOFError, OSError, zlib.error) as err:
-            fail(f"truncated or corrupt model file ({type(err).__name__}: {err})")
+    except ModelFileError:
+        raise
+    except _BAD_BYTES as err:
+        fail(f"truncated or corrupt model file ({type(err).__name__}: {err})")
     return config, arrays
+
+
+def _check_directory(infos, file_size, fail):
+    """Check the ZIP directory (names, sizes, flags) before reading any member: what model.save
+    writes, and nothing that could expand beyond the file (a compressed member) when read."""
+    names = {info.filename for info in infos}
+    if HEADER not in names:
+        fail(f"not a lepton_nn model file (a ZIP archive without the {HEADER} header)")
+    if len(names) != len(infos):
+        fail("a member name appears more than once")
+    for info in infos:
+        name = info.filename
+        if info.is_dir() or not MEMBER_NAMES.fullmatch(name):
+            fail(f"unexpected member {name!r} (a model file holds {HEADER}, config.json and .npy arrays)")
+        if info.flag_bits & 0x1:
+            fail(f"member {name!r} is encrypted; lepton_nn writes no encrypted members")
+        if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
+            fail(f"member {name!r} is compressed (method {info.compress_type}); lepton_nn stores members "
+                 f"uncompressed")
+    if "config.json" not in names:
+        fail("config.json is missing")
+    if sum(info.file_size for info in infos) > file_size:
+        fail(f"the members declare {sum(info.file_size for info in infos):,} bytes, more than the file's {file_size:,}")
+
+
+def _json(archive, member, fail):
+    value = json.loads(archive.read(member))
+    if not isinstance(value, dict):
+        fail(f"{member} must hold a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _npy(data, member, fail):
+    """The array of a .npy member, once its header's shape and dtype account for its bytes exactly."""
+    f = io.BytesIO(data)
+    version = np.lib.format.read_magic(f)
+    if version not in ((1, 0), (2, 0)):
+        fail(f"{member}: .npy format version {version} (lepton_nn writes 1.0)")
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(f)
+    if dtype.hasobject:
+        fail(f"{member}: holds Python objects (dtype {dtype}); a model file holds numbers")
+    expected = math.prod(shape) * dtype.itemsize
+    if expected != len(data) - f.tell():
+        fail(f"{member}: its header declares {dtype} {shape}, {expected:,} bytes, but it holds "
+             f"{len(data) - f.tell():,}")
+    return np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
