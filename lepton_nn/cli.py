@@ -1,14 +1,115 @@
-"""The `lepton-nn` command."""
+"""The `lepton-nn` command.
+
+Every argument is checked while parsing, before any work starts (argparse's own error: usage
+and exit status 2): counts by `positive_int` / `non_negative_int`, names by `one_of` /
+`names_of`, paths read by `existing_file` / `image_file` / `mnist_dir`, paths written by
+`writable_path`. A run is never lost, minutes in, to an argument that could have been checked
+at the start.
+"""
 import argparse
+import math
 import sys
+from pathlib import Path
+
+from lepton_nn.kernels import NAMES as BACKENDS  # the names only: no backend is imported
 
 
+# --------------------------------------------------------------------------- argument types
+def _int_at_least(minimum):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an int >= {minimum}, got {text!r}")
+        return value
+    return parse
+
+
+positive_int = _int_at_least(1)      # --epochs, --batch-size, --steps, --rounds, --repeat, --threads
+non_negative_int = _int_at_least(0)  # --seed
+
+
+def one_of(names):
+    """An argparse type: one of `names`, a tuple or a function returning one (called only when
+    the option is given, so a list that costs an import is built only when needed)."""
+    def parse(text):
+        known = names() if callable(names) else names
+        if text not in known:
+            raise argparse.ArgumentTypeError(f"expected one of {', '.join(known)}, got {text!r}")
+        return text
+    return parse
+
+
+def names_of(names, everything=None):
+    """An argparse type: a comma-separated list of `names` (as in one_of), or `everything` alone."""
+    def parse(text):
+        known = names() if callable(names) else names
+        unknown = [n for n in text.split(",") if n not in known]
+        if unknown and text != everything:
+            also = f"{everything!r} or " if everything else ""
+            raise argparse.ArgumentTypeError(f"expected {also}a comma-separated list of {', '.join(known)}; "
+                                             f"unknown: {', '.join(map(repr, unknown))}")
+        return text
+    return parse
+
+
+def existing_file(text):
+    if not Path(text).is_file():
+        found = "a directory" if Path(text).is_dir() else "no such file"
+        raise argparse.ArgumentTypeError(f"{text}: expected an existing file, found {found}")
+    return text
+
+
+def image_file(text):
+    """An existing .png or .npy file (what lepton_nn.data.images.load_image reads)."""
+    existing_file(text)
+    if Path(text).suffix.lower() not in (".png", ".npy"):
+        raise argparse.ArgumentTypeError(f"{text}: expected a .png or .npy image, found suffix "
+                                         f"{Path(text).suffix or '(none)'!r}")
+    return text
+
+
+def mnist_dir(text):
+    """A directory holding the four MNIST files (or a parent of one named mnist)."""
+    from lepton_nn.data import mnist
+    try:
+        mnist.files_in(text, "--data")
+    except FileNotFoundError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def writable_path(text):
+    """A file path that can be written (its directory exists and is writable): checked now,
+    not after minutes of work."""
+    from lepton_nn.fileio import check_writable
+    try:
+        return check_writable(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _ops():
+    from lepton_nn import tour
+    return tuple(sorted({c.op for c in tour.CASES}))
+
+
+def _bench_runs():
+    from lepton_nn.bench.train_worker import PEERS
+    return BACKENDS + PEERS + ("peers",)
+
+
+def _bench_cases():
+    from lepton_nn.bench.kernel_cases import CASES_BY_NAME
+    return tuple(CASES_BY_NAME)
+
+
+# --------------------------------------------------------------------------- commands
 def _gradcheck(args):
     from lepton_nn import kernels, tour
     cases = [c for c in tour.CASES if args.op in (None, c.op)]
-    if not cases:
-        ops = sorted({c.op for c in tour.CASES})
-        sys.exit(f"lepton-nn gradcheck: unknown op {args.op!r}; ops are: {', '.join(ops)}")
     if args.backend == "all":
         names = kernels.available_backends()
     else:
@@ -69,17 +170,28 @@ def _train(args):
     return 0
 
 
+def _mnist_input_shape(model, path):
+    """The model's input shape without the batch axis; it must hold one 28×28 image."""
+    shape = tuple(model.input_shape[1:])
+    if math.prod(n or 0 for n in shape) != 28 * 28:
+        raise ValueError(f"model {path}: expected an input shape holding one 28×28 image (784 values), "
+                         f"found {shape}")
+    return shape
+
+
 def _evaluate(args):
     from lepton_nn import keras, train
     from lepton_nn.data import mnist
     backend = _use_backend(args.backend)
     model = keras.models.load_model(args.model)
+    shape = _mnist_input_shape(model, args.model)
     _, (x_test, y_test) = mnist.load_data(args.data)
-    x_test = train.preprocess(x_test).reshape((-1,) + model.input_shape[1:])
+    x_test = train.preprocess(x_test).reshape((-1,) + shape)
     loss = model.evaluate(x_test, y_test, batch_size=256, verbose=0) if model.compiled else None
     loss = loss[0] if isinstance(loss, list) else loss
+    probabilities = model.predict(x_test, batch_size=256)
     print(f"model {args.model} on the {len(x_test):,} MNIST test images (backend {backend})")
-    train.report(y_test, model.predict(x_test, batch_size=256), loss=loss)
+    train.report(y_test, probabilities, loss=loss, name=f"model {args.model}")
     return 0
 
 
@@ -88,10 +200,13 @@ def _predict(args):
 
     from lepton_nn import keras
     from lepton_nn.data import images
+    from lepton_nn.train import check_finite
     _use_backend(args.backend)
     model = keras.models.load_model(args.model, compile=False)
-    image = images.load_image(args.image, invert=args.invert).reshape(model.input_shape[1:])
+    shape = _mnist_input_shape(model, args.model)
+    image = images.load_image(args.image, invert=args.invert).reshape(shape)
     probabilities = model.predict(image)
+    check_finite(f"model {args.model} on {args.image}: the output probabilities", probabilities)
     best = int(np.argmax(probabilities))
     print(f"{args.image}: {best}  (probability {probabilities[best]:.4f})")
     for k in np.argsort(probabilities)[::-1][:3]:
@@ -104,8 +219,9 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("gradcheck", help="check every op's gradient against central differences (float64)")
-    p.add_argument("--op", help="only this op (e.g. conv2d, max_pool2d, cross_entropy)")
-    p.add_argument("--backend", default="numpy", help="numpy, numba, c, or all (default: numpy)")
+    p.add_argument("--op", type=one_of(_ops), help="only this op (e.g. conv2d, max_pool2d, cross_entropy)")
+    p.add_argument("--backend", type=one_of(BACKENDS + ("all",)), default="numpy",
+                   help="numpy, numba, c, or all (default: numpy)")
     p.set_defaults(run=_gradcheck)
 
     p = sub.add_parser("backends", help="list the kernel backends and whether they are available")
@@ -113,57 +229,71 @@ def build_parser():
 
     p = sub.add_parser("bench", help="benchmarks: --kernels (the default) times every kernel on every backend and PyTorch")
     p.add_argument("--kernels", action="store_true", help="the kernel table: ms, GFLOP/s, %% of GEMM, speedups, targets")
-    p.add_argument("--backend", default="all", help="comma-separated runs: lepton_nn backends (numpy, numba, c) "
-                   "and peers (torch; with --train also torch-cl, tf-keras, jax, or 'peers'); default all available")
-    p.add_argument("--case", help="--kernels: comma-separated cases to time (default all; names in docs/benchmarks.md)")
-    p.add_argument("--repeat", type=int, default=50, help="timed runs per kernel and round, at most (stops after ~1 s); default 50")
-    p.add_argument("--rounds", type=int, default=3, help="run everything round-robin this many times: cells show "
+    p.add_argument("--backend", type=names_of(_bench_runs, everything="all"), default="all",
+                   help="comma-separated runs: lepton_nn backends (numpy, numba, c) and peers (torch; with --train "
+                   "also torch-cl, tf-keras, jax, or 'peers'); default all available")
+    p.add_argument("--case", type=names_of(_bench_cases),
+                   help="--kernels: comma-separated cases to time (default all; names in docs/benchmarks.md)")
+    p.add_argument("--repeat", type=positive_int, default=50,
+                   help="timed runs per kernel and round, at most (stops after ~1 s); default 50")
+    p.add_argument("--rounds", type=positive_int, default=3, help="run everything round-robin this many times: cells show "
                    "the median and min–max over rounds, ratios are medians of per-round ratios; default 3")
-    p.add_argument("--json", metavar="FILE", help="also write every figure, every round, to FILE as JSON")
-    p.add_argument("--compare", metavar="OLD.json", help="compare with an earlier run's --json: each figure's "
-                   "change, flagged when it is beyond the spread of the two runs")
+    p.add_argument("--json", metavar="FILE", type=writable_path,
+                   help="also write every figure, every round, to FILE as JSON")
+    p.add_argument("--compare", metavar="OLD.json", type=existing_file,
+                   help="compare with an earlier run's --json: each figure's change, flagged when it is beyond "
+                   "the spread of the two runs")
     p.add_argument("--train", action="store_true", help="train and evaluate the classic MNIST CNN per backend and "
                    "in each peer framework, each in a fresh process: ms/step, images/s, GFLOP/s, peak RSS, first step")
     p.add_argument("--profile", action="store_true", help="with --train: where a step's time goes, per op and kernel")
-    p.add_argument("--steps", type=int, default=200, help="--train: timed training steps of batch 64; default 200")
+    p.add_argument("--steps", type=positive_int, default=200,
+                   help="--train: timed training steps of batch 64; default 200")
     p.add_argument("--full", action="store_true", help="--train: also the whole 5-epoch run per framework, for its "
                                                        "peak memory (slow)")
-    p.add_argument("--data", metavar="DIR", help="--train: directory with the four MNIST files (default: "
-                                                 "$LEPTON_NN_DATA, the cache, or a download)")
-    p.add_argument("--threads", type=int, help="--train: pin every run's threads to N (default: each framework's "
-                   "own default)")
+    p.add_argument("--data", metavar="DIR", type=mnist_dir, help="--train: directory with the four MNIST files "
+                   "(default: $LEPTON_NN_DATA, the cache, or a download)")
+    p.add_argument("--threads", type=positive_int,
+                   help="--train: pin every run's threads to N (default: each framework's own default)")
     p.set_defaults(run=_bench)
 
     p = sub.add_parser("train", help="train the classic Keras MNIST CNN, then report test accuracy, per-class "
                                      "precision/recall/F1 and the confusion matrix")
-    p.add_argument("--epochs", type=int, default=5, help="default 5")
-    p.add_argument("--batch-size", type=int, default=64, help="default 64")
-    p.add_argument("--backend", help="kernel backend: numpy, numba or c (default: the fastest available)")
-    p.add_argument("--data", metavar="DIR", help="directory with the four MNIST files (default: $LEPTON_NN_DATA, "
-                                                 "the cache, or a download)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (initialisation, shuffling); default 0")
-    p.add_argument("--save", metavar="PATH", help="write the trained model to PATH (.lnn)")
+    p.add_argument("--epochs", type=positive_int, default=5, help="default 5")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="default 64")
+    p.add_argument("--backend", type=one_of(BACKENDS),
+                   help="kernel backend: numpy, numba or c (default: the fastest available)")
+    p.add_argument("--data", metavar="DIR", type=mnist_dir, help="directory with the four MNIST files "
+                   "(default: $LEPTON_NN_DATA, the cache, or a download)")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="random seed (initialisation, shuffling); default 0")
+    p.add_argument("--save", metavar="PATH", type=writable_path, help="write the trained model to PATH (.lnn)")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2),
                    help="1 progress bar, 2 one line per epoch (default: 1 on a terminal, else 2)")
     p.set_defaults(run=_train)
 
     p = sub.add_parser("evaluate", help="evaluate a saved model (.lnn) on the MNIST test set")
-    p.add_argument("--model", required=True, metavar="PATH")
-    p.add_argument("--data", metavar="DIR", help="directory with the four MNIST files")
-    p.add_argument("--backend", help="kernel backend (default: the fastest available)")
+    p.add_argument("--model", required=True, metavar="PATH", type=existing_file)
+    p.add_argument("--data", metavar="DIR", type=mnist_dir, help="directory with the four MNIST files")
+    p.add_argument("--backend", type=one_of(BACKENDS), help="kernel backend (default: the fastest available)")
     p.set_defaults(run=_evaluate)
 
     p = sub.add_parser("predict", help="classify one 28×28 image (.png or .npy) with a saved model")
-    p.add_argument("--model", required=True, metavar="PATH")
-    p.add_argument("image", metavar="IMAGE", help="a .png (8-bit grey/RGB/RGBA/palette) or .npy (28, 28) image")
+    p.add_argument("--model", required=True, metavar="PATH", type=existing_file)
+    p.add_argument("image", metavar="IMAGE", type=image_file,
+                   help="a .png (8-bit grey/RGB/RGBA/palette) or .npy (28, 28) image")
     p.add_argument("--invert", action="store_true", help="dark digit on a light background: invert it first")
-    p.add_argument("--backend", help="kernel backend (default: the fastest available)")
+    p.add_argument("--backend", type=one_of(BACKENDS), help="kernel backend (default: the fastest available)")
     p.set_defaults(run=_predict)
     return parser
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    """Run the command; returns the exit status (2 for a bad argument or a failure, after a
+    message on stderr) rather than exiting, so it can be called from Python and tests."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # argparse has printed the usage and the error (or --help)
+        return done.code
     try:
         return args.run(args)
     except (ValueError, RuntimeError, OSError) as err:  # OSError: missing data files, failed download

@@ -9,6 +9,8 @@ import time
 
 import numpy as np
 
+from lepton_nn import checks, fileio
+
 
 def build_model():
     """The classic Keras MNIST CNN (693,962 parameters), compiled as Keras's example compiles it."""
@@ -30,16 +32,27 @@ def preprocess(images):
 
 def train(epochs=5, batch_size=64, data=None, seed=0, save=None, verbose=2, out=print):
     """Seed, build, fit on the 60,000 training images, then report on the 10,000 test images.
-    Returns a dict: test_accuracy, test_loss, train_seconds, backend, model."""
+    Returns a dict: test_accuracy, test_loss, train_seconds, backend, model.
+
+    Every argument is checked first (ValueError naming it), so a bad one costs no training time.
+    """
     import lepton_nn
     from lepton_nn import kernels
     from lepton_nn.data import mnist
 
+    checks.int_at_least(epochs, "train", "epochs", 1)
+    checks.int_at_least(batch_size, "train", "batch_size", 1)
+    if seed is not None:
+        checks.int_at_least(seed, "train", "seed", 0)
+    if isinstance(verbose, bool) or verbose not in (0, 1, 2):
+        raise ValueError(f"train: verbose must be 0, 1 or 2, got {verbose!r}")
+    if save is not None:
+        fileio.check_writable(save, "train: save")
+    backend = kernels.active_name()  # an unknown $LEPTON_NN_BACKEND fails here, before the data loads
     (x_train, y_train), (x_test, y_test) = mnist.load_data(data)
     x_train, x_test = preprocess(x_train), preprocess(x_test)
     lepton_nn.seed(seed)
     model = build_model()
-    backend = kernels.active_name()
     out(f"training the classic MNIST CNN on {len(x_train):,} MNIST images: {epochs} epochs, batch {batch_size}, "
         f"seed {seed}, backend {backend}")
     start = time.perf_counter()
@@ -56,9 +69,22 @@ def train(epochs=5, batch_size=64, data=None, seed=0, save=None, verbose=2, out=
             "backend": backend, "model": model}
 
 
-def report(y_true, probabilities, loss=None, out=print):
-    """Test accuracy, per-class precision / recall / F1 and the confusion matrix."""
+def check_finite(what, values):
+    """A NaN or inf in a model's output must stop the command, not be printed as a class."""
+    bad = ~np.isfinite(np.asarray(values, dtype=np.float64))
+    if bad.any():
+        raise RuntimeError(f"{what}: expected finite values, found {int(bad.sum())} of {bad.size} NaN or "
+                           f"infinite (the model or its input is broken)")
+
+
+def report(y_true, probabilities, loss=None, out=print, name="the model"):
+    """Test accuracy, per-class precision / recall / F1 and the confusion matrix. A NaN or inf in
+    the probabilities or the loss raises RuntimeError naming `name` instead of reporting a
+    meaningless accuracy."""
     from lepton_nn import metrics
+    check_finite(f"{name}: the test probabilities", probabilities)
+    if loss is not None:
+        check_finite(f"{name}: the test loss", loss)
     y_pred = probabilities.argmax(axis=1)
     accuracy = metrics.accuracy(y_true, y_pred)
     loss_text = "" if loss is None else f"  (loss {loss:.4f})"

@@ -1,16 +1,27 @@
-"""The IDX reader and the MNIST loader, on tiny hand-built files. Never touches the network."""
+"""The IDX reader and the MNIST loader, on tiny hand-built files. Never touches the network
+(the download tests talk to servers on 127.0.0.1 that this file starts)."""
 import gzip
 import hashlib
+import http.server
+import math
 import os
+import socket
 import struct
+import threading
+import time
 import urllib.error
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lepton_nn import fileio
-from lepton_nn.data import IdxFormatError, mnist, read_idx, write_idx
+from lepton_nn.data import IdxFormatError, images, mnist, read_idx, write_idx
+from lepton_nn.data.idx import DTYPE_CODES, MAX_NDIM
 from lepton_nn.fileio import atomic_write
+
+REAL_FETCH = mnist._fetch  # before the autouse fixture below replaces it
 
 
 # --------------------------------------------------------------------------- IDX reader
@@ -68,8 +79,29 @@ def test_unknown_dtype_code(tmp_path):
     assert "unknown dtype code 0x0A" in message and "0x08 uint8" in message
 
 
-def test_zero_dimensions(tmp_path):
-    assert "ndim >= 1" in _error(_raw_file(tmp_path, bytes([0, 0, 0x08, 0])))
+@pytest.mark.parametrize("ndim", [0, MAX_NDIM + 1, 255])
+def test_number_of_dimensions_out_of_range(tmp_path, ndim):
+    message = _error(_raw_file(tmp_path, bytes([0, 0, 0x08, ndim]) + bytes(4 * ndim)))
+    assert f"1 <= ndim <= {MAX_NDIM}" in message and f"found ndim {ndim}" in message
+
+
+def test_huge_dimensions_are_counted_exactly(tmp_path):
+    # 3 × (2³²−1) int32 values: far beyond int64 when NumPy multiplies; Python ints do not wrap.
+    big = 2 ** 32 - 1
+    path = _raw_file(tmp_path, bytes([0, 0, 0x0C, 3]) + struct.pack(">3I", big, big, big) + bytes(8))
+    message = _error(path)
+    assert "too large" in message and f"{big}x{big}x{big}" in message
+    # With a zero dimension the data is empty, but NumPy still refuses the shape: also an IdxFormatError.
+    path = _raw_file(tmp_path, bytes([0, 0, 0x08, 4]) + struct.pack(">4I", big, big, big, 0))
+    assert "too large" in _error(path)
+    # Within NumPy's limits but far beyond the file: the exact byte count, not an overflowed one.
+    path = _raw_file(tmp_path, bytes([0, 0, 0x08, 2]) + struct.pack(">2I", big, 2 ** 30) + bytes(3))
+    assert f"expected {12 + big * 2 ** 30} bytes" in _error(path)
+
+
+def test_empty_dimension_is_a_valid_empty_array(tmp_path):
+    path = _raw_file(tmp_path, bytes([0, 0, 0x08, 2]) + struct.pack(">2I", 0, 28))
+    assert read_idx(path).shape == (0, 28)
 
 
 @pytest.mark.parametrize("data", [b"", b"\x00\x00", bytes([0, 0, 0x08, 3]) + struct.pack(">I", 2)])
@@ -106,6 +138,87 @@ def test_corrupt_gzip_streams(tmp_path):
                        ("badheader", b"\x1f\x8b\x00junk")]:     # gzip signature, junk after
         message = _error(_raw_file(tmp_path, data, name))
         assert "corrupt gzip" in message
+
+
+# Every malformed input, as a class: random headers and payloads, and damaged copies of a valid
+# file (plain and gzip). read_idx must return exactly the array the bytes hold, or raise
+# IdxFormatError naming the file; never another exception.
+def idx_oracle(data, gz):
+    """This test's own reading of a file's bytes: the array they hold, or None if malformed."""
+    if gz or data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except Exception:
+            return None
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in DTYPE_CODES or not 1 <= data[3] <= MAX_NDIM:
+        return None
+    header = 4 + 4 * data[3]
+    if len(data) < header:
+        return None
+    dims = struct.unpack(f">{data[3]}I", data[4:header])
+    dtype = DTYPE_CODES[data[2]]
+    if len(data) != header + math.prod(dims) * dtype.itemsize:
+        return None
+    try:
+        return np.frombuffer(data, dtype, offset=header).reshape(dims)
+    except ValueError:  # a shape NumPy cannot make (huge dims beside a zero)
+        return None
+
+
+def check_read(path, data, gz):
+    path.write_bytes(data)
+    expected = idx_oracle(data, gz)
+    try:
+        array = read_idx(path)
+    except IdxFormatError as err:
+        assert str(path) in str(err)
+        assert expected is None, f"valid file refused: {err}"
+    else:
+        assert expected is not None, f"malformed file read as shape {array.shape}"
+        assert array.dtype == expected.dtype.newbyteorder("=") and array.shape == expected.shape
+        np.testing.assert_array_equal(array, expected)
+
+
+@st.composite
+def idx_files(draw):
+    """Headers that are mostly plausible (so the deeper checks are reached) with random payloads."""
+    magic = draw(st.sampled_from([b"\0\0", b"\0\0", b"\0\0", b"\x01\0", b"\0\xff"]))
+    code = draw(st.sampled_from(list(DTYPE_CODES) * 3 + [0x00, 0x0A, 0xFF]))
+    ndim = draw(st.one_of(st.integers(1, 3), st.integers(0, MAX_NDIM + 3)))
+    dim = st.one_of(st.integers(0, 3), st.integers(1, 5), st.integers(0, 2 ** 32 - 1))
+    dims = draw(st.lists(dim, min_size=ndim, max_size=ndim))
+    header = magic + bytes([code, ndim]) + struct.pack(f">{ndim}I", *dims)
+    header = header[:draw(st.integers(0, len(header)))] if draw(st.integers(0, 9)) == 0 else header
+    size = math.prod(dims) * DTYPE_CODES.get(code, np.dtype("u1")).itemsize
+    length = size + draw(st.sampled_from([0, 0, 0, -1, 1, 8])) if size <= 512 else draw(st.integers(0, 64))
+    return header + draw(st.binary(min_size=max(length, 0), max_size=max(length, 0)))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=idx_files(), gz=st.booleans())
+def test_random_headers_parse_or_raise_idx_format_error(tmp_path, data, gz):
+    check_read(tmp_path / ("f.idx.gz" if gz else "f.idx"), gzip.compress(data) if gz else data, gz)
+
+
+VALID = bytes([0, 0, 0x0B, 2]) + struct.pack(">2I", 2, 3) + np.arange(6, dtype=">i2").tobytes()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(gz=st.booleans(), st_data=st.data())
+def test_damaged_copies_of_a_valid_file(tmp_path, gz, st_data):
+    data = bytearray(gzip.compress(VALID, mtime=0) if gz else VALID)
+    for _ in range(st_data.draw(st.integers(1, 3))):
+        i = st_data.draw(st.integers(0, len(data) - 1))
+        data[i] ^= st_data.draw(st.integers(1, 255))            # flip some bits of one byte
+    if st_data.draw(st.booleans()):
+        data = data[:st_data.draw(st.integers(0, len(data)))]   # cut it short
+    check_read(tmp_path / ("f.gz" if gz else "f"), bytes(data), gz)
+
+
+def test_the_valid_file_itself_reads(tmp_path):
+    for gz in (False, True):
+        check_read(tmp_path / "f", gzip.compress(VALID) if gz else VALID, gz)
+    assert read_idx(tmp_path / "f").tolist() == [[0, 1, 2], [3, 4, 5]]
 
 
 def test_missing_file_is_file_not_found(tmp_path):
@@ -170,7 +283,7 @@ def offline(tmp_path, monkeypatch):
     monkeypatch.delenv("LEPTON_NN_DATA", raising=False)
     calls = []
 
-    def no_network(url):
+    def no_network(url, timeout):
         calls.append(url)
         raise urllib.error.URLError("network disabled in tests")
     monkeypatch.setattr(mnist, "_fetch", no_network)
@@ -259,20 +372,70 @@ def test_images_must_be_28_by_28(tmp_path):
         mnist.load_data(path=tmp_path / "d")
 
 
+def test_labels_must_be_digits(tmp_path):
+    make_mnist(tmp_path / "d", n_test=2)
+    write_idx(tmp_path / "d" / "t10k-labels-idx1-ubyte.gz", np.array([3, 10], dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte.gz: expected labels 0..9, found 10"):
+        mnist.load_data(path=tmp_path / "d")
+
+
+@pytest.mark.parametrize("name, array", [
+    ("train-labels-idx1-ubyte.gz", np.zeros(3, dtype=np.int16)),
+    ("train-labels-idx1-ubyte.gz", np.zeros((3, 1), dtype=np.uint8)),
+    ("train-images-idx3-ubyte.gz", np.zeros((3, 28, 28), dtype=np.float32)),
+    ("train-images-idx3-ubyte.gz", np.zeros((3, 784), dtype=np.uint8)),
+])
+def test_pair_dtype_and_shape_are_checked_and_the_file_named(tmp_path, name, array):
+    make_mnist(tmp_path / "d", n_train=3)
+    write_idx(tmp_path / "d" / name, array)
+    with pytest.raises(ValueError, match=f"{name}: expected uint8"):
+        mnist.load_data(path=tmp_path / "d")
+
+
+def test_files_that_are_not_idx_are_named(tmp_path):
+    make_mnist(tmp_path / "d")
+    (tmp_path / "d" / "t10k-images-idx3-ubyte.gz").write_bytes(b"<html>Not Found</html>")
+    with pytest.raises(IdxFormatError, match="t10k-images-idx3-ubyte.gz: corrupt gzip"):
+        mnist.load_data(path=tmp_path / "d")
+
+
+# --------------------------------------------------------------------------- images for predict
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 1e300])
+def test_image_with_nan_or_inf_is_refused_naming_the_file(tmp_path, bad):
+    image = np.zeros((28, 28))
+    image[3, 4] = bad
+    np.save(tmp_path / "digit.npy", image)
+    with pytest.raises(ValueError) as info:
+        images.load_image(tmp_path / "digit.npy")
+    assert str(tmp_path / "digit.npy") in str(info.value) and "NaN or infinite" in str(info.value)
+
+
+def test_finite_float_image_loads(tmp_path):
+    np.save(tmp_path / "digit.npy", np.full((28, 28, 1), 0.5, dtype=np.float64))
+    assert images.load_image(tmp_path / "digit.npy").dtype == np.float32
+
+
 # --------------------------------------------------------------------------- download
 M1, M2 = "https://mirror-one.test/mnist/", "https://mirror-two.test/mnist/"
 
 
 @pytest.fixture
-def served(tmp_path, monkeypatch):
-    """Tiny .gz files with their MD5s registered as the published ones, two fake mirrors,
-    and a fake _fetch serving `responses[url]` (bytes, or an exception to raise)."""
+def source_files(tmp_path, monkeypatch):
+    """Tiny .gz files ({name: bytes}) with their MD5s registered as the published ones."""
     files = make_mnist(tmp_path / "source", label=5)
     monkeypatch.setattr(mnist, "MD5", {n: hashlib.md5(b).hexdigest() for n, b in files.items()})
+    return files
+
+
+@pytest.fixture
+def served(source_files, monkeypatch):
+    """The source files, two fake mirrors, and a fake _fetch serving `responses[url]` (bytes,
+    or an exception to raise)."""
+    files = source_files
     monkeypatch.setattr(mnist, "MIRRORS", (M1, M2))
     responses, calls = {}, []
 
-    def fetch(url):
+    def fetch(url, timeout):
         calls.append(url)
         response = responses.get(url, urllib.error.URLError("no route to host"))
         if isinstance(response, Exception):
@@ -341,6 +504,95 @@ def test_offline_message_says_how_to_use_local_files(tmp_path, served):
     assert "load_data(path=DIR)" in message and "LEPTON_NN_DATA=DIR" in message
     assert "lepton-nn train --data DIR" in message
     assert isinstance(info.value, OSError)
+
+
+# Real HTTP, through the real _fetch, to servers on 127.0.0.1 started here.
+@pytest.fixture
+def local_http(monkeypatch):
+    """Use the real _fetch and bypass any proxy, so requests reach 127.0.0.1."""
+    monkeypatch.setattr(mnist, "_fetch", REAL_FETCH)
+    monkeypatch.setenv("no_proxy", "*")
+    monkeypatch.setenv("NO_PROXY", "*")
+
+
+@pytest.fixture
+def silent_server():
+    """A server that accepts connections (the kernel's backlog does) and never answers."""
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as server:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
+@pytest.fixture
+def http_server(source_files):
+    """Serves /good/NAME (the right bytes), /bad/NAME (wrong bytes), /cut/NAME (a body cut short)."""
+    files = source_files
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            kind, name = self.path.strip("/").split("/")
+            body = files[name] if kind == "good" else b"<html>gateway error</html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body) + (1000 if kind == "cut" else 0)))
+            self.end_headers()
+            self.wfile.write(body)  # for "cut": the connection then closes 1000 bytes early
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_unanswering_mirrors_fail_within_the_deadline(monkeypatch, local_http, silent_server):
+    monkeypatch.setattr(mnist, "MIRRORS", (silent_server + "/one/", silent_server + "/two/"))
+    monkeypatch.setattr(mnist, "DOWNLOAD_DEADLINE", 1.0)
+    start = time.monotonic()
+    with pytest.raises(mnist.DownloadError) as info:
+        mnist.load_data()
+    assert time.monotonic() - start < 1.0 + 2.0
+    message = str(info.value)
+    assert "deadline of 1 s" in message and "TimeoutError" in message
+    assert silent_server + "/one/train-images-idx3-ubyte.gz" in message      # tried, timed out
+    assert silent_server + "/two/train-images-idx3-ubyte.gz: not tried" in message
+    for name, md5 in mnist.MD5.items():                                     # how to do it by hand
+        assert name in message and md5 in message
+    assert "--data DIR" in message
+
+
+def test_deadline_from_the_environment(monkeypatch, local_http, silent_server):
+    monkeypatch.setattr(mnist, "MIRRORS", (silent_server + "/",))
+    monkeypatch.setenv("LEPTON_NN_DOWNLOAD_DEADLINE", "0.3")
+    start = time.monotonic()
+    with pytest.raises(mnist.DownloadError, match="deadline of 0.3 s"):
+        mnist.load_data()
+    assert time.monotonic() - start < 0.3 + 2.0
+    for bad in ["0", "-1", "soon", "nan", "inf"]:
+        monkeypatch.setenv("LEPTON_NN_DOWNLOAD_DEADLINE", bad)
+        with pytest.raises(ValueError, match=f"LEPTON_NN_DOWNLOAD_DEADLINE: expected .* > 0, found '{bad}'"):
+            mnist.load_data()
+
+
+def test_wrong_and_truncated_bodies_are_rejected(tmp_path, monkeypatch, local_http, http_server):
+    monkeypatch.setattr(mnist, "MIRRORS", (http_server + "/cut/", http_server + "/bad/"))
+    monkeypatch.setattr(mnist, "DOWNLOAD_DEADLINE", 10.0)
+    start = time.monotonic()
+    with pytest.raises(mnist.DownloadError) as info:
+        mnist.load_data()
+    assert time.monotonic() - start < 10.0
+    message = str(info.value)
+    assert http_server + "/cut/train-images-idx3-ubyte.gz: IncompleteRead" in message
+    assert http_server + "/bad/train-images-idx3-ubyte.gz: MD5 mismatch" in message
+    assert os.listdir(cache(tmp_path)) == []  # nothing bad was kept
+
+
+def test_download_over_http_then_from_cache(tmp_path, monkeypatch, local_http, http_server):
+    monkeypatch.setattr(mnist, "MIRRORS", (http_server + "/bad/", http_server + "/good/"))
+    assert labels_of(mnist.load_data()) == {5}
+    assert len(os.listdir(cache(tmp_path))) == 4
 
 
 def test_real_mirrors_and_checksums_are_the_published_ones():

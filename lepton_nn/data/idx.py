@@ -5,19 +5,22 @@ Layout (every multi-byte number is big-endian):
     offset 0   0x00 0x00          two zero bytes
     offset 2   dtype code         0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32,
                                   0x0D float32, 0x0E float64
-    offset 3   ndim               number of dimensions, ≥ 1
+    offset 3   ndim               number of dimensions, 1 to 32
     offset 4   ndim × uint32      the size of each dimension
     then       prod(dims) × itemsize bytes of data, row-major (C order)
 
 So the file length is exactly 4 + 4·ndim + prod(dims)·itemsize; anything shorter is a
 truncated file and anything longer has trailing garbage. Both are errors here, because a
-silently short or padded data set is worse than a loud failure.
+silently short or padded data set is worse than a loud failure. The header is checked in full
+before any array is made, with Python ints (a header may claim 2³²−1 × 2³²−1 × … elements, which
+would overflow NumPy's int64), so every malformed input raises IdxFormatError naming the file.
 
 MNIST's image files are uint8 with ndim 3 (magic 0x00000803 = 2051), the label files uint8
 with ndim 1 (magic 0x00000801 = 2049). Files whose name ends in `.gz`, or whose content starts
 with the gzip signature 0x1F 0x8B, are decompressed first.
 """
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -36,6 +39,7 @@ DTYPE_CODES = {
     0x0E: np.dtype(">f8"),
 }
 _GZIP_SIGNATURE = b"\x1f\x8b"
+MAX_NDIM = 32  # NumPy 1.x's limit (2.x allows 64); no real data set comes near it
 
 
 class IdxFormatError(ValueError):
@@ -85,8 +89,8 @@ def parse_idx(data, source="<bytes>"):
         raise IdxFormatError(
             f"{source}: unknown dtype code 0x{code:02X} in the magic number; "
             f"expected one of {known}")
-    if ndim < 1:
-        raise IdxFormatError(f"{source}: bad magic number: expected ndim >= 1, found ndim 0")
+    if not 1 <= ndim <= MAX_NDIM:
+        raise IdxFormatError(f"{source}: bad magic number: expected 1 <= ndim <= {MAX_NDIM}, found ndim {ndim}")
 
     header = 4 + 4 * ndim
     if len(data) < header:
@@ -95,13 +99,17 @@ def parse_idx(data, source="<bytes>"):
             f"found {len(data)} bytes")
     dims = struct.unpack(f">{ndim}I", data[4:header])
     dtype = DTYPE_CODES[code]
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    shape = "x".join(map(str, dims))
+    # NumPy refuses a shape whose non-zero dims multiply past its index type, even with a zero dim.
+    if math.prod(d for d in dims if d) * dtype.itemsize > np.iinfo(np.intp).max:
+        raise IdxFormatError(f"{source}: dimensions {shape} of {dtype.name} are too large for an array "
+                             f"(more than {np.iinfo(np.intp).max} bytes)")
+    expected = header + math.prod(dims) * dtype.itemsize  # Python ints: no overflow
     if len(data) != expected:
         what = "truncated file" if len(data) < expected else "trailing bytes after the data"
         raise IdxFormatError(
             f"{source}: {what}: expected {expected} bytes ({header}-byte header + "
-            f"{'x'.join(map(str, dims))} {dtype.name} values of {dtype.itemsize} byte(s)), "
-            f"found {len(data)} bytes")
+            f"{shape} {dtype.name} values of {dtype.itemsize} byte(s)), found {len(data)} bytes")
     # .astype copies into native byte order, so the result is writable and independent of `data`.
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
 
@@ -120,8 +128,8 @@ def write_idx(path, array):
     if array.dtype not in codes:
         raise ValueError(f"write_idx: cannot store dtype {array.dtype} in IDX; expected one of "
                          f"{', '.join(d.name for d in DTYPE_CODES.values())}")
-    if array.ndim < 1 or array.ndim > 255:
-        raise ValueError(f"write_idx: IDX needs 1 to 255 dimensions, got shape {array.shape}")
+    if not 1 <= array.ndim <= MAX_NDIM:
+        raise ValueError(f"write_idx: read_idx takes 1 to {MAX_NDIM} dimensions, got shape {array.shape}")
     if any(n >= 2 ** 32 for n in array.shape):
         raise ValueError(f"write_idx: every dimension must fit in uint32, got shape {array.shape}")
     code = codes[array.dtype]

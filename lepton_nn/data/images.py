@@ -27,6 +27,8 @@ def read_png(path):
         crc = data[pos + 8 + length:pos + 12 + length]
         if len(body) != length or len(crc) != 4 or zlib.crc32(kind + body) != struct.unpack(">I", crc)[0]:
             raise ValueError(f"{path}: truncated or corrupt PNG (chunk {kind!r})")
+        if kind == b"IHDR" and length != 13 or kind == b"PLTE" and (length % 3 or not length):
+            raise ValueError(f"{path}: corrupt PNG ({kind.decode('latin-1')} chunk of {length} bytes)")
         if kind == b"IHDR":
             header = struct.unpack(">IIBBBBB", body)
         elif kind == b"PLTE":
@@ -56,6 +58,9 @@ def read_png(path):
     pixels = _unfilter(np.frombuffer(raw, dtype=np.uint8).reshape(height, stride + 1), channels, path)
     pixels = pixels.reshape(height, width, channels).astype(np.float64)
     if colour == 3:
+        if pixels.max(initial=0) >= len(palette):
+            raise ValueError(f"{path}: corrupt PNG (palette index {int(pixels.max())} beyond its "
+                             f"{len(palette)} colours)")
         pixels = palette[pixels[..., 0].astype(np.intp)].astype(np.float64)
         channels = 3
     grey = pixels[..., 0] if channels <= 2 else pixels[..., :3] @ np.array([0.299, 0.587, 0.114])
@@ -105,7 +110,7 @@ def load_image(path, invert=False):
     elif path.suffix.lower() == ".npy":
         try:
             image = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as err:
+        except (ValueError, OSError, EOFError) as err:
             raise ValueError(f"{path}: not a readable .npy array ({err})") from None
     else:
         raise ValueError(f"{path}: expected a .png or .npy image")
@@ -114,7 +119,13 @@ def load_image(path, invert=False):
     if image.dtype.kind in "ui":
         image = image.astype(np.float32) / 255.0
     elif image.dtype.kind == "f":
-        image = image.astype(np.float32)
+        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, refused below
+            image = image.astype(np.float32)
+        # A NaN pixel would flow through the model into a NaN "prediction": refuse it here.
+        bad = ~np.isfinite(image)
+        if bad.any():
+            raise ValueError(f"{path}: expected finite pixel values, found {int(bad.sum())} of "
+                             f"{image.size} pixels NaN or infinite (as float32)")
     else:
         raise ValueError(f"{path}: expected numeric pixels, got dtype {image.dtype}")
     if invert:

@@ -12,14 +12,19 @@ Where the four files are looked for, first match wins:
 2. `LEPTON_NN_DATA=DIR`: the same, also an explicit choice.
 3. The cache, `$XDG_CACHE_HOME/lepton_nn/mnist` (default `~/.cache/lepton_nn/mnist`).
 4. A download of the missing `.gz` files into the cache, from each mirror in `MIRRORS` in
-   turn; every file must match its published MD5 before it is kept.
+   turn; every file must match its published MD5 before it is kept. The whole download has
+   one deadline, `DOWNLOAD_DEADLINE` seconds (environment: LEPTON_NN_DOWNLOAD_DEADLINE); past
+   it, DownloadError says which URLs were tried and how to fetch the files by hand.
 
 Each file may be stored gzip-compressed (`train-images-idx3-ubyte.gz`) or not
 (`train-images-idx3-ubyte`); the `.gz` one is used when both exist.
 """
 import hashlib
+import math
 import os
 import sys
+import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -47,14 +52,26 @@ MIRRORS = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
 ENV_VAR = "LEPTON_NN_DATA"
+# Seconds for the whole download (every file, every mirror): an unanswering server fails fast.
+DOWNLOAD_DEADLINE = 60.0
+DEADLINE_ENV_VAR = "LEPTON_NN_DOWNLOAD_DEADLINE"
 HOW_TO_POINT_AT_FILES = (
     "To use local copies of the four MNIST files instead, point lepton_nn at their directory "
     f"with load_data(path=DIR), the environment variable {ENV_VAR}=DIR, or "
     "`lepton-nn train --data DIR`.")
 
 
+def how_to_download_by_hand():
+    """The manual-download instructions: where to get each file and the MD5 it must have."""
+    lines = [f"  {MIRRORS[0]}{name}  (MD5 {md5})" for name, md5 in MD5.items()]
+    return ("Download the four files by hand (from any mirror in lepton_nn.data.mnist.MIRRORS), "
+            "check their MD5 (md5sum), put them in one directory DIR:\n" + "\n".join(lines) + "\n"
+            + HOW_TO_POINT_AT_FILES)
+
+
 class DownloadError(OSError):
-    """Every mirror failed for some MNIST file (no network, or bad data everywhere)."""
+    """Every mirror failed for some MNIST file (no network, bad data everywhere, or the
+    download deadline passed)."""
 
 
 def load_data(path=None):
@@ -72,10 +89,10 @@ def load_data(path=None):
 def find_files(path=None):
     """Return {key: Path} for the four files, downloading into the cache if needed."""
     if path is not None:
-        return _files_in(path, "load_data(path=...)")
+        return files_in(path, "load_data(path=...)")
     env = os.environ.get(ENV_VAR)
     if env:
-        return _files_in(env, f"the environment variable {ENV_VAR}")
+        return files_in(env, f"the environment variable {ENV_VAR}")
     cache = cache_dir()
     found, missing = _scan(cache)
     if missing:
@@ -105,8 +122,9 @@ def _scan(directory):
     return found, missing
 
 
-def _files_in(directory, origin):
-    """The four files in `directory` or `directory/mnist`; an error naming what is missing."""
+def files_in(directory, origin):
+    """The four files in `directory` or `directory/mnist`, as {key: Path}; FileNotFoundError
+    naming `origin` (where the directory came from, e.g. "--data") and what is missing."""
     directory = Path(directory).expanduser()
     if not directory.is_dir():
         raise FileNotFoundError(f"MNIST directory {directory} (from {origin}) does not exist "
@@ -141,23 +159,65 @@ def _load_pair(images_path, labels_path):
     return x, y
 
 
-def _fetch(url, timeout=60):
+def _fetch(url, timeout):
     """GET `url` and return the body. Tests replace this function to stay offline."""
     request = urllib.request.Request(url, headers={"User-Agent": "lepton_nn"})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return response.read()
 
 
+def _fetch_within(url, seconds):
+    """_fetch(url), given up on after `seconds`. urllib's timeout bounds each socket operation,
+    not the whole request (nor the DNS lookup, nor a server that trickles bytes), so the request
+    runs in a daemon thread that is abandoned when time is up."""
+    result = {}
+
+    def work():
+        try:
+            result["data"] = _fetch(url, timeout=seconds)
+        except Exception as e:
+            result["error"] = e
+    thread = threading.Thread(target=work, daemon=True, name=f"lepton_nn download {url}")
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError(f"no complete answer within {seconds:.1f} s")
+    if "error" in result:
+        raise result["error"]
+    return result["data"]
+
+
+def download_deadline():
+    """DOWNLOAD_DEADLINE, or the number in $LEPTON_NN_DOWNLOAD_DEADLINE (seconds, finite, > 0)."""
+    text = os.environ.get(DEADLINE_ENV_VAR)
+    if not text:
+        return DOWNLOAD_DEADLINE
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < math.inf:  # also refuses nan
+        raise ValueError(f"{DEADLINE_ENV_VAR}: expected a finite number of seconds > 0, found {text!r}")
+    return seconds
+
+
 def _download(names, directory):
-    """Fetch each `.gz` name from the first mirror that serves bytes with the right MD5."""
+    """Fetch each `.gz` name from the first mirror that serves bytes with the right MD5, all
+    within one deadline; each request gets only the time that remains."""
+    seconds = download_deadline()
     directory.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + seconds
     for name in names:
         failures = []
         for mirror in MIRRORS:
             url = mirror + name
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                failures.append(f"{url}: not tried, the deadline had passed")
+                continue
             print(f"lepton_nn: downloading {url}", file=sys.stderr)
             try:
-                data = _fetch(url)
+                data = _fetch_within(url, remaining)
             except Exception as e:  # network errors come in many types (URLError, timeout, ...)
                 failures.append(f"{url}: {type(e).__name__}: {e}")
                 continue
@@ -171,5 +231,6 @@ def _download(names, directory):
             break
         else:
             raise DownloadError(
-                f"MNIST download failed: could not get {name} from any mirror:\n  "
-                + "\n  ".join(failures) + f"\n{HOW_TO_POINT_AT_FILES}")
+                f"MNIST download failed: could not get {name} from any mirror within the "
+                f"download deadline of {seconds:g} s ({DEADLINE_ENV_VAR} changes it):\n  "
+                + "\n  ".join(failures) + "\n" + how_to_download_by_hand())
