@@ -115,7 +115,7 @@ def _gradcheck(args):
     else:
         kernels.get(args.backend)
         names = [args.backend]
-    passed = tour.run(cases, names)
+    passed = tour.run(cases, names, method=args.method)
     print(f"\n{'all passed' if passed else 'FAILURES above'}: {len(cases)} case(s) on backend(s) {', '.join(names)}")
     return 0 if passed else 1
 
@@ -218,10 +218,14 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="lepton-nn", description="lepton_nn: read, verify and benchmark a neural-network engine")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("gradcheck", help="check every op's gradient against central differences (float64)")
+    p = sub.add_parser("gradcheck", help="check every op's gradient against finite differences (float64), "
+                                         "on every available backend")
     p.add_argument("--op", type=one_of(_ops), help="only this op (e.g. conv2d, max_pool2d, cross_entropy)")
-    p.add_argument("--backend", type=one_of(BACKENDS + ("all",)), default="numpy",
-                   help="numpy, numba, c, or all (default: numpy)")
+    p.add_argument("--backend", type=one_of(BACKENDS + ("all",)), default="all",
+                   help="numpy, numba, c, or all (default: all available)")
+    p.add_argument("--method", type=one_of(("central", "taylor")), default="central",
+                   help="central differences with kinks checked (default), or the Taylor test: the order of "
+                        "the linear model's residual (lepton_nn/gradcheck.py)")
     p.set_defaults(run=_gradcheck)
 
     p = sub.add_parser("backends", help="list the kernel backends and whether they are available")

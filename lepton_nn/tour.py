@@ -3,9 +3,10 @@
 `lepton-nn gradcheck [--op NAME] [--backend NAME|all]` prints one row per case and input.
 The same cases are the parametrization of tests/test_gradcheck.py.
 
-Inputs are drawn away from kinks: ReLU inputs keep |x| ≥ 0.1, max-pool and max inputs are
-distinct values at least 0.01 apart (so no ±ε step changes a winner), log/sqrt/div inputs
-are positive.
+Most inputs are drawn away from kinks: ReLU inputs keep |x| ≥ 0.1, max-pool and max inputs
+are distinct values at least 0.01 apart (so no ±ε step changes a winner), log/sqrt/div inputs
+are positive. The cases labelled "kinks" put inputs exactly on them (zeros for ReLU, tied
+maxima for pooling and max), where the checker tests that the gradient is a valid subgradient.
 """
 from dataclasses import dataclass
 
@@ -39,18 +40,30 @@ def _distinct(rng, *shape):
     return rng.permutation(int(np.prod(shape))).reshape(shape) * 0.01 - 1.0
 
 
+def _with_zeros(rng, *shape):
+    """Normal values with every third one exactly 0: ReLU's kink."""
+    x = rng.standard_normal(shape)
+    x.reshape(-1)[::3] = 0.0
+    return x
+
+
+def _ties(rng, *shape):
+    """Values from {−1, 0, 1}: most pooling windows hold two or more equal maxima."""
+    return rng.integers(-1, 2, size=shape).astype(np.float64)
+
+
 def _conv_case(batch, c_in, c_out, h, w, k, stride, padding):
     return Case("conv2d", f"b{batch} {c_in}->{c_out} {h}x{w} k{k} s{stride} p{padding}",
                 lambda x, wt, b: F.conv2d(x, wt, b, stride=stride, padding=padding),
                 lambda r: [_normal(r, batch, c_in, h, w), _normal(r, c_out, c_in, k, k), _normal(r, c_out)])
 
 
-def _pool_case(op, batch, c, h, w, k, stride, padding, **options):
+def _pool_case(op, batch, c, h, w, k, stride, padding, draw=_distinct, **options):
     fn = getattr(F, op)
-    extra = "".join(f" {key}={value}" for key, value in options.items())
+    extra = "".join(f" {key}={value}" for key, value in options.items()) + (" kinks" if draw is _ties else "")
     return Case(op, f"b{batch} c{c} {h}x{w} k{k} s{stride} p{padding}{extra}",
                 lambda x: fn(x, k, stride, padding, **options),
-                lambda r: [_distinct(r, batch, c, h, w)], smooth=op != "max_pool2d")
+                lambda r: [draw(r, batch, c, h, w)], smooth=op != "max_pool2d")
 
 
 def _ce_probability_targets(r):
@@ -83,6 +96,7 @@ CASES = [
     Case("mean", "axis=(0,2)", lambda a: a.mean(axis=(0, 2)), lambda r: [_normal(r, 2, 3, 4)]),
     Case("max", "axis=-1", lambda a: a.max(axis=-1), lambda r: [_distinct(r, 3, 5)], smooth=False),
     Case("max", "axis=None", lambda a: a.max(), lambda r: [_distinct(r, 3, 5)], smooth=False),
+    Case("max", "axis=-1 kinks", lambda a: a.max(axis=-1), lambda r: [_ties(r, 4, 5)], smooth=False),
     Case("reshape", "(2,6) -> (3,4)", lambda a: a.reshape(3, 4), lambda r: [_normal(r, 2, 6)]),
     Case("permute", "(2,3,4) -> (2,0,1)", lambda a: a.permute(2, 0, 1), lambda r: [_normal(r, 2, 3, 4)]),
     Case("flatten", "(2,3,4,5) -> (2,60)", lambda a: a.flatten(), lambda r: [_normal(r, 2, 3, 4, 5)]),
@@ -90,6 +104,9 @@ CASES = [
     Case("getitem", "repeated index [[0,2,0]]", lambda a: a[np.array([0, 2, 0])], lambda r: [_normal(r, 3, 4)]),
     Case("pad2d", "(1,2,3,0)", lambda a: F.pad2d(a, (1, 2, 3, 0)), lambda r: [_normal(r, 2, 1, 3, 4)]),
     Case("relu", "(4,6)", F.relu, lambda r: [_away_from_zero(r, 4, 6)], smooth=False),
+    Case("relu", "(4,6) kinks", F.relu, lambda r: [_with_zeros(r, 4, 6)], smooth=False),
+    Case("leaky_relu", "(4,6) slope 0.1 kinks", lambda a: F.leaky_relu(a, 0.1), lambda r: [_with_zeros(r, 4, 6)],
+         smooth=False),
     Case("leaky_relu", "(4,6) slope 0.01", F.leaky_relu, lambda r: [_away_from_zero(r, 4, 6)], smooth=False),
     Case("leaky_relu", "(2,3,5) slope -0.5", lambda a: F.leaky_relu(a, -0.5), lambda r: [_away_from_zero(r, 2, 3, 5)],
          smooth=False),
@@ -112,6 +129,8 @@ CASES = [
     _pool_case("max_pool2d", 2, 3, 7, 9, 2, 2, 0),
     _pool_case("max_pool2d", 2, 2, 7, 7, 3, 2, 1),
     _pool_case("max_pool2d", 1, 2, 5, 6, 3, 1, 0),
+    _pool_case("max_pool2d", 2, 2, 6, 6, 2, 2, 0, draw=_ties),
+    _pool_case("max_pool2d", 1, 2, 7, 7, 3, 2, 1, draw=_ties),
     _pool_case("avg_pool2d", 2, 3, 7, 9, 2, 2, 0),
     _pool_case("avg_pool2d", 1, 2, 7, 7, 3, 2, 1),
     _pool_case("avg_pool2d", 1, 2, 7, 7, 3, 2, 1, count_include_pad=False),
@@ -133,19 +152,27 @@ CASES = [
 SMOOTH_REL_TOLERANCE = 1e-6
 
 
-def run(cases, backend_names, out=print, seed=0):
-    """Gradcheck every case on every backend; print the table; return True when all pass."""
+def run(cases, backend_names, out=print, seed=0, method="central"):
+    """Gradcheck every case on every backend; print the table (and each failure's report);
+    return True when all pass. Smooth cases must also reach SMOOTH_REL_TOLERANCE (central)."""
     from lepton_nn import gradcheck, kernels
-    out(f"{'backend':7s} {'op':22s} {'case':32s} {'input':>5s} {'shape':16s} {'max rel err':>11s} result")
+    measure = "order" if method == "taylor" else "max rel err"
+    out(f"{'backend':7s} {'op':22s} {'case':34s} {'input':>5s} {'shape':14s} {measure:>11s} {'kinks':>5s} result")
     all_passed = True
     for name in backend_names:
         with kernels.backend(name):
             for case in cases:
-                report = gradcheck(case.fn, *case.make_inputs(np.random.default_rng(seed)))
+                if method == "taylor" and "kinks" in case.label:
+                    out(f"{name:7s} {case.op:22s} {case.label:34s} skipped: the Taylor test needs f smooth at x")
+                    continue
+                report = gradcheck(case.fn, *case.make_inputs(np.random.default_rng(seed)), method=method)
                 for r in report.inputs:
-                    passed = r.passed and (not case.smooth or r.max_rel_error <= SMOOTH_REL_TOLERANCE)
+                    passed = r.passed and (method == "taylor" or not case.smooth
+                                           or r.max_rel_error <= SMOOTH_REL_TOLERANCE)
                     all_passed &= passed
-                    note = f" ({r.kinks} kink(s) skipped)" if r.kinks else ""
-                    out(f"{name:7s} {case.op:22s} {case.label:32s} {r.position:5d} {str(r.shape):16s} "
-                        f"{r.max_rel_error:11.2e} {'PASS' if passed else 'FAIL'}{note}")
+                    figure = r.order if method == "taylor" else r.max_rel_error
+                    out(f"{name:7s} {case.op:22s} {case.label:34s} {r.position:5d} {str(r.shape):14s} "
+                        f"{figure:11.2e} {r.kinks:5d} {'PASS' if passed else 'FAIL'}")
+                if not all(r.passed for r in report.inputs):
+                    out(str(report))
     return all_passed

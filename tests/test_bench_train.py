@@ -80,7 +80,9 @@ def test_compare_flags_only_changes_beyond_the_spread(tiny_mnist, tmp_path, caps
     assert train_bench.main(["numpy"], steps=STEPS, warmup=WARMUP, data=str(tiny_mnist), json_path=str(out_json),
                             startup=False, rounds=2) == 0
     old = json.loads(out_json.read_text())
-    old["figures"] = {"numpy ms/step": [100.0, 101.0], "numpy eval images/s": [1.0, 1e12]}  # slower; any
+    # The old run: a step of a microsecond (no real run is that fast, however loaded the machine),
+    # and an evaluation range that holds any real figure.
+    old["figures"] = {"numpy ms/step": [0.001, 0.002], "numpy eval images/s": [1.0, 1e12]}
     (tmp_path / "old.json").write_text(json.dumps(old))
     assert main(["bench", "--train", "--backend", "numpy", "--steps", str(STEPS), "--rounds", "2",
                  "--data", str(tiny_mnist), "--compare", str(tmp_path / "old.json")]) == 0
