@@ -31,10 +31,12 @@ class Profiler:
     def __init__(self):
         self.seconds = defaultdict(float)
         self.calls = defaultdict(int)
+        self.last_seconds = 0.0  # the latest call's time: the engine keeps it on that op's graph node
 
     def record(self, name, phase, seconds):
         self.seconds[name, phase] += seconds
         self.calls[name, phase] += 1
+        self.last_seconds = seconds
 
     def timed(self, name, phase, fn, *args, **kwargs):
         start = time.perf_counter()

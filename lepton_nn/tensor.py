@@ -7,7 +7,11 @@ order, calling each op's backward once.
 
 Gradient contract (the same as PyTorch's):
 - Only leaves (tensors created by the user with requires_grad=True, e.g. parameters) receive
-  `.grad`; it is None until a backward pass reaches them.
+  `.grad`; it is None until a backward pass reaches them. A tensor an op made keeps its own
+  gradient only after `t.retain_grad()`; `t.register_hook(fn)` calls fn(gradient) when its
+  gradient is known, and uses what fn returns (if not None) instead.
+- `t.grad_fn` is the graph node that made t (None for a leaf): `t.grad_fn.name()` is e.g.
+  "MulBackward", `t.grad_fn.next_functions` the nodes of its inputs; lepton_nn.viz draws them.
 - Gradients accumulate: each backward pass *adds* into `.grad`. Two backward passes give exactly
   twice the gradient. Call `zero_grad()` (or the optimizer's) before each step.
 - A backward pass frees what the graph saved for it (activations, kernel caches) as soon as
@@ -25,7 +29,7 @@ import traceback
 
 import numpy as np
 
-from lepton_nn import checks, ops, profiler
+from lepton_nn import checks, kernels, ops, profiler
 
 _grad_enabled = True
 
@@ -83,13 +87,27 @@ def _raise_if_not_finite(array, op_name, what, where, inputs=()):
                              f"elements, the first at {first}){cause}; the op was called at {where}")
 
 
-class _Node:
-    """How a tensor was made: the op, what it saved, its inputs (tensors or constants) and, in
-    anomaly mode, the line of user code that called it."""
-    __slots__ = ("op", "ctx", "inputs", "where")
+class Node:
+    """How a tensor was made (its `grad_fn`, named as PyTorch names it, e.g. MulBackward): the op,
+    what it saved for backward, its input tensors, the backend that ran it and, in anomaly mode,
+    the line of user code that called it. `seconds` holds its forward and backward times when
+    a lepton_nn.profiler.Profiler was running (lepton_nn.viz.graph shows them)."""
+    __slots__ = ("op", "ctx", "inputs", "where", "backend", "seconds")
 
-    def __init__(self, op, ctx, inputs, where=None):
-        self.op, self.ctx, self.inputs, self.where = op, ctx, inputs, where
+    def __init__(self, op, ctx, inputs, where=None, backend=None, seconds=None):
+        self.op, self.ctx, self.inputs, self.where, self.backend = op, ctx, inputs, where, backend
+        self.seconds = {} if seconds is None else seconds
+
+    def name(self):
+        return f"{self.op.__name__}Backward"
+
+    @property
+    def next_functions(self):
+        """The grad_fn of each input (None for a leaf or a constant), as in PyTorch."""
+        return tuple(t._node if isinstance(t, Tensor) else None for t in self.inputs)
+
+    def __repr__(self):
+        return f"<{self.name()}>"
 
 
 def apply(op, *inputs, **options):
@@ -113,7 +131,9 @@ def apply(op, *inputs, **options):
         _raise_if_not_finite(out.data, op.__name__, "forward: its output", where, arrays)
     if _grad_enabled and any(needs):
         out.requires_grad = True
-        out._node = _Node(op, ctx, inputs, where)
+        prof = profiler.active()
+        out._node = Node(op, ctx, inputs, where, kernels.active_name(),
+                         {"forward": prof.last_seconds} if prof else None)
     return out
 
 
@@ -127,6 +147,14 @@ class Function(ops.Function):
     @classmethod
     def apply(cls, *inputs, **options):
         return apply(cls, *inputs, **options)
+
+
+class _HookHandle:
+    def __init__(self, tensor, hook):
+        self.tensor, self.hook = tensor, hook
+
+    def remove(self):
+        self.tensor._hooks = tuple(h for h in self.tensor._hooks if h is not self.hook)
 
 
 def tensor(data, dtype=None, requires_grad=False):
@@ -148,6 +176,8 @@ class Tensor:
     """A NumPy array, and what autograd needs: requires_grad, .grad, and the node it came from.
     Tensor(data) copies data, as lepton_nn.tensor does; from_numpy shares."""
     __array_priority__ = 1000  # make ndarray ⊕ Tensor call Tensor's reflected operator
+    _hooks = ()             # set per tensor by register_hook
+    _retains_grad = False   # set per tensor by retain_grad
 
     def __init__(self, data, dtype=None, requires_grad=False):
         if isinstance(data, Tensor):
@@ -185,8 +215,32 @@ class Tensor:
         return len(self.data)
 
     def __repr__(self):
-        flag = ", requires_grad=True" if self.requires_grad else ""
+        flag = f", grad_fn={self._node!r}" if self._node else ", requires_grad=True" if self.requires_grad else ""
         return f"Tensor({np.array2string(self.data, precision=4, threshold=20)}, dtype={self.dtype}{flag})"
+
+    # ------------------------------------------------------------------ the graph
+    @property
+    def grad_fn(self):
+        """The Node that made this tensor, or None for a leaf (see the module docstring)."""
+        return self._node
+
+    @property
+    def is_leaf(self):
+        return self._node is None
+
+    def retain_grad(self):
+        """Keep this (non-leaf) tensor's gradient in .grad after backward, as leaves do."""
+        if not self.requires_grad:
+            raise RuntimeError("retain_grad: this tensor does not require grad")
+        self._retains_grad = True
+
+    def register_hook(self, hook):
+        """Call hook(gradient) when backward reaches this tensor; a returned array replaces the
+        gradient. Returns a handle whose remove() takes the hook off again."""
+        if not self.requires_grad:
+            raise RuntimeError("register_hook: this tensor does not require grad")
+        self._hooks = self._hooks + (hook,)
+        return _HookHandle(self, hook)
 
     def detach(self):
         """The same data, cut from the graph."""
@@ -217,7 +271,17 @@ class Tensor:
             g = pending.pop(id(t), None)
             if g is None:
                 continue
+            for hook in t._hooks:
+                replaced = hook(g)
+                if replaced is not None:
+                    replaced = np.asarray(replaced.data if isinstance(replaced, Tensor) else replaced)
+                    if replaced.shape != g.shape:
+                        raise ValueError(f"backward: a hook returned shape {replaced.shape} for a gradient of "
+                                         f"shape {g.shape}")
+                    g = replaced.astype(t.dtype, copy=False)
             node = t._node
+            if t._retains_grad and node is not None:
+                t.grad = np.array(g, dtype=t.dtype) if t.grad is None else t.grad + g
             if node is None:  # a leaf: accumulate
                 # .grad must be an array nobody else holds. A fresh array from an op's backward
                 # (a weight gradient: megabytes) is kept as it is; a view, an array given out
@@ -232,6 +296,8 @@ class Tensor:
                 raise RuntimeError("backward: this graph was already freed by a previous backward pass; "
                                    "pass retain_graph=True to the first one to go through it twice")
             input_grads = profiler.call(node.op.__name__, "backward", node.op.backward, node.ctx, g)
+            if profiler.active():
+                node.seconds["backward"] = profiler.active().last_seconds
             if not isinstance(input_grads, tuple) or len(input_grads) != len(node.inputs):
                 got = f"a tuple of {len(input_grads)}" if isinstance(input_grads, tuple) else type(input_grads).__name__
                 raise TypeError(f"{node.op.__name__}.backward must return a tuple of {len(node.inputs)} gradient(s), "
