@@ -167,13 +167,17 @@ class Adam(Optimizer):
         m̂ = m / (1 − β₁ᵗ),  v̂ = v / (1 − β₂ᵗ)  (bias correction: m and v start at 0)
         θ ← θ − η·m̂ / (√v̂ + ε)
 
-    Defaults are PyTorch's (ε = 1e-8); `keras.optimizers.Adam` / 'adam' uses Keras's ε = 1e-7.
+    Defaults are PyTorch's (ε = 1e-8). epsilon_hat=True puts ε where Keras and TensorFlow put
+    it, on the uncorrected √v (the paper's "ε̂" form): θ ← θ − η·√(1 − β₂ᵗ)/(1 − β₁ᵗ)·m / (√v + ε),
+    which is the update above with ε/√(1 − β₂ᵗ) for ε (docs/equations.md, "Adam");
+    `keras.optimizers.Adam` / 'adam' uses it, with Keras's ε = 1e-7.
     """
-    HYPER = {"lr": non_negative, "betas": betas, "eps": non_negative, "weight_decay": non_negative}
+    HYPER = {"lr": non_negative, "betas": betas, "eps": non_negative, "weight_decay": non_negative,
+             "epsilon_hat": flag}
     _decoupled = False
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, epsilon_hat=False):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, epsilon_hat=epsilon_hat)
 
     def _step(self):
         # One adam_steps call for all parameters at the same step and dtype (normally all of
@@ -189,7 +193,8 @@ class Adam(Optimizer):
         decay = self.weight_decay if self._decoupled else 0.0
         beta1, beta2 = self.betas
         for (step, _), arrays in groups.items():
-            kernels.active().adam_steps(*zip(*arrays), self.lr, beta1, beta2, self.eps, step, decay)
+            eps = self.eps / np.sqrt(1 - beta2 ** step) if self.epsilon_hat else self.eps
+            kernels.active().adam_steps(*zip(*arrays), self.lr, beta1, beta2, eps, step, decay)
 
 
 class AdamW(Adam):
@@ -203,5 +208,5 @@ class AdamW(Adam):
     """
     _decoupled = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, epsilon_hat=False):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, epsilon_hat=epsilon_hat)

@@ -8,7 +8,7 @@ import pytest
 
 import lepton_nn as ln
 from lepton_nn import functional as F
-from lepton_nn import kernels, nn, optim
+from lepton_nn import keras, kernels, nn, optim
 
 G1, G2 = np.array([0.5, -1.0]), np.array([0.2, 0.4])
 
@@ -166,3 +166,60 @@ def test_a_pytorch_style_loop_learns():
         loss.backward()
         opt.step()
     assert loss.item() < 0.15
+
+
+def _gradients_near_eps(rng, steps, shape):
+    """Gradients of size ~ε = 1e-7, where the two ε placements differ most."""
+    return [1e-7 * rng.standard_normal(shape) for _ in range(steps)]
+
+
+def keras_adam_by_its_formula(theta, grads, lr, beta_1, beta_2, epsilon):
+    """Keras's documented Adam (keras.optimizers.Adam): lr_t = lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ),
+    θ ← θ − lr_t·m/(√v + ε), written out here independently of lepton_nn's kernels."""
+    m, v = np.zeros_like(theta), np.zeros_like(theta)
+    for t, g in enumerate(grads, start=1):
+        m = m + (g - m) * (1 - beta_1)
+        v = v + (g * g - v) * (1 - beta_2)
+        lr_t = lr * np.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t)
+        theta = theta - lr_t * m / (np.sqrt(v) + epsilon)
+    return theta
+
+
+@pytest.mark.parametrize("backend", kernels.available_backends())
+def test_keras_adam_is_keras_epsilon_hat_and_optim_adam_is_pytorchs(backend):
+    rng = np.random.default_rng(3)
+    theta0, grads = rng.standard_normal((3, 5)), _gradients_near_eps(rng, 3, (3, 5))
+    keras_param = ln.tensor(theta0, requires_grad=True)
+    keras_opt = keras.optimizers.Adam(learning_rate=0.01).build([keras_param])
+    torch_form = ln.tensor(theta0, requires_grad=True)
+    torch_form_opt = optim.Adam([torch_form], lr=0.01, eps=1e-7)
+    with kernels.backend(backend):
+        for g in grads:
+            for p, opt in ((keras_param, keras_opt), (torch_form, torch_form_opt)):
+                p.grad = g.copy()
+                opt.step()
+    np.testing.assert_allclose(keras_param.data, keras_adam_by_its_formula(theta0, grads, 0.01, 0.9, 0.999, 1e-7),
+                               rtol=1e-12, atol=1e-15)
+    keras_moved, torch_moved = np.abs(keras_param.data - theta0), np.abs(torch_form.data - theta0)
+    assert np.median(torch_moved / keras_moved) > 2  # near ε the two forms really differ
+
+
+@pytest.mark.parametrize("backend", kernels.available_backends())
+@pytest.mark.parametrize("make, make_torch", [
+    (lambda p: optim.Adam(p, lr=0.01, eps=1e-7), lambda torch, p: torch.optim.Adam(p, lr=0.01, eps=1e-7)),
+    (lambda p: optim.AdamW(p, lr=0.01, eps=1e-7, weight_decay=0.1),
+     lambda torch, p: torch.optim.AdamW(p, lr=0.01, eps=1e-7, weight_decay=0.1)),
+], ids=["Adam", "AdamW"])
+def test_optim_adam_matches_torch_optim_adam_in_float64(backend, make, make_torch):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    theta0, grads = rng.standard_normal((4, 3)), _gradients_near_eps(rng, 4, (4, 3))
+    ours = ln.tensor(theta0, requires_grad=True)
+    theirs = torch.tensor(theta0, requires_grad=True)
+    ours_opt, theirs_opt = make([ours]), make_torch(torch, [theirs])
+    with kernels.backend(backend):
+        for g in grads:
+            ours.grad, theirs.grad = g.copy(), torch.tensor(g)
+            ours_opt.step()
+            theirs_opt.step()
+    np.testing.assert_allclose(ours.data, theirs.detach().numpy(), rtol=1e-12, atol=1e-15)

@@ -2,10 +2,11 @@
 
 A Keras optimizer is created before the model's weights exist, so these objects only hold the
 settings; `model.compile` / `fit` calls `build(params)` to make the lepton_nn.optim optimizer
-that does the work. Differences from Keras, both in Adam's favour of PyTorch's form:
+that does the work. The updates are Keras's:
 
-- ε is added to √v̂ (the bias-corrected second moment), as in PyTorch and the Adam paper's
-  algorithm; Keras adds it to √v, which acts like a larger ε early in training.
+- Adam and AdamW add ε to √v, the uncorrected second moment, as Keras does (optim.Adam's
+  epsilon_hat=True); lepton_nn.optim.Adam on its own adds it to √v̂, as PyTorch does. With
+  gradients near ε the two differ several-fold in the first steps (docs/equations.md, "Adam").
 - 'sgd' momentum uses PyTorch's buffer; with a constant learning rate it is the same update.
 """
 from lepton_nn import optim
@@ -64,7 +65,8 @@ class Adam(Optimizer):
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
 
     def _optim_kwargs(self):
-        return {"lr": self.learning_rate, "betas": (self.beta_1, self.beta_2), "eps": self.epsilon}
+        return {"lr": self.learning_rate, "betas": (self.beta_1, self.beta_2), "eps": self.epsilon,
+                "epsilon_hat": True}  # Keras's ε, on the uncorrected √v
 
     def get_config(self):
         return {"learning_rate": self.learning_rate, "beta_1": self.beta_1, "beta_2": self.beta_2,
