@@ -19,17 +19,10 @@ Where the four files are looked for, first match wins:
 Each file may be stored gzip-compressed (`train-images-idx3-ubyte.gz`) or not
 (`train-images-idx3-ubyte`); the `.gz` one is used when both exist.
 """
-import hashlib
-import math
 import os
-import sys
-import threading
-import time
-import urllib.request
 from pathlib import Path
 
-from lepton_nn.fileio import atomic_write
-
+from . import download
 from .idx import read_idx
 
 # Key → file name without `.gz`, in the order load_data unpacks them.
@@ -54,7 +47,7 @@ MIRRORS = (
 ENV_VAR = "LEPTON_NN_DATA"
 # Seconds for the whole download (every file, every mirror): an unanswering server fails fast.
 DOWNLOAD_DEADLINE = 60.0
-DEADLINE_ENV_VAR = "LEPTON_NN_DOWNLOAD_DEADLINE"
+DEADLINE_ENV_VAR = download.DEADLINE_ENV_VAR
 HOW_TO_POINT_AT_FILES = (
     "To use local copies of the four MNIST files instead, point lepton_nn at their directory "
     f"with load_data(path=DIR), the environment variable {ENV_VAR}=DIR, or "
@@ -69,9 +62,7 @@ def how_to_download_by_hand():
             + HOW_TO_POINT_AT_FILES)
 
 
-class DownloadError(OSError):
-    """Every mirror failed for some MNIST file (no network, bad data everywhere, or the
-    download deadline passed)."""
+DownloadError = download.DownloadError  # raised here when every mirror fails (see download.py)
 
 
 def load_data(path=None):
@@ -103,10 +94,7 @@ def find_files(path=None):
 
 def cache_dir():
     """The download cache: $XDG_CACHE_HOME/lepton_nn/mnist, or ~/.cache/lepton_nn/mnist."""
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    # The XDG spec says a relative value is invalid and must be ignored.
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "lepton_nn" / "mnist"
+    return download.cache_dir("mnist")
 
 
 def _scan(directory):
@@ -159,78 +147,17 @@ def _load_pair(images_path, labels_path):
     return x, y
 
 
-def _fetch(url, timeout):
-    """GET `url` and return the body. Tests replace this function to stay offline."""
-    request = urllib.request.Request(url, headers={"User-Agent": "lepton_nn"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return response.read()
-
-
-def _fetch_within(url, seconds):
-    """_fetch(url), given up on after `seconds`. urllib's timeout bounds each socket operation,
-    not the whole request (nor the DNS lookup, nor a server that trickles bytes), so the request
-    runs in a daemon thread that is abandoned when time is up."""
-    result = {}
-
-    def work():
-        try:
-            result["data"] = _fetch(url, timeout=seconds)
-        except Exception as e:
-            result["error"] = e
-    thread = threading.Thread(target=work, daemon=True, name=f"lepton_nn download {url}")
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        raise TimeoutError(f"no complete answer within {seconds:.1f} s")
-    if "error" in result:
-        raise result["error"]
-    return result["data"]
+_fetch = download.fetch  # module-level, so that tests can replace it and stay offline
 
 
 def download_deadline():
     """DOWNLOAD_DEADLINE, or the number in $LEPTON_NN_DOWNLOAD_DEADLINE (seconds, finite, > 0)."""
-    text = os.environ.get(DEADLINE_ENV_VAR)
-    if not text:
-        return DOWNLOAD_DEADLINE
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds < math.inf:  # also refuses nan
-        raise ValueError(f"{DEADLINE_ENV_VAR}: expected a finite number of seconds > 0, found {text!r}")
-    return seconds
+    return download.deadline_seconds(DOWNLOAD_DEADLINE)
 
 
 def _download(names, directory):
     """Fetch each `.gz` name from the first mirror that serves bytes with the right MD5, all
-    within one deadline; each request gets only the time that remains."""
-    seconds = download_deadline()
-    directory.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + seconds
-    for name in names:
-        failures = []
-        for mirror in MIRRORS:
-            url = mirror + name
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                failures.append(f"{url}: not tried, the deadline had passed")
-                continue
-            print(f"lepton_nn: downloading {url}", file=sys.stderr)
-            try:
-                data = _fetch_within(url, remaining)
-            except Exception as e:  # network errors come in many types (URLError, timeout, ...)
-                failures.append(f"{url}: {type(e).__name__}: {e}")
-                continue
-            digest = hashlib.md5(data).hexdigest()
-            if digest != MD5[name]:
-                failures.append(f"{url}: MD5 mismatch: expected {MD5[name]}, "
-                                f"found {digest} ({len(data)} bytes)")
-                continue
-            with atomic_write(directory / name) as f:
-                f.write(data)
-            break
-        else:
-            raise DownloadError(
-                f"MNIST download failed: could not get {name} from any mirror within the "
-                f"download deadline of {seconds:g} s ({DEADLINE_ENV_VAR} changes it):\n  "
-                + "\n  ".join(failures) + "\n" + how_to_download_by_hand())
+    within one deadline (lepton_nn/data/download.py)."""
+    files = {name: (MD5[name], [mirror + name for mirror in MIRRORS]) for name in names}
+    download.download(files, directory, download_deadline(), "MNIST", how_to_download_by_hand(),
+                      fetch=lambda url, timeout: _fetch(url, timeout))  # looked up at call time: see _fetch
