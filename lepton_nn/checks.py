@@ -48,6 +48,17 @@ def class_labels(labels, n, num_classes, owner):
     return np.ascontiguousarray(labels, dtype=np.int64)
 
 
+def indices(values, size, owner, name="indices"):
+    """Integer indices of any shape, each in [0, size), as int64 (C-contiguous): rows of an
+    embedding table. Negative indices are refused, not wrapped (as PyTorch's embedding)."""
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(f"{owner}: {name} must be integers, got dtype {values.dtype}")
+    if values.size and (values.min() < 0 or values.max() >= size):
+        raise ValueError(f"{owner}: {name} must lie in [0, {size}), got values from {values.min()} to {values.max()}")
+    return np.asarray(values, dtype=np.int64, order="C")  # not ascontiguousarray: it makes a 0-d index 1-d
+
+
 # Keras-API argument rules (used by keras/layers.py, keras/models.py, and by load_model on a file's config).
 def int_at_least(value, owner, name, minimum):
     """`value` as a Python int ≥ minimum. Bools, floats (even 2.0) and strings are refused, as
@@ -112,3 +123,13 @@ def constructor_arguments(cls, arguments, owner, skip=()):
         problem = f"unexpected argument {', '.join(unexpected)}" if unexpected else \
             f"missing required argument {', '.join(missing)}"
         raise ValueError(f"{owner}: {problem}; {cls.__name__} takes {', '.join(sorted(accepted)) or 'none'}")
+
+
+def padding_index(value, size, owner):
+    """An embedding's padding_idx: None, or an int in [−size, size) (negative counts from the
+    end, as in PyTorch), returned in [0, size)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not -size <= value < size:
+        raise ValueError(f"{owner}: padding_idx must be an int in [{-size}, {size}) or None, got {value!r}")
+    return int(value) % size

@@ -81,6 +81,26 @@ def mnist_dir(text):
     return text
 
 
+def shakespeare_dir(text):
+    """A directory holding Tiny Shakespeare's input.txt (or a parent of one named tinyshakespeare)."""
+    from lepton_nn.data import shakespeare
+    try:
+        shakespeare.find_file(text)
+    except FileNotFoundError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def positive_number(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
 def writable_path(text):
     """A file path that can be written (its directory exists and is writable): checked now,
     not after minutes of work."""
@@ -179,6 +199,15 @@ def _mnist_input_shape(model, path):
     return shape
 
 
+def _shakespeare(args):
+    from lepton_nn import shakespeare
+    _use_backend(args.backend)
+    shakespeare.train(args.model, data_dir=args.data, iters=args.iters, seed=args.seed, save=args.save,
+                      progress=sys.stdout.isatty(), temperature=args.temperature, top_k=args.top_k,
+                      sample_length=args.length)
+    return 0
+
+
 def _evaluate(args):
     from lepton_nn import keras, train
     from lepton_nn.data import mnist
@@ -274,6 +303,21 @@ def build_parser():
     p.add_argument("--verbose", type=int, choices=(0, 1, 2),
                    help="1 progress bar, 2 one line per epoch (default: 1 on a terminal, else 2)")
     p.set_defaults(run=_train)
+
+    p = sub.add_parser("shakespeare", help="train a character-level model of Shakespeare (nanoGPT's baby GPT, "
+                                           "or a char LSTM), report its validation loss and print a sample")
+    p.add_argument("--model", type=one_of(("gpt", "lstm")), default="gpt", help="gpt (default) or lstm")
+    p.add_argument("--iters", type=positive_int, default=2000, help="training iterations; default 2000 (the recipe)")
+    p.add_argument("--backend", type=one_of(BACKENDS),
+                   help="kernel backend: numpy, numba or c (default: the fastest available)")
+    p.add_argument("--data", metavar="DIR", type=shakespeare_dir, help="directory with input.txt (default: "
+                   "$LEPTON_NN_DATA, the cache, or a download)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed; default 0")
+    p.add_argument("--save", metavar="PATH", type=writable_path, help="write the trained model to PATH (.lnn)")
+    p.add_argument("--temperature", type=positive_number, default=0.8, help="sampling temperature; default 0.8")
+    p.add_argument("--top-k", type=positive_int, help="sample among the k likeliest characters only")
+    p.add_argument("--length", type=positive_int, default=300, help="characters to sample; default 300")
+    p.set_defaults(run=_shakespeare)
 
     p = sub.add_parser("evaluate", help="evaluate a saved model (.lnn) on the MNIST test set")
     p.add_argument("--model", required=True, metavar="PATH", type=existing_file)

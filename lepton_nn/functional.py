@@ -232,3 +232,174 @@ def mse_loss(prediction, target, reduction="mean"):
         raise ValueError(f"mse_loss: prediction shape {prediction.shape} differs from target shape "
                          f"{target.shape} (broadcasting here is almost always a bug)")
     return _reduce("mse_loss", (prediction - target) ** 2, reduction)
+
+
+# --------------------------------------------------------------------------- sequence models
+# embedding, layer_norm, gelu, masked_fill, tril/triu, cat/stack/split/chunk
+def embedding(indices, weight, padding_idx=None):
+    """Rows of weight (V, D) looked up by integer indices of any shape → (*indices.shape, D), as
+    torch.nn.functional.embedding. Every index must lie in [0, V); the row padding_idx
+    (−V ≤ padding_idx < V) gets no gradient. PyTorch's max_norm, scale_grad_by_freq and sparse
+    are not offered. Equations: kernels/reference.py embedding_*; docs/equations.md, "Embedding".
+    """
+    weight = _as_tensor(weight)
+    _check_float("embedding", "weight", weight, 2, "(num_embeddings, embedding_dim)")
+    num_embeddings = weight.shape[0]
+    indices = checks.indices(indices.data if isinstance(indices, Tensor) else indices, num_embeddings, "embedding")
+    padding_idx = checks.padding_index(padding_idx, num_embeddings, "embedding")
+    return apply(ops.Embedding, weight, indices=indices, padding_idx=padding_idx)
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalise x over its trailing axes, which must equal normalized_shape, then scale by weight
+    and shift by bias (both of normalized_shape, each optional), as
+    torch.nn.functional.layer_norm: biased variance, ε inside the square root. An axis of size 0
+    is refused (PyTorch returns an empty tensor). Equations: kernels/reference.py layer_norm_*;
+    derivation: docs/equations.md, "Layer normalisation".
+    """
+    op = "layer_norm"
+    x = _as_tensor(x)
+    _check_float(op, "input", x)
+    shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else normalized_shape
+    if not isinstance(shape, (tuple, list)) or not shape:
+        raise ValueError(f"{op}: normalized_shape must be an int or a non-empty tuple of ints, "
+                         f"got {normalized_shape!r}")
+    shape = tuple(checks.int_at_least(d, op, f"every dimension of normalized_shape {tuple(shape)}", 1) for d in shape)
+    if x.ndim < len(shape) or x.shape[x.ndim - len(shape):] != shape:
+        raise ValueError(f"{op}: normalized_shape {shape} must equal the input's trailing dimensions, "
+                         f"got input shape {x.shape}")
+    weight, bias = (None if t is None else _as_tensor(t) for t in (weight, bias))
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and (t.shape != shape or t.dtype != x.dtype):
+            raise ValueError(f"{op}: {name} must have shape {shape} and dtype {x.dtype}, got {t.shape} {t.dtype}")
+    eps = checks.finite_number(eps, op, "eps")
+    if eps <= 0:
+        raise ValueError(f"{op}: eps must be a finite number > 0, got {eps!r}")
+    return apply(ops.LayerNorm, x, weight, bias, normalized_shape=shape, eps=eps)
+
+
+def gelu(x, approximate="none"):
+    """GELU, y = x·Φ(x) with Φ the standard normal CDF, or with approximate='tanh'
+    y = ½x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), as torch.nn.functional.gelu.
+    Equations: kernels/reference.py gelu_*; docs/equations.md, "GELU"."""
+    x = _as_tensor(x)
+    _check_float("gelu", "input", x)
+    if not isinstance(approximate, str) or approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return apply(ops.Gelu, x, approximate=approximate)
+
+
+def masked_fill(x, mask, value):
+    """value where mask (booleans, broadcast against x) is True, x elsewhere; no gradient flows
+    to the filled positions. E.g. scores.masked_fill(triu(ones((T, T), bool), 1), -inf)."""
+    return _as_tensor(x).masked_fill(mask, value)
+
+
+def tril(x, diagonal=0):
+    """The lower triangle of x's last two axes (zeros above diagonal `diagonal`), as torch.tril.
+    Differentiable through masked_fill; on booleans it builds a mask (Tensor.tril)."""
+    return _as_tensor(x).tril(diagonal)
+
+
+def triu(x, diagonal=0):
+    """The upper triangle of x's last two axes (zeros below diagonal `diagonal`), as torch.triu;
+    triu(ones((T, T), bool), 1) is the causal attention mask (True where key j > query i)."""
+    return _as_tensor(x).triu(diagonal)
+
+
+def _tensor_list(op, tensors):
+    if not isinstance(tensors, (list, tuple)) or not tensors:
+        raise ValueError(f"{op}: expected a non-empty list or tuple of tensors, got {type(tensors).__name__}")
+    return [_as_tensor(t) for t in tensors]
+
+
+def cat(tensors, axis=0):
+    """Join tensors along an existing axis, as torch.cat (whose `dim` is our `axis`): one dtype,
+    one ndim, equal dimensions but along `axis`. Backward cuts the gradient at the same
+    boundaries (ops.Cat)."""
+    tensors = _tensor_list("cat", tensors)
+    first = tensors[0]
+    axis = ops.normalize_axis("cat", axis, first.ndim)
+    for i, t in enumerate(tensors):
+        if t.dtype != first.dtype or t.ndim != first.ndim or \
+                t.shape[:axis] + t.shape[axis + 1:] != first.shape[:axis] + first.shape[axis + 1:]:
+            raise ValueError(f"cat: tensor {i} is {t.shape} {t.dtype} but tensor 0 is {first.shape} {first.dtype}; "
+                             f"all must share the dtype and every dimension but axis {axis}")
+    return apply(ops.Cat, *tensors, axis=axis)
+
+
+def stack(tensors, axis=0):
+    """Join equal-shaped tensors along a new axis, as torch.stack: composed as cat of each one
+    with a length-1 axis inserted at `axis` (so its gradient needs no code of its own)."""
+    tensors = _tensor_list("stack", tensors)
+    shape = tensors[0].shape
+    axis = ops.normalize_axis("stack", axis, len(shape) + 1)
+    for i, t in enumerate(tensors):
+        if t.shape != shape:
+            raise ValueError(f"stack: every tensor must have tensor 0's shape {shape}; tensor {i} has {t.shape}")
+    return cat([t.reshape(shape[:axis] + (1,) + shape[axis:]) for t in tensors], axis)
+
+
+def split(x, split_size_or_sections, axis=0):
+    """Pieces of x along `axis`, as torch.split: of split_size each (the last shorter) or of the
+    listed sizes; each piece is a differentiable slice (Tensor.split)."""
+    return _as_tensor(x).split(split_size_or_sections, axis)
+
+
+def chunk(x, chunks, axis=0):
+    """At most `chunks` pieces of x along `axis`, each ⌈n/chunks⌉ long, as torch.chunk (Tensor.chunk)."""
+    return _as_tensor(x).chunk(chunks, axis)
+
+
+# --------------------------------------------------------------------------- attention
+def _broadcast(*shapes):
+    """The shape that `shapes` broadcast to, or None where they do not."""
+    try:
+        return np.broadcast_shapes(*shapes)
+    except ValueError:
+        return None
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
+    """softmax(Q·Kᵀ·scale, keys masked)·V, with PyTorch's signature and semantics.
+
+    query (..., L, E), key (..., S, E), value (..., S, Ev) → (..., L, Ev); leading axes broadcast.
+    scale defaults to 1/√E. attn_mask, broadcastable to (..., L, S): boolean (True = the key
+    takes part) or float (added to the scores); is_causal: query i sees keys j ≤ i (not with
+    attn_mask, as PyTorch). A query that sees no key gets 0, as in PyTorch 2.5+. dropout_p > 0
+    drops attention weights on every call, as PyTorch's function does: pass 0 to evaluate.
+    Composed of matmul, MaskedSoftmax and matmul: docs/equations.md, "Attention".
+    """
+    op = "scaled_dot_product_attention"
+    query, key, value = _as_tensor(query), _as_tensor(key), _as_tensor(value)
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        _check_float(op, name, t)
+        if t.ndim < 2 or t.dtype != query.dtype:
+            raise ValueError(f"{op}: {name} must be at least 2-D, of the query's dtype {query.dtype}; "
+                             f"got shape {t.shape} {t.dtype}")
+    (*_, L, E), (*_, S, _) = query.shape, key.shape
+    if key.shape[-1] != E or value.shape[-2] != S or E == 0 or \
+            _broadcast(query.shape[:-2], key.shape[:-2], value.shape[:-2]) is None:
+        raise ValueError(f"{op}: expected query (..., L, E ≥ 1), key (..., S, E), value (..., S, Ev) with "
+                         f"batch axes that broadcast, got {query.shape}, {key.shape}, {value.shape}")
+    scale = 1.0 / float(np.sqrt(E)) if scale is None else checks.finite_number(scale, op, "scale")
+    scores = (query * scale) @ key.transpose(-2, -1)  # scaling q costs L·E products, the scores L·S
+    mask = None
+    if attn_mask is not None:
+        if is_causal:
+            raise ValueError(f"{op}: give attn_mask or is_causal=True, not both (as PyTorch)")
+        attn_mask = _as_tensor(attn_mask)
+        if _broadcast(attn_mask.shape, scores.shape) != scores.shape:
+            raise ValueError(f"{op}: attn_mask of shape {attn_mask.shape} does not broadcast to the scores' "
+                             f"(..., L, S) = {scores.shape}")
+        if attn_mask.dtype == bool:
+            mask = attn_mask.data
+        elif attn_mask.dtype == query.dtype:
+            scores = scores + attn_mask
+        else:
+            raise ValueError(f"{op}: attn_mask must be boolean or of the query's dtype {query.dtype}, "
+                             f"got {attn_mask.dtype}")
+    weights = apply(ops.MaskedSoftmax, scores, mask=mask, causal=checks.flag(is_causal, op, "is_causal"))
+    if dropout_p:
+        weights = dropout(weights, dropout_p)
+    return weights @ value

@@ -51,7 +51,9 @@ EQUATIONS = {"Add": "Broadcasting", "Mul": "Broadcasting", "Linear": "Dense laye
              "Conv2d": "Convolution (conv2d)", "Conv2dReluMaxPool2d": "Convolution (conv2d)",
              "MaxPool2d": "Max pooling", "AvgPool2d": "Max pooling", "Relu": "ReLU", "LeakyRelu": "ReLU",
              "Softmax": "Softmax and log-softmax", "LogSoftmax": "Softmax and log-softmax",
-             "SoftmaxCrossEntropy": "Cross-entropy"}
+             "Embedding": "Embedding", "LayerNorm": "Layer normalisation", "Gelu": "GELU",
+             "MaskedFill": "Masks, cat, stack and split", "Cat": "Masks, cat, stack and split",
+             "SoftmaxCrossEntropy": "Cross-entropy", "MaskedSoftmax": "Attention"}
 
 
 @dataclass

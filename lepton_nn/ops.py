@@ -518,3 +518,137 @@ class Pad2d(Function):
     def backward(ctx, grad):
         (*_, h, w), (top, _, left, _) = ctx.saved
         return (grad[..., top:top + h, left:left + w],)
+
+
+# --------------------------------------------------------------------------- sequence models
+# Embedding, LayerNorm, Gelu, MaskedFill, Cat (split is GetItem; stack and tril/triu are compositions)
+class Embedding(Function):
+    """y = W[indices] (a gather); ∂L/∂W = scatter-add of G into W's rows, repeated indices summed.
+    The indices are an option (no gradient); the row `padding_idx` (if any) gets none, as in
+    PyTorch. Kernels: embedding_forward / embedding_backward."""
+
+    @staticmethod
+    def forward(ctx, weight, *, indices, padding_idx=None):
+        backend = kernels.active()
+        ctx.save(backend, indices, weight.shape[0], padding_idx)
+        return backend.embedding_forward(indices, weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        backend, indices, num_embeddings, padding_idx = ctx.saved
+        grad_weight = backend.embedding_backward(grad, indices, num_embeddings)
+        if padding_idx is not None:
+            grad_weight[padding_idx] = 0  # a padding row stays as it is (all zeros, as nn.Embedding makes it)
+        return (grad_weight,)
+
+
+class LayerNorm(Function):
+    """y = γ ⊙ (x − μ)/√(σ² + ε) + β over the trailing normalized_shape axes, per position.
+    Kernels: layer_norm_forward / layer_norm_backward (equations there)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, *, normalized_shape, eps):
+        backend = kernels.active()
+        y, mean, rstd = backend.layer_norm_forward(x, normalized_shape, weight, bias, eps)
+        ctx.save(backend, x, normalized_shape, mean, rstd, weight)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        backend, x, normalized_shape, mean, rstd, weight = ctx.saved
+        return backend.layer_norm_backward(grad, x, normalized_shape, mean, rstd, weight, *ctx.needs_input_grad)
+
+
+class Gelu(Function):
+    """y = x·Φ(x) (or its tanh approximation); ∂y/∂x = Φ(x) + x·φ(x). Kernels: gelu_forward / _backward."""
+
+    @staticmethod
+    def forward(ctx, a, *, approximate="none"):
+        backend = kernels.active()
+        ctx.save(backend, a, approximate)
+        return backend.gelu_forward(a, approximate)
+
+    @staticmethod
+    def backward(ctx, grad):
+        backend, a, approximate = ctx.saved
+        return (backend.gelu_backward(grad, a, approximate),)
+
+
+class MaskedFill(Function):
+    """y = value where mask, a elsewhere (mask: booleans, broadcast against a);
+    ∂y/∂a = 0 where mask, 1 elsewhere. A select, as PyTorch's: a masked position passes no
+    gradient, even a NaN one; and its NaN input is replaced, as the fill means."""
+
+    @staticmethod
+    def forward(ctx, a, *, mask, value):
+        if mask.dtype != np.bool_:
+            raise ValueError(f"masked_fill: mask must be boolean, got dtype {mask.dtype}")
+        broadcast_shape("masked_fill", a, mask)
+        ctx.save(a.shape, mask)
+        return np.where(mask, np.asarray(value, a.dtype), a)
+
+    @staticmethod
+    def backward(ctx, grad):
+        shape, mask = ctx.saved
+        return (unbroadcast(np.where(mask, np.zeros((), grad.dtype), grad), shape),)
+
+
+class Cat(Function):
+    """y = the inputs joined along `axis` (all passed positionally, one tensor each);
+    backward cuts G at the same boundaries, one piece per input."""
+
+    @staticmethod
+    def forward(ctx, *arrays, axis):
+        ctx.save(axis, np.cumsum([a.shape[axis] for a in arrays])[:-1])
+        return np.concatenate(arrays, axis=axis)
+
+    @staticmethod
+    def backward(ctx, grad):
+        axis, cuts = ctx.saved
+        return tuple(np.split(grad, cuts, axis=axis))
+
+
+def split_bounds(op, size, split_size_or_sections):
+    """(start, stop) of each piece when an axis of length `size` is split as torch.split does:
+    an int s gives pieces of s (the last one shorter); a list gives pieces of those sizes,
+    which must add up to `size`. Raises ValueError naming `op`."""
+    if isinstance(split_size_or_sections, (int, np.integer)) and not isinstance(split_size_or_sections, bool):
+        step = int(split_size_or_sections)
+        if step < 0 or (step == 0 and size > 0):
+            raise ValueError(f"{op}: split size must be a positive int (0 only for an axis of length 0), "
+                             f"got {step} for an axis of length {size}")
+        starts = range(0, size, step) if size else [0]  # an empty axis gives one empty piece, as PyTorch
+        return [(start, min(start + step, size)) for start in starts]
+    sizes = split_size_or_sections
+    if not isinstance(sizes, (list, tuple)) or not all(
+            isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in sizes) \
+            or sum(sizes) != size:
+        raise ValueError(f"{op}: split_size_or_sections must be an int or a list of ints ≥ 0 adding up to "
+                         f"the axis length {size}, got {sizes!r}")
+    stops = np.cumsum(sizes, dtype=np.int64).tolist()
+    return list(zip([0] + stops[:-1], stops))
+
+
+def normalize_axis(op, axis, ndim):
+    """An axis in [−ndim, ndim) as an index in [0, ndim) (−1 is the last); ValueError naming op otherwise."""
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
+        raise ValueError(f"{op}: axis must be an int in [{-ndim}, {ndim}) for a {ndim}-D input, got {axis!r}")
+    return int(axis) % ndim
+
+
+# --------------------------------------------------------------------------- attention
+class MaskedSoftmax(Function):
+    """Softmax over the last axis with masked keys (mask: True = takes part; causal: j ≤ i); a
+    fully masked row gives 0. ∂L/∂s = y·(g − Σ g·y). Kernels: masked_softmax_forward / _backward."""
+
+    @staticmethod
+    def forward(ctx, scores, *, mask=None, causal=False):
+        backend = kernels.active()
+        y = backend.masked_softmax_forward(scores, mask, causal)
+        ctx.save(backend, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        backend, y = ctx.saved
+        return (backend.masked_softmax_backward(grad, y),)

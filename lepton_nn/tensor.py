@@ -457,3 +457,47 @@ class Tensor:
         elif isinstance(index, tuple):
             index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
         return apply(ops.GetItem, self, index=index)
+
+    # ------------------------------------------------------------------ sequence models: masks, split
+    def masked_fill(self, mask, value):
+        """`value` where mask is True, self elsewhere (mask: booleans broadcast against self);
+        the filled positions pass no gradient. value is a number: −inf masks attention scores."""
+        if not isinstance(value, (int, float, np.number, np.bool_)):
+            raise ValueError(f"masked_fill: value must be a number, got {value!r}")
+        mask = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
+        return apply(ops.MaskedFill, self, mask=mask, value=value)
+
+    def tril(self, diagonal=0):
+        """The lower triangle of the last two axes, zeros above it, as torch.tril (diagonal 0 is
+        the main one, k > 0 above it, k < 0 below). A masked_fill, so its gradient is tril(G);
+        on booleans it builds a mask: Tensor(np.ones((T, T), bool)).tril()."""
+        return self.masked_fill(~self._on_or_below("tril", diagonal), 0)
+
+    def triu(self, diagonal=0):
+        """The upper triangle of the last two axes, zeros below it, as torch.triu; see tril.
+        A causal attention mask: Tensor(np.ones((T, T), bool)).triu(1) is True where j > i."""
+        return self.masked_fill(self._on_or_below("triu", diagonal, shift=-1), 0)  # zero where j < i + diagonal
+
+    def _on_or_below(self, op, diagonal, shift=0):
+        """Booleans of the last two axes' shape, True where column j ≤ row i + diagonal + shift."""
+        if self.ndim < 2:
+            raise ValueError(f"{op}: input must be at least 2-D, got shape {self.shape}")
+        if isinstance(diagonal, bool) or not isinstance(diagonal, (int, np.integer)):
+            raise ValueError(f"{op}: diagonal must be an int, got {diagonal!r}")
+        return np.tri(*self.shape[-2:], int(diagonal) + shift, dtype=bool)
+
+    def split(self, split_size_or_sections, axis=0):
+        """Pieces along `axis`, as torch.split: of split_size each (the last one shorter), or of
+        the listed sizes. Each piece is a slice (GetItem), so the engine sums the pieces'
+        gradients back into self's (each piece scatters into zeros of self's shape: simple,
+        at the cost of one full-size array per piece)."""
+        axis = ops.normalize_axis("split", axis, self.ndim)
+        bounds = ops.split_bounds("split", self.shape[axis], split_size_or_sections)
+        return tuple(self[(slice(None),) * axis + (slice(start, stop),)] for start, stop in bounds)
+
+    def chunk(self, chunks, axis=0):
+        """At most `chunks` pieces along `axis`, as torch.chunk: each ⌈n/chunks⌉ long, the last
+        shorter, so fewer pieces when they fill the axis early (6 in 4 chunks: 2, 2, 2)."""
+        chunks = checks.int_at_least(chunks, "chunk", "chunks", 1)
+        n = self.shape[ops.normalize_axis("chunk", axis, self.ndim)]
+        return self.split(-(-n // chunks) if n else [0] * chunks, axis)  # an empty axis: `chunks` empty pieces

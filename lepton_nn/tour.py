@@ -77,6 +77,34 @@ def _dropout(x):
     return F.dropout(x, p=0.3, training=True)
 
 
+# Sequence models. Token ids with repeats, so the embedding's scatter-add must sum rows; a mask
+# for masked_fill (True = filled). No padding_idx case: that row's gradient is 0 by decree, not
+# the derivative (tests/test_sequence_ops.py checks it against PyTorch).
+_TOKENS = np.array([[0, 3, 3, 6, 1], [3, 0, 5, 5, 5]])
+_TOKENS_3D = np.array([[[2, 0, 4], [1, 2, 2]], [[4, 4, 3], [0, 2, 1]]])
+_MASK_3x5 = np.array([[1, 0, 0, 1, 0], [0, 0, 0, 0, 0], [1, 1, 0, 1, 1]], dtype=bool)
+
+
+def _weighted_pieces(a):
+    """Σ_i (i + 1)·(piece i summed over the last axis), pieces of split(a, 2, axis=-1): every
+    piece reaches the output with its own weight, so a gradient routed to the wrong piece shows."""
+    return sum((i + 1) * piece.sum(axis=-1) for i, piece in enumerate(F.split(a, 2, axis=-1)))
+
+
+# True = the key takes part; query 1 sees no key at all (its output is 0, its gradients 0).
+_ATTENTION_MASK = np.array([[1, 0, 1, 1, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 1, 0]], dtype=bool)
+
+
+def _attention_case(q_shape, s, ev, **options):
+    *batch, l, e = q_shape
+    label = f"b{'x'.join(map(str, batch))} L{l} S{s} E{e} Ev{ev}" + "".join(
+        " bool mask" if k == "attn_mask" else " causal" if k == "is_causal" else f" {k} {v}"
+        for k, v in options.items())
+    return Case("scaled_dot_product_attention", label,
+                lambda q, k, v: F.scaled_dot_product_attention(q, k, v, **options),
+                lambda r: [_normal(r, *batch, l, e), _normal(r, *batch, s, e), _normal(r, *batch, s, ev)])
+
+
 CASES = [
     Case("add", "(3,4) + (4,) broadcast", lambda a, b: a + b, lambda r: [_normal(r, 3, 4), _normal(r, 4)]),
     Case("sub", "(2,3,1) - (3,4) broadcast", lambda a, b: a - b, lambda r: [_normal(r, 2, 3, 1), _normal(r, 3, 4)]),
@@ -147,6 +175,42 @@ CASES = [
     Case("nll_loss", "sum", lambda lp: F.nll_loss(lp, np.array([1, 0, 2]), reduction="sum"),
          lambda r: [_normal(r, 3, 4)]),
     Case("mse_loss", "mean", F.mse_loss, lambda r: [_normal(r, 3, 4), _normal(r, 3, 4)]),
+    # ---- sequence models: embedding, layer norm, GELU, masks, cat/stack/split, 4-D matmul
+    Case("embedding", "V7 D3 (2,5) repeated rows", lambda w: F.embedding(_TOKENS, w), lambda r: [_normal(r, 7, 3)]),
+    Case("embedding", "V5 D4 (2,2,3) indices", lambda w: F.embedding(_TOKENS_3D, w),
+         lambda r: [_normal(r, 5, 4)]),
+    Case("embedding", "V4 D1 scalar index", lambda w: F.embedding(np.array(3), w), lambda r: [_normal(r, 4, 1)]),
+    Case("layer_norm", "(2,5,7) over (7,) affine", lambda x, w, b: F.layer_norm(x, 7, w, b),
+         lambda r: [_normal(r, 2, 5, 7), _normal(r, 7), _normal(r, 7)]),
+    Case("layer_norm", "(3,4,5) over (4,5) affine", lambda x, w, b: F.layer_norm(x, (4, 5), w, b),
+         lambda r: [3 + 2 * _normal(r, 3, 4, 5), _normal(r, 4, 5), _normal(r, 4, 5)]),
+    Case("layer_norm", "(6,3) no affine eps 0.1", lambda x: F.layer_norm(x, (3,), eps=0.1),
+         lambda r: [_normal(r, 6, 3)]),
+    Case("layer_norm", "(1,2) weight only", lambda x, w: F.layer_norm(x, (2,), w),
+         lambda r: [_normal(r, 1, 2), _normal(r, 2)]),
+    Case("gelu", "(4,7) exact", F.gelu, lambda r: [3 * _normal(r, 4, 7)]),
+    Case("gelu", "(2,3,5) tanh", lambda x: F.gelu(x, approximate="tanh"), lambda r: [3 * _normal(r, 2, 3, 5)]),
+    Case("masked_fill", "(2,3,5) mask (3,5) value 2.5", lambda x: F.masked_fill(x, _MASK_3x5, 2.5),
+         lambda r: [_normal(r, 2, 3, 5)]),
+    Case("masked_fill", "(4,) mask (3,4) broadcast", lambda x: F.masked_fill(x, _MASK_3x5[:, :4], -1.0),
+         lambda r: [_normal(r, 4)]),
+    Case("tril", "(2,4,5) diagonal -1", lambda x: F.tril(x, -1), lambda r: [_normal(r, 2, 4, 5)]),
+    Case("triu", "(5,3) diagonal 1", lambda x: F.triu(x, 1), lambda r: [_normal(r, 5, 3)]),
+    Case("cat", "(2,1,4) (2,3,4) (2,2,4) axis 1", lambda a, b, c: F.cat([a, b, c], axis=1),
+         lambda r: [_normal(r, 2, 1, 4), _normal(r, 2, 3, 4), _normal(r, 2, 2, 4)]),
+    Case("stack", "two (3,4) axis -1", lambda a, b: F.stack([a, b], axis=-1),
+         lambda r: [_normal(r, 3, 4), _normal(r, 3, 4)]),
+    Case("split", "(3,5) size 2 axis -1, pieces weighted", _weighted_pieces, lambda r: [_normal(r, 3, 5)]),
+    Case("chunk", "(7,2) 3 chunks, reversed", lambda a: F.cat(F.chunk(a, 3)[::-1]), lambda r: [_normal(r, 7, 2)]),
+    Case("matmul", "(2,1,4,5) @ (3,5,2) 4-D broadcast", lambda a, b: a @ b,
+         lambda r: [_normal(r, 2, 1, 4, 5), _normal(r, 3, 5, 2)]),
+    Case("matmul", "(2,3,4,5) @ (2,3,5,6) 4-D", lambda a, b: a @ b,
+         lambda r: [_normal(r, 2, 3, 4, 5), _normal(r, 2, 3, 5, 6)]),
+    # ---- attention: q (..., L, E), k (..., S, E), v (..., S, Ev)
+    _attention_case((2, 5, 3), 7, 4),
+    _attention_case((1, 2, 5, 3), 5, 2, is_causal=True),
+    _attention_case((2, 1, 6, 3), 4, 3, is_causal=True, scale=0.5),
+    _attention_case((2, 2, 4, 3), 5, 2, attn_mask=_ATTENTION_MASK),
 ]
 
 SMOOTH_REL_TOLERANCE = 1e-6
@@ -157,13 +221,13 @@ def run(cases, backend_names, out=print, seed=0, method="central"):
     return True when all pass. Smooth cases must also reach SMOOTH_REL_TOLERANCE (central)."""
     from lepton_nn import gradcheck, kernels
     measure = "order" if method == "taylor" else "max rel err"
-    out(f"{'backend':7s} {'op':22s} {'case':34s} {'input':>5s} {'shape':14s} {measure:>11s} {'kinks':>5s} result")
+    out(f"{'backend':7s} {'op':28s} {'case':34s} {'input':>5s} {'shape':14s} {measure:>11s} {'kinks':>5s} result")
     all_passed = True
     for name in backend_names:
         with kernels.backend(name):
             for case in cases:
                 if method == "taylor" and "kinks" in case.label:
-                    out(f"{name:7s} {case.op:22s} {case.label:34s} skipped: the Taylor test needs f smooth at x")
+                    out(f"{name:7s} {case.op:28s} {case.label:34s} skipped: the Taylor test needs f smooth at x")
                     continue
                 report = gradcheck(case.fn, *case.make_inputs(np.random.default_rng(seed)), method=method)
                 for r in report.inputs:
@@ -171,7 +235,7 @@ def run(cases, backend_names, out=print, seed=0, method="central"):
                                            or r.max_rel_error <= SMOOTH_REL_TOLERANCE)
                     all_passed &= passed
                     figure = r.order if method == "taylor" else r.max_rel_error
-                    out(f"{name:7s} {case.op:22s} {case.label:34s} {r.position:5d} {str(r.shape):14s} "
+                    out(f"{name:7s} {case.op:28s} {case.label:34s} {r.position:5d} {str(r.shape):14s} "
                         f"{figure:11.2e} {r.kinks:5d} {'PASS' if passed else 'FAIL'}")
                 if not all(r.passed for r in report.inputs):
                     out(str(report))

@@ -9,6 +9,8 @@ implements any of them with the same signature and return values, and the ones i
 are served by this module (lepton_nn/kernels/__init__.py); `tests/test_kernels.py` checks
 every native one against this module.
 """
+import math
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -21,6 +23,10 @@ KERNELS = (
     "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
     "adam_step", "adam_steps",
     "conv2d_relu_max_pool2d_forward", "conv2d_relu_max_pool2d_backward",
+    "embedding_forward", "embedding_backward",
+    "layer_norm_forward", "layer_norm_backward",
+    "gelu_forward", "gelu_backward",
+    "masked_softmax_forward", "masked_softmax_backward",
 )
 
 
@@ -280,3 +286,158 @@ def conv2d_relu_max_pool2d_backward(grad_y, y, argmax, x, weight, stride, paddin
     conv_shape = (n, weight.shape[0], output_size(h, kh, sh, ph), output_size(w, kw, sw, pw))
     grad_conv = max_pool2d_backward(relu_backward(grad_y, y), argmax, conv_shape)
     return conv2d_backward(grad_conv, x, weight, stride, padding, need_x, need_weight, need_bias)
+
+
+# --------------------------------------------------------------------------- sequence models
+# embedding, layer norm, GELU
+def embedding_forward(indices, weight):
+    """Gather: the table's row for every index.
+
+        y[p, :] = W[i[p], :]        for every position p of `indices`
+
+    indices (...) integers in [0, V) (the op layer checks them), weight (V, D) → y (..., D).
+    """
+    return weight[indices]
+
+
+def embedding_backward(grad_y, indices, num_embeddings):
+    """Scatter-add, the transpose of the gather:
+
+        ∂L/∂W[v, :] = Σ_{p : i[p] = v} g[p, :]          (0 for a row no position used)
+
+    A row used at several positions gets the sum of their gradients: np.add.at accumulates
+    repeated indices, where `grad_w[indices] += g` would keep only one of them.
+    grad_y (..., D), indices (...) → grad_weight (V, D).
+    """
+    dim = grad_y.shape[-1]
+    grad_w = np.zeros((num_embeddings, dim), dtype=grad_y.dtype)
+    np.add.at(grad_w, indices.reshape(-1), grad_y.reshape(indices.size, dim))  # sizes spelled out: may be 0
+    return grad_w
+
+
+def _rows(x, normalized_shape):
+    """x as (M, K): one row per position, its K = Π normalized_shape trailing elements."""
+    lead = x.shape[:x.ndim - len(normalized_shape)]
+    return x.reshape(math.prod(lead), math.prod(normalized_shape))
+
+
+def layer_norm_forward(x, normalized_shape, weight, bias, eps):
+    """Normalise each position over its last len(normalized_shape) axes, then scale and shift.
+
+    For each row x (the K trailing elements of one position):
+        μ = (1/K)·Σ_k x_k,   σ² = (1/K)·Σ_k (x_k − μ)²      (biased, as PyTorch)
+        r = 1/√(σ² + ε),     x̂ = (x − μ)·r,     y = γ ⊙ x̂ + β
+
+    x (..., *normalized_shape), weight γ and bias β of normalized_shape, or None (γ = 1, β = 0)
+    → y like x, and mean μ and rstd r (M,), one per row, kept for backward.
+    σ² is the mean of the squared deviations (two passes), not E[x²] − μ², which cancels
+    catastrophically when |μ| ≫ σ.
+    """
+    rows = _rows(x, normalized_shape)
+    mean = rows.mean(axis=1)
+    centered = rows - mean[:, None]
+    rstd = 1 / np.sqrt((centered * centered).mean(axis=1) + eps)
+    y = centered * rstd[:, None]
+    if weight is not None:
+        y = y * weight.reshape(-1)
+    if bias is not None:
+        y = y + bias.reshape(-1)
+    return y.reshape(x.shape), mean, rstd
+
+
+def layer_norm_backward(grad_y, x, normalized_shape, mean, rstd, weight,
+                        need_x=True, need_weight=True, need_bias=True):
+    """Gradients of layer_norm_forward; each is computed only if asked for (else None).
+
+    Per row, with x̂ = (x − μ)·r and ĝ = g ⊙ γ (ĝ = g without γ):
+        ∂L/∂γ = Σ_rows g ⊙ x̂,      ∂L/∂β = Σ_rows g
+        ∂L/∂x = r · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂))
+    Subtracting μ removes ĝ's mean; r, which depends on x too, removes ĝ's component along x̂
+    (docs/equations.md, "Layer normalisation"). grad_y like x, mean and rstd (M,) →
+    (grad_x like x, grad_weight and grad_bias of normalized_shape).
+    """
+    rows, g = _rows(x, normalized_shape), _rows(grad_y, normalized_shape)
+    x_hat = (rows - mean[:, None]) * rstd[:, None]
+    grad_x = grad_w = grad_b = None
+    if need_x:
+        g_hat = g if weight is None else g * weight.reshape(-1)
+        grad_x = rstd[:, None] * (g_hat - g_hat.mean(axis=1, keepdims=True)
+                                  - x_hat * (g_hat * x_hat).mean(axis=1, keepdims=True))
+        grad_x = grad_x.reshape(x.shape)
+    if need_weight:
+        grad_w = (g * x_hat).sum(axis=0).reshape(normalized_shape)
+    if need_bias:
+        grad_b = g.sum(axis=0).reshape(normalized_shape)
+    return grad_x, grad_w, grad_b
+
+
+_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+_GELU_TANH_CUBIC = 0.044715
+_erf_of_each = np.frompyfunc(math.erf, 1, 1)
+
+
+def _erf(x):
+    """erf elementwise via math.erf (NumPy has none, SciPy is not a dependency): correctly
+    rounded in float64, at the price of a Python call per element (~0.1 µs)."""
+    return np.asarray(_erf_of_each(x), dtype=x.dtype)
+
+
+def gelu_forward(x, approximate="none"):
+    """GELU: x weighted by the probability that a standard normal variable lies below it.
+
+        'none':  y = x·Φ(x),             Φ(x) = ½·(1 + erf(x/√2))
+        'tanh':  y = ½·x·(1 + tanh u),   u = √(2/π)·(x + 0.044715·x³)
+
+    Elementwise, any shape; NaN gives NaN (and so does −∞: −∞·0).
+    """
+    if approximate == "tanh":
+        return 0.5 * x * (1 + np.tanh(_SQRT_2_OVER_PI * (x + _GELU_TANH_CUBIC * x ** 3)))
+    return x * (0.5 * (1 + _erf(x / math.sqrt(2))))
+
+
+def gelu_backward(grad_y, x, approximate="none"):
+    """∂L/∂x = g·∂y/∂x, a product, so NaN or inf in g is never hidden:
+
+        'none':  ∂y/∂x = Φ(x) + x·φ(x),        φ(x) = e^(−x²/2)/√(2π)
+        'tanh':  ∂y/∂x = ½·(1 + tanh u) + ½·x·(1 − tanh²u)·√(2/π)·(1 + 3·0.044715·x²)
+    """
+    if approximate == "tanh":
+        t = np.tanh(_SQRT_2_OVER_PI * (x + _GELU_TANH_CUBIC * x ** 3))
+        slope = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * _GELU_TANH_CUBIC * x * x)
+    else:
+        cdf = 0.5 * (1 + _erf(x / math.sqrt(2)))
+        slope = cdf + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+    return grad_y * slope
+
+
+# --------------------------------------------------------------------------- masked softmax (attention)
+def masked_softmax_forward(scores, mask=None, causal=False):
+    """Softmax over the keys (last axis) of attention scores, each query seeing only the keys kept.
+
+        a[..., i, j] = s[..., i, j] + (0 where keep[..., i, j], else −∞)
+        y[..., i, j] = e^(a_ij − m_i) / Σ_k e^(a_ik − m_i),   m_i = max_k a_ik
+
+    keep = mask (boolean, True = takes part, as PyTorch's attn_mask), and j ≤ i where causal
+    (the lower triangle from the top-left corner, as PyTorch's is_causal). A row where every
+    a_ij is −∞ (every key masked) has no softmax: its output is 0, as PyTorch's since 2.5,
+    instead of the NaN that e^(−∞ − (−∞)) would give. The mask is added, not selected, so a NaN
+    score stays NaN even where it is masked (as in PyTorch): NaN is never hidden.
+    scores (..., T_q, T_k) float, mask broadcastable to it or None → y (..., T_q, T_k).
+    """
+    if causal:
+        lower = np.tri(*scores.shape[-2:], dtype=bool)
+        mask = lower if mask is None else mask & lower
+    a = scores if mask is None else scores + np.where(mask, scores.dtype.type(0), scores.dtype.type(-np.inf))
+    m = a.max(axis=-1, keepdims=True, initial=-np.inf)
+    e = np.exp(a - np.where(m == -np.inf, 0, m))  # a row of −∞ is shifted by 0: e = 0, not e^NaN
+    total = e.sum(axis=-1, keepdims=True)
+    return e / np.where(total == 0, 1, total)     # 0 / 1 = 0 for that row
+
+
+def masked_softmax_backward(grad_y, y):
+    """∂L/∂s_ij = y_ij·(g_ij − Σ_k g_ik·y_ik), softmax's Jacobian-vector product.
+
+    A masked key, and every key of a fully masked row, has y_ij = 0 and so gets 0: backward
+    needs no mask. grad_y, y (..., T_q, T_k) → grad_scores (..., T_q, T_k).
+    """
+    return y * (grad_y - (grad_y * y).sum(axis=-1, keepdims=True))

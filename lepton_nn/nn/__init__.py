@@ -12,12 +12,15 @@
         loss.backward()
         opt.step()
 
-Modules hold parameters and call `lepton_nn.functional`; no math lives here.
+Modules hold parameters and call `lepton_nn.functional`; no math lives here, but for the
+recurrence of LSTM and the heads of attention (compositions of functional calls: nn/sequence.py).
 """
-from lepton_nn.nn import init
-from lepton_nn.nn.layers import (AvgPool2d, Conv2d, Dropout, Flatten, LeakyReLU, Linear, MaxPool2d, ReLU, Sigmoid,
-                                 Softmax, Tanh, same_padding)
-from lepton_nn.nn.module import Module, Parameter, Sequential
+from lepton_nn.nn import init, utils
+from lepton_nn.nn.layers import (GELU, AvgPool2d, Conv2d, Dropout, Embedding, Flatten, LayerNorm, LeakyReLU, Linear,
+                                 MaxPool2d, ReLU, Sigmoid, Softmax, Tanh, same_padding)
+from lepton_nn.nn.module import Module, ModuleList, Parameter, Sequential
+from lepton_nn.nn.sequence import LSTM, CausalSelfAttention, LSTMCell, MultiheadAttention
 
-__all__ = ["init", "Module", "Parameter", "Sequential", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "Flatten",
-           "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Dropout", "same_padding"]
+__all__ = ["init", "Module", "ModuleList", "Parameter", "Sequential", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d",
+           "Flatten", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Dropout", "same_padding",
+           "Embedding", "LayerNorm", "GELU", "LSTM", "LSTMCell", "CausalSelfAttention", "MultiheadAttention"]

@@ -13,6 +13,7 @@ which are the same numbers Keras computes from its (in, out) / (kH, kW, C_in, C_
                      (neg_slope = √5 gives PyTorch's default for Linear and Conv2d: a = 1/√fan_in)
     kaiming_normal   N(0, σ²),  σ = gain(neg_slope)/√fan_in   (not truncated; Keras's he_normal is)
     zeros            0                                        Keras's default for biases
+    normal           N(mean, std²)                            PyTorch's default for Embedding (0, 1)
 """
 import math
 
@@ -46,6 +47,11 @@ def ones(tensor):
 
 def uniform(tensor, low=-0.05, high=0.05):
     return _fill(tensor, rng.generator().uniform(low, high, tensor.shape))
+
+
+def normal(tensor, mean=0.0, std=1.0):
+    """N(mean, std²): PyTorch's default for Embedding weights (mean 0, std 1)."""
+    return _fill(tensor, rng.generator().normal(mean, std, tensor.shape))
 
 
 def glorot_uniform(tensor, gain=1.0):

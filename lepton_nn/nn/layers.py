@@ -245,3 +245,68 @@ class Dropout(Module):
 
     def extra_repr(self):
         return f"p={self.p}"
+
+
+class GELU(Module):
+    """x·Φ(x), or its tanh approximation with approximate='tanh' (see functional.gelu)."""
+
+    def __init__(self, approximate="none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x):
+        return F.gelu(x, approximate=self.approximate)
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
+
+
+class Embedding(Module):
+    """A lookup table: integer indices (any shape) → rows of weight, (..., embedding_dim).
+
+    weight (num_embeddings, embedding_dim), N(0, 1) as PyTorch's. The row padding_idx (negative
+    counts from the end) starts at zero and gets no gradient, so it stays a zero vector.
+    """
+
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, dtype=np.float32):
+        super().__init__()
+        self.num_embeddings = checks.int_at_least(num_embeddings, "Embedding", "num_embeddings", 1)
+        self.embedding_dim = checks.int_at_least(embedding_dim, "Embedding", "embedding_dim", 1)
+        self.padding_idx = checks.padding_index(padding_idx, self.num_embeddings, "Embedding")
+        self.weight = Parameter(np.empty((self.num_embeddings, self.embedding_dim), dtype=dtype))
+        init.normal(self.weight)
+        if padding_idx is not None:
+            self.weight.data[padding_idx] = 0
+
+    def forward(self, indices):
+        return F.embedding(indices, self.weight, self.padding_idx)
+
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}" + (
+            "" if self.padding_idx is None else f", padding_idx={self.padding_idx}")
+
+
+class LayerNorm(Module):
+    """Normalise over the last len(normalized_shape) axes, then scale and shift (see functional.layer_norm):
+    y = (x − mean) / √(var + eps) · weight + bias, the variance biased (divided by the count).
+
+    weight (normalized_shape) starts at ones, bias at zeros, as PyTorch's;
+    elementwise_affine=False has neither, bias=False no bias.
+    """
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, dtype=np.float32):
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else normalized_shape
+        self.normalized_shape = checks.shape(shape, "LayerNorm", "normalized_shape")
+        self.eps = checks.finite_number(eps, "LayerNorm", "eps", minimum=0)
+        affine = checks.flag(elementwise_affine, "LayerNorm", "elementwise_affine")
+        self.weight = Parameter(np.ones(self.normalized_shape, dtype=dtype)) if affine else None
+        self.bias = Parameter(np.zeros(self.normalized_shape, dtype=dtype)) if affine and bias else None
+
+    def forward(self, x):
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.weight is not None}"

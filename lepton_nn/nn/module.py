@@ -15,6 +15,7 @@ A Module owns Parameters and sub-Modules, found by attribute assignment:
 path ("hidden.weight"). `train()` / `eval()` set `training` on the whole tree (Dropout reads it).
 Gradients follow the contract of `lepton_nn.tensor`: they accumulate until `zero_grad()`.
 """
+import operator
 from collections import OrderedDict
 
 import numpy as np
@@ -178,6 +179,52 @@ class Sequential(Module):
 
     def forward(self, x):
         return run_in_order(list(self), x, self.fuse, lambda i, module, x: module(x))
+
+
+class ModuleList(Module):
+    """A list of modules whose parameters belong to the owner (a plain Python list would hide
+    them): ModuleList([a, b])[0] is a, its state_dict keys are "0.weight", "1.weight", ....
+    It has no forward; the owner decides how to call its modules."""
+
+    def __init__(self, modules=()):
+        super().__init__()
+        self.extend(modules)
+
+    def _checked(self, module):
+        if not isinstance(module, Module):
+            raise TypeError(f"ModuleList: expected a Module, got {type(module).__name__}")
+        return module
+
+    def _key(self, index):
+        index = operator.index(index)
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"ModuleList: index {index} is out of range for {len(self)} modules")
+        return str(index % len(self))
+
+    def append(self, module):
+        setattr(self, str(len(self)), self._checked(module))
+        return self
+
+    def extend(self, modules):
+        for module in modules:
+            self.append(module)
+        return self
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return ModuleList(list(self)[index])
+        return self._modules[self._key(index)]
+
+    def __setitem__(self, index, module):
+        key = self._key(index)
+        self._modules[key] = self._checked(module)  # in place: setattr would move it to the end
+        object.__setattr__(self, key, module)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
 
 
 def run_in_order(layers, x, fuse, call):
