@@ -397,7 +397,9 @@ class Permute(Function):
 
 class GetItem(Function):
     """y = a[index] (basic or integer-array indexing). Backward scatters the gradient into
-    zeros of a's shape; np.add.at sums repeated indices instead of overwriting."""
+    zeros of a's shape: an assignment where the index is basic (slices, ints: every element is
+    picked at most once), np.add.at where an integer array may pick one twice and the
+    gradients must add up (add.at is many times slower, docs/benchmarks.md)."""
 
     @staticmethod
     def forward(ctx, a, *, index):
@@ -408,7 +410,11 @@ class GetItem(Function):
     def backward(ctx, grad):
         shape, dtype, index = ctx.saved
         grad_a = np.zeros(shape, dtype=dtype)
-        np.add.at(grad_a, index, grad)
+        parts = index if isinstance(index, tuple) else (index,)
+        if all(p is None or p is Ellipsis or isinstance(p, (slice, int, np.integer)) for p in parts):
+            grad_a[index] = grad
+        else:
+            np.add.at(grad_a, index, grad)
         return (grad_a,)
 
 
