@@ -149,17 +149,21 @@ def _backends(args):
 
 
 def _bench(args):
-    # Each flag runs one benchmark; with neither --train nor --profile, --kernels (the default).
+    # Each flag runs one benchmark; with none of --train, --profile, --shakespeare: --kernels.
     backends = args.backend.split(",") if args.backend != "all" else None
     common = dict(json_path=args.json, rounds=args.rounds, compare=args.compare)
     status = 0
-    if args.kernels or not (args.train or args.profile):
+    if args.shakespeare:
+        from lepton_nn.bench import gpt as gpt_bench
+        status = gpt_bench.main(backends, steps=args.steps or 60, data=args.text_data, progress=_progress(""),
+                                **common)
+    if args.kernels or not (args.train or args.profile or args.shakespeare):
         from lepton_nn.bench import kernels as kernel_bench
         cases = args.case.split(",") if args.case else None
         status = kernel_bench.main(backends, repeat=args.repeat, cases=cases, progress=_progress("timing"), **common)
     if args.train or args.profile:
         from lepton_nn.bench import train as train_bench
-        options = dict(steps=args.steps, data=args.data, threads=args.threads, progress=_progress(""))
+        options = dict(steps=args.steps or 200, data=args.data, threads=args.threads, progress=_progress(""))
         if args.profile:
             status = train_bench.profile_main(backends, json_path=args.json, **options) or status
         else:
@@ -279,8 +283,13 @@ def build_parser():
     p.add_argument("--train", action="store_true", help="train and evaluate the classic MNIST CNN per backend and "
                    "in each peer framework, each in a fresh process: ms/step, images/s, GFLOP/s, peak RSS, first step")
     p.add_argument("--profile", action="store_true", help="with --train: where a step's time goes, per op and kernel")
-    p.add_argument("--steps", type=positive_int, default=200,
-                   help="--train: timed training steps of batch 64; default 200")
+    p.add_argument("--steps", type=positive_int,
+                   help="--train: timed training steps of batch 64 (default 200); --shakespeare: timed iterations "
+                        "(default 60)")
+    p.add_argument("--shakespeare", action="store_true", help="iterations of nanoGPT's baby-GPT recipe per backend "
+                   "and in PyTorch, each in a fresh process: ms/iteration, ratio to PyTorch")
+    p.add_argument("--text-data", metavar="DIR", type=shakespeare_dir, help="--shakespeare: directory with "
+                   "input.txt (default: $LEPTON_NN_DATA, the cache, or a download)")
     p.add_argument("--full", action="store_true", help="--train: also the whole 5-epoch run per framework, for its "
                                                        "peak memory (slow)")
     p.add_argument("--data", metavar="DIR", type=mnist_dir, help="--train: directory with the four MNIST files "

@@ -10,7 +10,7 @@ character:
 - "lstm": the classic char-rnn: an embedding, a 2-layer LSTM, a linear read-out.
 
 Both are plain lepton_nn.nn modules; GPT.state_dict() has nanoGPT's names ("transformer.h.0.attn.
-c_attn.weight", ...), so weights move to and from a PyTorch copy (benchmarks/plain_torch_gpt.py).
+c_attn.weight", ...), so weights move to and from a PyTorch copy (lepton_nn/bench/torch_gpt.py).
 """
 import math
 import time

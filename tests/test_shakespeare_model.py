@@ -1,4 +1,4 @@
-"""lepton_nn.shakespeare: the baby GPT equals PyTorch's (benchmarks/plain_torch_gpt.py) for the
+"""lepton_nn.shakespeare: the baby GPT equals PyTorch's (lepton_nn/bench/torch_gpt.py) for the
 same weights, loss and every gradient, in float64; both models train and sample end to end;
 `lepton-nn shakespeare` checks its arguments before any work."""
 import importlib.util
@@ -18,7 +18,7 @@ TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\n
 
 def torch_gpt_module():
     pytest.importorskip("torch")
-    spec = importlib.util.spec_from_file_location("plain_torch_gpt", ROOT / "benchmarks" / "plain_torch_gpt.py")
+    spec = importlib.util.spec_from_file_location("torch_gpt", ROOT / "lepton_nn" / "bench" / "torch_gpt.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
