@@ -17,9 +17,11 @@ A layer is built on first call (or when the model knows its input shape): `build
 input's shape and creates the nn module, initialised as Keras does (Glorot-uniform kernels,
 zero biases, from lepton_nn.rng — seed it with lepton_nn.seed or keras.utils.set_random_seed).
 
-Weights keep lepton_nn's layout, not Keras's: a Conv2D kernel is (filters, C_in, kH, kW)
+Dense and Conv2D keep lepton_nn's layout, not Keras's: a Conv2D kernel is (filters, C_in, kH, kW)
 (Keras: (kH, kW, C_in, filters)) and a Dense kernel (units, in_features) (Keras: (in, units)).
-get_weights / set_weights use this layout.
+get_weights / set_weights use this layout. The sequence layers (Embedding, LSTM,
+MultiHeadAttention, LayerNormalization, GlobalAveragePooling1D: keras/sequence.py, exported here)
+keep Keras's names, shapes and order instead; their docstring says why and how they map onto nn's.
 
 Every constructor argument is checked when the layer is made (lepton_nn/checks.py: a positive
 int, a fraction in [0, 1), a flag, a shape...), so a bad value fails at once, naming the layer,
@@ -66,9 +68,9 @@ def _initializer(value, layer, name):
     return value
 
 
-def _initializers_config(layer):
-    """A Dense's or Conv2D's initialisers for get_config; a function cannot be saved."""
-    config = {"kernel_initializer": layer.kernel_initializer, "bias_initializer": layer.bias_initializer}
+def _initializers_config(layer, names=("kernel_initializer", "bias_initializer")):
+    """A layer's initialisers (the attributes `names`) for get_config; a function cannot be saved."""
+    config = {name: getattr(layer, name) for name in names}
     for name, value in config.items():
         if callable(value):  # else json fails mid-save with "function is not JSON serializable"
             raise ValueError(f"{layer._owner}: a custom {name} ({getattr(value, '__name__', value)}) cannot be saved")
@@ -162,13 +164,22 @@ class Layer:
 
     def __call__(self, x, training=False, activation=True):
         if not isinstance(x, Tensor):
-            x = Tensor(np.asarray(x, dtype=self.dtype))
+            x = self.as_input(x)
         self._build_once(x.shape)
         return self._forward_and_activate(x, training, self.activation if activation else None)
 
-    def _build_once(self, input_shape):
+    def as_input(self, x):
+        """x (an array or nested lists) as the Tensor this layer takes: cast to the layer's dtype.
+        Sequential casts its input with its first layer's as_input (Embedding keeps integers)."""
+        return Tensor(np.asarray(x, dtype=self.dtype))
+
+    def check_place_in_sequential(self, first):
+        """Raise ValueError if this layer cannot be a Sequential's layer there (`first`: the first
+        one). Any place will do for most; not for Embedding (only first) or LSTM(return_state=True)."""
+
+    def _build_once(self, input_shape, *more_shapes):
         if not self.built:
-            self.build(tuple(input_shape))
+            self.build(tuple(input_shape), *more_shapes)  # more: MultiHeadAttention's value and key
             self.built = True
             self.trainable = self._trainable  # apply the flag to the weights just made
 
@@ -277,19 +288,31 @@ class _SameShape(Layer):
 
 # --------------------------------------------------------------------------- layers
 class InputLayer(_SameShape):
-    """The input's shape without the batch axis; made by keras.Input(shape=...)."""
+    """The input's shape without the batch axis; made by keras.Input(shape=...). dtype may be an
+    integer type too, as Keras's Input(shape=(T,), dtype='int32') of token ids for an Embedding:
+    the model casts its input for its first layer (Layer.as_input) whatever the Input says."""
 
     def __init__(self, shape=None, batch_size=None, name=None, dtype=None, input_shape=None):
         shape = shape if shape is not None else input_shape
         if shape is None:
             raise ValueError("Input: shape is required, e.g. Input(shape=(28, 28, 1))")
-        super().__init__(name=name, dtype=dtype, input_shape=shape)
+        integer = dtype is not None and _is_integer_dtype(dtype)
+        super().__init__(name=name, dtype=None if integer else dtype, input_shape=shape)
+        if integer:
+            self.dtype = np.dtype(dtype)
         if batch_size is not None:
             batch_size = checks.int_at_least(batch_size, self._owner, "batch_size", 1)
         self.shape = (batch_size,) + self.input_shape_arg
 
     def forward(self, x, training=False):
         return x
+
+
+def _is_integer_dtype(dtype):
+    try:
+        return np.dtype(dtype).kind in "iu"
+    except (TypeError, ValueError):
+        return False
 
 
 def Input(shape=None, batch_size=None, name=None, dtype=None):
@@ -541,3 +564,8 @@ def deserialize(config):
 
 def serialize(layer):
     return {"class_name": type(layer).__name__, "config": layer.get_config()}
+
+
+# The sequence layers live in their own file; imported last, as they subclass Layer.
+from lepton_nn.keras.sequence import (  # noqa: E402,F401
+    LSTM, Embedding, GlobalAveragePooling1D, LayerNormalization, MultiHeadAttention)

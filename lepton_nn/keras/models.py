@@ -130,6 +130,7 @@ class Sequential:
             raise TypeError(f"Sequential.add: expected a keras layer, got {type(layer).__name__}")
         if any(existing is layer for existing in self.layers):
             raise ValueError(f"Sequential.add: layer {layer.name!r} is already in the model")
+        layer.check_place_in_sequential(first=not self.layers)  # e.g. an Embedding only first
         if not self.layers and self._input_shape is None and layer.input_shape_arg is not None:
             self._input_shape = layer.input_shape_arg
         self.layers.append(layer)
@@ -291,7 +292,8 @@ class Sequential:
         return last.activation_name == "softmax" and len(last.output_shape) == 2
 
     def _tensor(self, x):
-        return Tensor(np.asarray(x, dtype=self.dtype))
+        """x as the first layer takes it: cast to its dtype, or integer indices for an Embedding."""
+        return self.layers[0].as_input(x) if self.layers else Tensor(np.asarray(x, dtype=self.dtype))
 
     def _forward(self, x, training=False, stop_before_last_activation=False):
         """Run the layers in order; where a layer can run together with the next ones as one
@@ -454,8 +456,8 @@ class Sequential:
         """The model's outputs as a NumPy array (eval mode: no dropout).
 
         x is a batch (N, *input_shape), or one sample shaped exactly input_shape, whose output is
-        returned without the batch axis (e.g. (10,) instead of (1, 10)). Non-float input is cast
-        to the model's dtype, not rescaled.
+        returned without the batch axis (e.g. (10,) instead of (1, 10)). x is cast to what the
+        first layer takes (the model's dtype, not rescaled; integer indices for an Embedding).
         """
         x = np.asarray(x)
         if x.ndim == 0:

@@ -14,6 +14,7 @@ which are the same numbers Keras computes from its (in, out) / (kH, kW, C_in, C_
     kaiming_normal   N(0, σ²),  σ = gain(neg_slope)/√fan_in   (not truncated; Keras's he_normal is)
     zeros            0                                        Keras's default for biases
     normal           N(mean, std²)                            PyTorch's default for Embedding (0, 1)
+    orthogonal       Q of QR(a Gaussian matrix)               Keras's default for recurrent kernels
 """
 import math
 
@@ -77,13 +78,28 @@ def kaiming_normal(tensor, neg_slope=0.0):
     return _fill(tensor, rng.generator().normal(0.0, _gain(neg_slope) / math.sqrt(fan_in), tensor.shape))
 
 
+def orthogonal(tensor, gain=1.0):
+    """A random (semi-)orthogonal matrix times gain (Saxe et al. 2014): Keras's default for an
+    LSTM's recurrent kernel, so that multiplying h by it step after step neither grows nor shrinks
+    h at the start. The axes after the first are flattened to (rows, cols); the rows or the columns,
+    whichever are fewer, come out orthonormal: Q of the QR factorisation of a Gaussian matrix,
+    each column's sign set by diag(R) so that Q is uniformly distributed (as Keras and PyTorch)."""
+    if tensor.ndim < 2:
+        raise ValueError(f"init: orthogonal needs a weight of at least 2 axes, got shape {tuple(tensor.shape)}")
+    rows = tensor.shape[0]
+    cols = tensor.size // rows
+    q, r = np.linalg.qr(rng.generator().normal(0.0, 1.0, (max(rows, cols), min(rows, cols))))
+    q *= np.where(np.diag(r) < 0, -1.0, 1.0)
+    return _fill(tensor, gain * (q.T if rows < cols else q).reshape(tensor.shape))
+
+
 # Keras's names for the same initialisers.
 xavier_uniform = glorot_uniform
 he_uniform = kaiming_uniform
 he_normal = kaiming_normal
 
 BY_NAME = {"glorot_uniform": glorot_uniform, "he_uniform": he_uniform, "he_normal": he_normal,
-           "zeros": zeros, "ones": ones, "uniform": uniform}
+           "zeros": zeros, "ones": ones, "uniform": uniform, "orthogonal": orthogonal}
 
 
 def get(name):
