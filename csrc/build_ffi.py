@@ -16,7 +16,13 @@ Compiler flags:
   -fopenmp-simd        honour `#pragma omp simd` even without the OpenMP runtime (the fused
                        conv loop relies on it to vectorise the right loop);
   -fopenmp             only if a tiny OpenMP program compiles and links; otherwise the kernels
-                       run single-threaded (their pragmas are then ignored).
+                       run single-threaded (their pragmas are then ignored);
+  -DLEPTON_VECTOR_MATH -lmvec
+                       only if a loop calling erf, exp and tanh links against glibc's vector
+                       math library (libmvec, glibc >= 2.35 for erf and tanh): the loops of GELU
+                       and softmax then call its SIMD versions of these C99 functions, several
+                       elements per call (csrc/lepton_kernels.c); otherwise they call libm's
+                       scalar ones, one element at a time.
 Each optional flag is probed with the same compiler the build will use (honouring $CC).
 """
 import os
@@ -42,6 +48,32 @@ int main(void) {
 }
 """
 _PLAIN_PROBE = "int main(void) { return 0; }\n"
+
+# The declarations of csrc/lepton_kernels.c under LEPTON_VECTOR_MATH, in loops like its own.
+_VECTOR_MATH_PROBE = """
+#include <math.h>
+#pragma omp declare simd notinbranch
+float erff(float);
+#pragma omp declare simd notinbranch
+double erf(double);
+#pragma omp declare simd notinbranch
+float expf(float);
+#pragma omp declare simd notinbranch
+double exp(double);
+#pragma omp declare simd notinbranch
+float tanhf(float);
+#pragma omp declare simd notinbranch
+double tanh(double);
+float xf[256], yf[256];
+double xd[256], yd[256];
+int main(void) {
+    #pragma omp simd
+    for (int k = 0; k < 256; k++) yf[k] = erff(xf[k]) + expf(xf[k]) + tanhf(xf[k]);
+    #pragma omp simd
+    for (int k = 0; k < 256; k++) yd[k] = erf(xd[k]) + exp(xd[k]) + tanh(xd[k]);
+    return (int)(yf[7] + yd[7]);
+}
+"""
 
 
 def _cdef_from_header(path):
@@ -80,6 +112,9 @@ def compiler_flags():
     if _compiles(_OPENMP_PROBE, compile_flags + ["-fopenmp"], ["-fopenmp"]):
         compile_flags.append("-fopenmp")
         link_flags.append("-fopenmp")
+    if _compiles(_VECTOR_MATH_PROBE, compile_flags, link_flags + ["-lmvec", "-lm"]):
+        compile_flags.append("-DLEPTON_VECTOR_MATH")
+        link_flags += ["-lmvec", "-lm"]
     return compile_flags, link_flags
 
 

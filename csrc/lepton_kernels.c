@@ -5,7 +5,8 @@
  * T = double (_f64). <tgmath.h> makes exp/log/sqrt pick expf/logf/sqrtf for float.
  *
  * Reductions (sums over a window, a channel, a row of logits) accumulate in double for both
- * types: cheap, and it keeps float32 results close to the float64 ones.
+ * types: cheap, and it keeps float32 results close to the float64 ones. The exception is the
+ * embedding's scatter-add, which adds in T in the reference's order, equal to np.add.at.
  */
 #include <math.h>
 #include <string.h>
@@ -15,6 +16,28 @@
 
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+
+/* Vector math. Where glibc's libmvec links (build_ffi.py probes it and defines
+ * LEPTON_VECTOR_MATH), these declarations tell the compiler that it has SIMD versions of
+ * these C99 functions: a vectorised loop calling erf, exp or tanh then calls them on 4-16
+ * elements at once instead of running scalar (20x for GELU's erf: docs/benchmarks.md, "The
+ * baby GPT's kernels"). glibc documents them as accurate to a few ulp (its scalar ones to 1),
+ * far inside the tolerances of tests/test_kernels.py; NaN and +-inf give what the scalar
+ * functions give. The double names are in parentheses, out of reach of <tgmath.h>'s macros. */
+#ifdef LEPTON_VECTOR_MATH
+#pragma omp declare simd notinbranch
+float erff(float);
+#pragma omp declare simd notinbranch
+double (erf)(double);
+#pragma omp declare simd notinbranch
+float expf(float);
+#pragma omp declare simd notinbranch
+double (exp)(double);
+#pragma omp declare simd notinbranch
+float tanhf(float);
+#pragma omp declare simd notinbranch
+double (tanh)(double);
 #endif
 
 /* `#pragma omp parallel for` when the work is large enough to pay for waking the threads;
@@ -33,6 +56,8 @@
 #define FOR_STATIC_NOWAIT LEPTON_PRAGMA(omp for schedule(static) nowait)
 /* Vectorise this loop (needs -fopenmp or -fopenmp-simd; else ignored). */
 #define OMP_SIMD LEPTON_PRAGMA(omp simd)
+/* The same for a running maximum (of values that hold no NaN): each SIMD lane keeps its own. */
+#define SIMD_MAX(top) LEPTON_PRAGMA(omp simd reduction(max:top))
 
 /* Outputs the direct conv kernels sum at once, in registers: 16 floats fill one AVX-512
  * register or two AVX2 ones. CONV_WAYS such blocks go side by side, so that their chains of
@@ -63,6 +88,21 @@
 
 /* Elements below which a kernel stays single-threaded. */
 #define PARALLEL_MIN_WORK 32768
+/* An element that calls erf, tanh or exp counts as this many in that threshold: such a call
+ * costs several plain operations (vectorised) to tens (libm's scalar ones), so fewer elements
+ * pay for waking the threads. */
+#define TRANSCENDENTAL_COST 8
+
+/* Columns that one thread owns where threads split sums over rows by columns (layer norm's
+ * grad_w and grad_b, an embedding's gradient): 16 floats, a 64-byte cache line of each row.
+ * Each thread owns its outputs, so results do not depend on the number of threads. */
+#define COLUMN_BLOCK 16
+
+/* GELU's constants (reference.py): sqrt 2, sqrt(2/pi), sqrt(2 pi) and the cubic coefficient. */
+#define GELU_SQRT_2 1.4142135623730951
+#define GELU_SQRT_2_OVER_PI 0.7978845608028654
+#define GELU_SQRT_2PI 2.5066282746310002
+#define GELU_CUBIC 0.044715
 
 int64_t lepton_max_threads(void)
 {

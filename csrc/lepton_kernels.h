@@ -34,7 +34,7 @@
 /* cffi-cdef-begin */
 
 /* Bumped whenever a signature below changes, so the wrapper can refuse a stale build. */
-#define LEPTON_KERNELS_ABI 7
+#define LEPTON_KERNELS_ABI 8
 
 typedef struct {
     int64_t n, c;          /* samples and channels of the input                     */
@@ -196,6 +196,53 @@ void lepton_adam_steps_f32(float *const *params, const float *const *grads, floa
                            const int64_t *sizes, int64_t count, const lepton_adam_hyper *hp);
 void lepton_adam_steps_f64(double *const *params, const double *const *grads, double *const *ms,
                            double *const *vs, const int64_t *sizes, int64_t count, const lepton_adam_hyper *hp);
+
+/* ---- sequence models: embedding, layer norm, GELU, attention's masked softmax ------------
+ * gelu (any shape, `size` elements): tanh_approx 0 is approximate='none' (erf), 1 'tanh'.
+ *   forward: y = x * Phi(x);  backward: grad_x = grad_y * dy/dx (a product: NaN/inf stay).
+ * layer_norm: x (rows, cols), each row normalised over its cols values; weight and bias
+ *   (cols) may be NULL (gamma = 1, beta = 0); eps is rounded to T, as NumPy does.
+ *   forward: y (rows, cols), mean and rstd (rows) = mu and 1/sqrt(var + eps), kept for backward.
+ *   backward: grad_x (rows, cols), grad_w and grad_b (cols), each NULL when not needed and
+ *   otherwise overwritten; mean and rstd are the forward's.
+ * masked_softmax: scores (rows, t_k), row r being query r % t_q. Key j takes part where
+ *   keep[r*t_k + j] != 0 (keep may be NULL: every key) and, if causal, j <= r % t_q.
+ *   forward: y = the softmax of each row over its kept keys, 0 at masked keys; a row with no
+ *   kept key, or only -inf ones, is 0; a NaN or +inf anywhere in a row (masked or not) makes
+ *   it NaN, as the reference's added -inf mask does.
+ *   backward: grad_s (rows, t_k) = y * (grad_y - sum_k grad_y * y), per row.
+ * embedding_backward: grad_w (num_embeddings, dim) = for each position p in order,
+ *   grad_w[indices[p]] += grad_y[p] (positions x dim): the reference's np.add.at, with its
+ *   sums in its order, so equal to it bit for bit. Every index must lie in [0, num_embeddings)
+ *   (the wrapper checks them). Overwrites grad_w.
+ */
+void lepton_embedding_backward_f32(const float *grad_y, const int64_t *indices, int64_t positions, int64_t dim,
+                                   int64_t num_embeddings, float *grad_w);
+void lepton_embedding_backward_f64(const double *grad_y, const int64_t *indices, int64_t positions, int64_t dim,
+                                   int64_t num_embeddings, double *grad_w);
+void lepton_gelu_forward_f32(const float *x, int64_t size, int tanh_approx, float *y);
+void lepton_gelu_forward_f64(const double *x, int64_t size, int tanh_approx, double *y);
+void lepton_gelu_backward_f32(const float *grad_y, const float *x, int64_t size, int tanh_approx, float *grad_x);
+void lepton_gelu_backward_f64(const double *grad_y, const double *x, int64_t size, int tanh_approx,
+                              double *grad_x);
+void lepton_layer_norm_forward_f32(const float *x, int64_t rows, int64_t cols, const float *weight,
+                                   const float *bias, double eps, float *y, float *mean, float *rstd);
+void lepton_layer_norm_forward_f64(const double *x, int64_t rows, int64_t cols, const double *weight,
+                                   const double *bias, double eps, double *y, double *mean, double *rstd);
+void lepton_layer_norm_backward_f32(const float *grad_y, const float *x, int64_t rows, int64_t cols,
+                                    const float *mean, const float *rstd, const float *weight,
+                                    float *grad_x, float *grad_w, float *grad_b);
+void lepton_layer_norm_backward_f64(const double *grad_y, const double *x, int64_t rows, int64_t cols,
+                                    const double *mean, const double *rstd, const double *weight,
+                                    double *grad_x, double *grad_w, double *grad_b);
+void lepton_masked_softmax_forward_f32(const float *scores, const uint8_t *keep, int64_t rows, int64_t t_q,
+                                       int64_t t_k, int causal, float *y);
+void lepton_masked_softmax_forward_f64(const double *scores, const uint8_t *keep, int64_t rows, int64_t t_q,
+                                       int64_t t_k, int causal, double *y);
+void lepton_masked_softmax_backward_f32(const float *grad_y, const float *y, int64_t rows, int64_t t_k,
+                                        float *grad_s);
+void lepton_masked_softmax_backward_f64(const double *grad_y, const double *y, int64_t rows, int64_t t_k,
+                                        double *grad_s);
 
 /* cffi-cdef-end */
 

@@ -46,7 +46,10 @@ def test_missing_extension_is_reported_with_the_fix(monkeypatch):
     lambda c: c.conv2d_forward(np.ones((1, 1, 4, 4), np.float32), np.ones((2, 1, 3, 3)), None, (1, 1), (0, 0)),
     lambda c: c.conv2d_forward(np.ones((1, 1, 4, 4)), np.ones((2, 1, 3, 3)), np.ones(2, np.float32), (1, 1), (0, 0)),
     lambda c: c.softmax_cross_entropy_backward(np.ones(2, np.float32), np.ones((2, 3)), [0, 1]),
-], ids=["relu", "conv-weight", "conv-bias", "xent"])
+    lambda c: c.gelu_backward(np.ones(3, np.float32), np.ones(3, np.float64)),
+    lambda c: c.layer_norm_forward(np.ones((2, 3), np.float32), (3,), np.ones(3), None, 1e-5),
+    lambda c: c.masked_softmax_backward(np.ones((2, 3)), np.ones((2, 3), np.float32)),
+], ids=["relu", "conv-weight", "conv-bias", "xent", "gelu", "layer-norm-weight", "masked-softmax"])
 def test_mixed_dtypes_raise_a_clear_type_error(c, call):
     with pytest.raises(TypeError, match="float32 or float64 arrays, all of one dtype; got ") as err:
         call(c)
@@ -303,3 +306,22 @@ def test_a_build_older_than_its_wrapper_names_the_missing_function(c):
     from lepton_nn.kernels import c_backend
     with pytest.raises(RuntimeError, match="no lepton_no_such_kernel_f32: it was built from older sources"):
         c_backend._kernel("no_such_kernel", np.dtype(np.float32))
+
+
+def test_sequence_kernels_refuse_shapes_that_c_would_read_past(c):
+    """The C loops read as many values as the shapes say: a weight, a gradient or a mask that
+    does not fit is refused before C runs."""
+    x = np.ones((4, 6))
+    with pytest.raises(ValueError, match="weight has 5 values"):
+        c.layer_norm_forward(x, (6,), np.ones(5), None, 1e-5)
+    with pytest.raises(ValueError, match="trailing axes"):
+        c.layer_norm_forward(x, (4,), None, None, 1e-5)
+    y, mean, rstd = c.layer_norm_forward(x, (6,), None, None, 1e-5)
+    with pytest.raises(ValueError, match="one value per position"):
+        c.layer_norm_backward(x, x, (6,), mean[:2], rstd, None)
+    with pytest.raises(ValueError, match="same shape"):
+        c.gelu_backward(x[:2], x)
+    with pytest.raises(ValueError):  # NumPy's own: the mask does not broadcast
+        c.masked_softmax_forward(x, np.ones((4, 5), bool))
+    with pytest.raises(ValueError, match="same shape"):
+        c.masked_softmax_backward(x[:, :5], x)

@@ -352,6 +352,133 @@ def test_adam_steps_updates_every_array_as_adam_step(backend, dtype):
             assert_matches(g, w, dtype)
 
 
+# --------------------------------------------------------------------------- sequence models
+def assert_matches_specials(actual, expected, dtype):
+    """NaN, +inf and −inf exactly where the reference has them; the finite rest as assert_matches."""
+    assert isinstance(actual, np.ndarray) and actual.shape == expected.shape
+    assert expected.dtype == dtype and actual.dtype == dtype, f"dtype {actual.dtype}, expected {dtype}"
+    for special in (np.isnan, np.isposinf, np.isneginf):
+        np.testing.assert_array_equal(special(actual), special(expected))
+    finite = np.isfinite(expected)
+    assert_matches(actual[finite], expected[finite], dtype)
+
+
+@pytest.mark.parametrize("backend", native("embedding_backward"), indirect=True)
+@pytest.mark.parametrize("indices_shape, num_embeddings, dim", [
+    pytest.param((0,), 5, 3, id="no-position"),
+    pytest.param((), 4, 6, id="one-index-0d"),
+    pytest.param((7,), 3, 5, id="repeats"),  # 7 positions over 3 rows: rows are hit several times
+    pytest.param((2, 9), 20, 37, id="unused-rows-37-columns"),  # rows no position uses stay 0
+    pytest.param((12, 64), 65, 128, id="baby-gpt"),  # above the threads' threshold
+])
+def test_embedding_backward(backend, dtype, indices_shape, num_embeddings, dim):
+    """The scatter-add adds each row's gradients in the reference's order (np.add.at's): equal bit for bit."""
+    rng = np.random.default_rng(13)
+    indices = rng.integers(0, num_embeddings, indices_shape)
+    grad_y = normal(rng, indices_shape + (dim,), dtype)
+    grad_w = backend.embedding_backward(grad_y, indices, num_embeddings)
+    want = reference.embedding_backward(grad_y, indices, num_embeddings)
+    assert grad_w.dtype == dtype and grad_w.shape == (num_embeddings, dim)
+    np.testing.assert_array_equal(grad_w, want)
+
+
+@pytest.mark.parametrize("backend", native("embedding_backward"), indirect=True)
+def test_embedding_backward_refuses_an_index_it_would_write_outside_the_table(backend):
+    grad_y = np.ones((3, 4))
+    for bad in ([0, 3, 1], [0, -1, 1]):
+        with pytest.raises(ValueError, match=r"\[0, 3\)"):
+            backend.embedding_backward(grad_y, np.array(bad), 3)
+
+
+@pytest.mark.parametrize("backend", native("gelu_forward", "gelu_backward"), indirect=True)
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("shape", [(0,), (5,), (3, 4), (2, 3, 5, 7), (12, 64, 96)], ids=str)  # the last: threads
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's "invalid value" on the −∞·0 made on purpose
+def test_gelu(backend, dtype, approximate, shape):
+    rng = np.random.default_rng(10)
+    x, grad_y = normal(rng, shape, dtype, 3.0), normal(rng, shape, dtype)
+    flat = x.reshape(-1)
+    if flat.size > 9:  # the tails, where Φ saturates, and NaN/±inf (−∞·0 = NaN), from below and from above
+        flat[:9] = [0.0, 6.0, -6.0, 12.0, -12.0, 40.0, np.nan, np.inf, -np.inf]
+        grad_y.reshape(-1)[[0, -1]] = np.nan, np.inf
+    y = backend.gelu_forward(x, approximate)
+    assert_matches_specials(y, reference.gelu_forward(x, approximate), dtype)
+    grad_x = backend.gelu_backward(grad_y, x, approximate)
+    assert_matches_specials(grad_x, reference.gelu_backward(grad_y, x, approximate), dtype)
+
+
+LAYER_NORM_CASES = [  # x shape, normalized_shape, weight and bias given
+    pytest.param((0, 8), (8,), "both", id="empty-batch"),
+    pytest.param((3, 1), (1,), "both", id="one-value"),  # σ² = 0: y = β
+    pytest.param((3, 5), (5,), "none", id="no-affine"),
+    pytest.param((2, 3, 7), (7,), "weight", id="weight-only"),
+    pytest.param((4, 37), (37,), "bias", id="bias-only-37-columns"),  # not a multiple of the column blocks
+    pytest.param((2, 3, 4, 5), (4, 5), "both", id="2d-normalized-shape"),
+    pytest.param((12, 64, 128), (128,), "both", id="baby-gpt"),  # above the threads' threshold
+]
+
+
+@pytest.mark.parametrize("backend", native("layer_norm_forward", "layer_norm_backward"), indirect=True)
+@pytest.mark.parametrize("x_shape, normalized_shape, affine", LAYER_NORM_CASES)
+def test_layer_norm(backend, dtype, x_shape, normalized_shape, affine):
+    rng = np.random.default_rng(11)
+    x = normal(rng, x_shape, dtype, 2.0) + dtype.type(1)  # μ ≠ 0
+    weight = normal(rng, normalized_shape, dtype) if affine in ("both", "weight") else None
+    bias = normal(rng, normalized_shape, dtype) if affine in ("both", "bias") else None
+    got = backend.layer_norm_forward(x, normalized_shape, weight, bias, 1e-5)
+    want = reference.layer_norm_forward(x, normalized_shape, weight, bias, 1e-5)
+    for g, w in zip(got, want):  # y, mean, rstd
+        assert_matches(g, w, dtype)
+
+    grad_y = normal(rng, x_shape, dtype)
+    _, mean, rstd = want
+    expected = reference.layer_norm_backward(grad_y, x, normalized_shape, mean, rstd, weight)
+    for needs in ((True, True, True), (True, False, False), (False, True, True), (False, False, True)):
+        grads = backend.layer_norm_backward(grad_y, x, normalized_shape, mean, rstd, weight, *needs)
+        assert len(grads) == 3
+        for needed, g, w in zip(needs, grads, expected):
+            if needed:
+                assert_matches(g, w, dtype)
+            else:
+                assert g is None
+
+
+SOFTMAX_CASES = [  # scores shape, mask shape (None: no mask), causal
+    pytest.param((2, 3, 5, 7), None, False, id="no-mask"),
+    pytest.param((2, 3, 5, 7), None, True, id="causal-Tq<Tk"),
+    pytest.param((2, 7, 5), None, True, id="causal-Tq>Tk"),
+    pytest.param((2, 3, 5, 7), (2, 3, 5, 7), False, id="full-mask"),
+    pytest.param((2, 3, 5, 7), (5, 7), True, id="broadcast-mask-and-causal"),
+    pytest.param((2, 3, 5, 33), (2, 1, 1, 33), False, id="key-padding-mask"),
+    pytest.param((3, 0, 4), None, True, id="no-query"),
+    pytest.param((3, 4, 0), (4, 0), False, id="no-key"),
+    pytest.param((6,), None, False, id="1d"),
+    pytest.param((12, 4, 64, 64), None, True, id="baby-gpt"),  # above the threads' threshold
+]
+
+
+@pytest.mark.parametrize("backend", native("masked_softmax_forward", "masked_softmax_backward"), indirect=True)
+@pytest.mark.parametrize("scale", [3.0, 1e4], ids=["scores-3", "scores-1e4"])  # 1e4: e^s overflows unshifted
+@pytest.mark.parametrize("shape, mask_shape, causal", SOFTMAX_CASES)
+def test_masked_softmax(backend, dtype, shape, mask_shape, causal, scale):
+    rng = np.random.default_rng(12)
+    scores = normal(rng, shape, dtype, scale)
+    mask = None
+    if mask_shape is not None:
+        mask = rng.random(mask_shape) < 0.6
+        if mask_shape[-2] > 1:
+            mask[..., 0, :] = False  # fully masked rows: 0, not NaN
+    if scores.ndim >= 2 and scores.size:
+        scores[..., -1, :] = -np.inf  # a row whose kept keys are all −∞: 0 too
+        scores[..., 0, -1] = -np.inf  # one −∞ key among finite ones: weight 0
+    y = backend.masked_softmax_forward(scores, mask, causal)
+    want = reference.masked_softmax_forward(scores, mask, causal)
+    assert_matches(y, want, dtype)
+    grad_y = normal(rng, shape, dtype)
+    assert_matches(backend.masked_softmax_backward(grad_y, want),
+                   reference.masked_softmax_backward(grad_y, want), dtype)
+
+
 # --------------------------------------------------------------------------- layouts
 @pytest.mark.parametrize("backend", native(), indirect=True)
 def test_strided_views_are_read_correctly(backend):
@@ -394,6 +521,25 @@ def test_strided_views_are_read_correctly(backend):
     grad_loss = normal(rng, (8,), f64)[::2]
     assert_matches(backend.softmax_cross_entropy_backward(grad_loss, np.asfortranarray(probs), labels),
                    reference.softmax_cross_entropy_backward(grad_loss, want_probs, labels), f64)
+
+    for approximate in ("none", "tanh"):
+        assert_matches(backend.gelu_forward(x.T, approximate), reference.gelu_forward(x.T, approximate), f64)
+        assert_matches(backend.gelu_backward(grad_y, x, approximate),
+                       reference.gelu_backward(grad_y, x, approximate), f64)
+    weight, bias = normal(rng, (12,), f64)[::2], normal(rng, (6,), f64)
+    y, mean, rstd = reference.layer_norm_forward(x, (6,), weight, bias, 1e-5)
+    for got, want in zip(backend.layer_norm_forward(x, (6,), weight, bias, 1e-5), (y, mean, rstd)):
+        assert_matches(got, want, f64)
+    strided_mean = np.repeat(mean, 2)[::2]  # mean's values, not contiguous
+    for got, want in zip(backend.layer_norm_backward(grad_y, x, (6,), strided_mean, rstd, weight),
+                         reference.layer_norm_backward(grad_y, x, (6,), mean, rstd, weight)):
+        assert_matches(got, want, f64)
+    mask = np.ones((6, 12), bool)[:, ::2]
+    mask[2] = False
+    y = reference.masked_softmax_forward(x.transpose(0, 1, 3, 2), mask, True)
+    assert_matches(backend.masked_softmax_forward(x.transpose(0, 1, 3, 2), mask, True), y, f64)
+    assert_matches(backend.masked_softmax_backward(grad_y, y.transpose(0, 1, 3, 2)),
+                   reference.masked_softmax_backward(grad_y, y.transpose(0, 1, 3, 2)), f64)
 
 
 @pytest.mark.parametrize("backend", native('adam_step'), indirect=True)
@@ -493,3 +639,61 @@ def test_fused_conv_relu_max_pool_propagates_nan_as_the_reference(backend, case)
     for got, want in zip(backend.conv2d_relu_max_pool2d_backward(grad_y, y, argmax, finite_x, weight, stride, padding),
                          reference.conv2d_relu_max_pool2d_backward(grad_y, y, argmax, finite_x, weight, stride, padding)):
         assert_same_specials(got, want)
+
+
+def with_specials(draw, a):
+    """a with up to four of its values replaced by NaN, +inf or −inf at drawn places."""
+    for _ in range(draw(st.integers(0, 4)) if a.size else 0):
+        a.flat[draw(st.integers(0, a.size - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+    return a
+
+
+@st.composite
+def sequence_case(draw):
+    """Activations x (N, T, D) and attention scores (N, T_q, T_k), float64, N possibly 0, each with
+    NaN/±inf at drawn places; a boolean mask (T_q, T_k) with some rows fully masked; and
+    gradients from above, NaN or inf at drawn places."""
+    n, t, d, t_k = draw(st.integers(0, 2)), draw(st.integers(1, 5)), draw(st.integers(1, 6)), draw(st.integers(1, 5))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    x = with_specials(draw, 3 * rng.standard_normal((n, t, d)))
+    scores = with_specials(draw, 3 * rng.standard_normal((n, t, t_k)))
+    mask = rng.random((t, t_k)) < draw(st.sampled_from([0.0, 0.5, 1.0]))
+    grad_x, grad_scores = with_specials(draw, np.ones_like(x)), with_specials(draw, np.ones_like(scores))
+    return x, grad_x, scores, grad_scores, mask
+
+
+@pytest.mark.parametrize("backend", native("embedding_backward", "gelu_forward", "gelu_backward", "layer_norm_forward",
+                                           "layer_norm_backward", "masked_softmax_forward", "masked_softmax_backward"),
+                         indirect=True)
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's "invalid value" on the NaN made on purpose
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=sequence_case())
+def test_sequence_kernels_propagate_nan_as_the_reference(backend, case):
+    """GELU, layer norm and the masked softmax, forward and backward, and the embedding's
+    scatter-add, on inputs and upstream gradients holding NaN and ±inf and on an empty batch:
+    NaN and ±inf where the reference has them (a NaN or +inf score poisons its whole row, even
+    where it is masked)."""
+    x, grad_x, scores, grad_scores, mask = case
+    for approximate in ("none", "tanh"):
+        assert_same_specials(backend.gelu_forward(x, approximate), reference.gelu_forward(x, approximate))
+        assert_same_specials(backend.gelu_backward(grad_x, x, approximate),
+                             reference.gelu_backward(grad_x, x, approximate))
+
+    d = x.shape[-1]
+    weight, bias = np.linspace(0.5, 1.5, d), np.linspace(-1, 1, d)
+    want = reference.layer_norm_forward(x, (d,), weight, bias, 1e-5)
+    for got, expected in zip(backend.layer_norm_forward(x, (d,), weight, bias, 1e-5), want):
+        assert_same_specials(got, expected)
+    for got, expected in zip(backend.layer_norm_backward(grad_x, x, (d,), *want[1:], weight),
+                             reference.layer_norm_backward(grad_x, x, (d,), *want[1:], weight)):
+        assert_same_specials(got, expected)
+
+    indices = np.arange(x.shape[0] * x.shape[1]).reshape(x.shape[:2]) % 3  # rows used several times
+    np.testing.assert_array_equal(backend.embedding_backward(x, indices, 3),
+                                  reference.embedding_backward(x, indices, 3))
+
+    for m, causal in ((None, False), (None, True), (mask, False), (mask, True)):
+        y = reference.masked_softmax_forward(scores, m, causal)
+        assert_same_specials(backend.masked_softmax_forward(scores, m, causal), y)
+        assert_same_specials(backend.masked_softmax_backward(grad_scores, y),
+                             reference.masked_softmax_backward(grad_scores, y))

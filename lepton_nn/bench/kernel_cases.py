@@ -1,7 +1,8 @@
 """The kernel benchmark's cases: one fwd+bwd pass of one layer at one shape, runnable on every
 lepton_nn backend and in PyTorch, and the timer both use.
 
-Each `Case` is the MNIST CNN's layer at batch 64 or a many-channel convolution.
+Each `Case` is the MNIST CNN's layer at batch 64, a many-channel convolution, or a kernel of
+nanoGPT's baby GPT at its training batch (lepton_nn/shakespeare.py).
 `case.make(backend)` builds seeded float32 inputs once and returns a zero-argument function that
 runs the pass through that backend's kernels and returns its outputs; `case.make_torch()` does
 the same in PyTorch. Timing calls only the returned function, so input creation is never timed
@@ -16,8 +17,9 @@ reads case names on stdin and answers each with its timing as a JSON line, with 
 defaults and the user's environment, untouched by lepton_nn's settings (docs/benchmarks.md).
 
 FLOP counts: convolution and dense count 2 per multiply-add of each GEMM-shaped pass plus one
-per bias element; the memory-bound kernels (pooling, relu, cross-entropy, Adam) count the
-arithmetic of their equations, stated in each case's `flops_formula`.
+per bias element; the memory-bound kernels (pooling, relu, cross-entropy, Adam, gelu, layer
+norm, softmax) count the arithmetic of their equations, erf and exp as one each, stated in each
+case's `flops_formula`.
 """
 import gc
 import json
@@ -289,6 +291,101 @@ def adam_case(name, shapes):
                 kernels=("adam_steps",))
 
 
+# --------------------------------------------------------------------------- sequence models (baby GPT)
+def gelu_case(name, shape):
+    """GELU with erf (approximate='none', nn.GELU's default, as the GPT's MLP runs it): forward, then
+    its backward."""
+    def inputs():
+        rng = _rng()
+        return _normal(rng, shape), _normal(rng, shape)
+
+    def make(backend):
+        kern = engine_kernels(backend)
+        x, g = inputs()
+
+        def run():
+            return kern.gelu_forward(x, "none"), kern.gelu_backward(g, x, "none")
+        return run
+
+    def make_torch():
+        torch = _torch()
+        x, g = _torch_arrays(inputs(), grad_for=(0,))
+
+        def run():
+            y = torch.nn.functional.gelu(x)
+            return _detached(y, *torch.autograd.grad(y, x, g))
+        return run
+
+    return Case(name, "gelu (erf), fwd+bwd", "x " + "×".join(map(str, shape)), 15 * int(np.prod(shape)),
+                "15 per element (fwd: /, erf, +, ×, ×; bwd: the same Φ, ×, ×, exp, ×, /, +, ×g)", make, make_torch,
+                kernels=("gelu_forward", "gelu_backward"))
+
+
+def layer_norm_case(name, shape):
+    """LayerNorm over the last axis with weight and bias (ε = 1e-5): forward, then the gradients of
+    x, weight and bias."""
+    dim = shape[-1]
+
+    def inputs():
+        rng = _rng()
+        return (_normal(rng, shape), 1 + _normal(rng, (dim,), 0.1), _normal(rng, (dim,), 0.1), _normal(rng, shape))
+
+    def make(backend):
+        kern = engine_kernels(backend)
+        x, w, b, g = inputs()
+
+        def run():
+            y, mean, rstd = kern.layer_norm_forward(x, (dim,), w, b, 1e-5)
+            return (y,) + tuple(kern.layer_norm_backward(g, x, (dim,), mean, rstd, w))
+        return run
+
+    def make_torch():
+        torch = _torch()
+        x, w, b, g = _torch_arrays(inputs(), grad_for=(0, 1, 2))
+
+        def run():
+            y = torch.nn.functional.layer_norm(x, (dim,), w, b, eps=1e-5)
+            return _detached(y, *torch.autograd.grad(y, (x, w, b), g))
+        return run
+
+    return Case(name, "layer norm over the last axis, fwd+bwd (x, weight, bias)", "x " + "×".join(map(str, shape)),
+                18 * int(np.prod(shape)),
+                "18 per element (fwd: Σ, −, ², Σ, ×r, ×γ, +β; bwd: x̂ again, ×γ, two Σ, −, ×, −, ×r, Σ g·x̂, Σ g)",
+                make, make_torch, kernels=("layer_norm_forward", "layer_norm_backward"))
+
+
+def causal_softmax_case(name, shape):
+    """Attention's causal softmax over the keys of scores (B, H, T, T): forward, then its backward.
+    PyTorch runs it as nanoGPT's non-flash path does: masked_fill of the upper triangle with −∞, softmax."""
+    def inputs():
+        rng = _rng()
+        return _normal(rng, shape, 3.0), _normal(rng, shape)
+
+    def make(backend):
+        kern = engine_kernels(backend)
+        s, g = inputs()
+
+        def run():
+            y = kern.masked_softmax_forward(s, None, True)
+            return y, kern.masked_softmax_backward(g, y)
+        return run
+
+    def make_torch():
+        torch = _torch()
+        s, g = _torch_arrays(inputs(), grad_for=(0,))
+        above = torch.ones(shape[-2:], dtype=torch.bool).triu(1)
+
+        def run():
+            y = torch.softmax(s.masked_fill(above, float("-inf")), dim=-1)
+            return _detached(y, *torch.autograd.grad(y, s, g))
+        return run
+
+    return Case(name, "causal masked softmax over the keys, fwd+bwd", "scores " + "×".join(map(str, shape)),
+                9 * int(np.prod(shape)),
+                "9 per score (fwd: mask, max, −, exp, Σ, ÷; bwd: g·y, Σ, −, ×)", make, make_torch,
+                kernels=("masked_softmax_forward", "masked_softmax_backward"))
+
+
 # --------------------------------------------------------------------------- the list
 # The MNIST CNN at batch 64: Conv2D(32, 3×3) → MaxPool 2×2 → ReLU → Flatten → Dense 128 → Dense 10.
 MNIST_PARAMS = [(32, 1, 3, 3), (32,), (128, 5408), (128,), (10, 128), (10,)]  # 693,962 values
@@ -302,6 +399,10 @@ CASES = [
     cross_entropy_case("xent", batch=64, classes=10),
     adam_case("adam", MNIST_PARAMS),
     conv_case("conv32x64", n=64, c_in=32, c_out=64, size=28, pad=1, need_x=True),
+    # nanoGPT's baby GPT at its batch (12 sequences of 64 characters, 128 channels, 4 heads)
+    gelu_case("gelu", (12, 64, 512)),
+    layer_norm_case("layernorm", (12, 64, 128)),
+    causal_softmax_case("softmax", (12, 4, 64, 64)),
 ]
 
 

@@ -14,6 +14,9 @@ and v must already be C-contiguous and writable (else ValueError).
   MB, so samples go through in chunks whose columns fit a per-thread workspace of
   WORKSPACE_BYTES, kept between calls: a training loop does not allocate the column buffer
   again at every step.
+- gelu and the masked softmax call the C99 erf, exp and tanh. Where the build found glibc's
+  vector math library (csrc/build_ffi.py), their loops vectorise and call its SIMD versions
+  of these functions, several elements per call.
 
 If the extension was not built (no C compiler at install), importing this module raises
 ImportError, and lepton_nn.kernels.backends() shows why.
@@ -22,7 +25,7 @@ import math
 
 import numpy as np
 
-from lepton_nn.checks import class_labels
+from lepton_nn.checks import class_labels, indices as valid_indices
 from lepton_nn.kernels.reference import output_size
 from lepton_nn.kernels.workspace import scratch, zero_padded
 
@@ -31,7 +34,7 @@ try:
 except ImportError as err:
     raise ImportError(f"C extension not built: {err}; reinstall with a C compiler: pip install -e .") from err
 
-_ABI = 7  # must match LEPTON_KERNELS_ABI in csrc/lepton_kernels.h
+_ABI = 8  # must match LEPTON_KERNELS_ABI in csrc/lepton_kernels.h
 if lib.LEPTON_KERNELS_ABI != _ABI:
     raise ImportError(f"C extension is stale (ABI {lib.LEPTON_KERNELS_ABI}, this wrapper needs {_ABI}); "
                       "rebuild it: pip install -e .")
@@ -42,7 +45,7 @@ WORKSPACE_BYTES = 8 << 20
 
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 _C_ARRAY = {np.dtype(np.float32): "float[]", np.dtype(np.float64): "double[]",
-            np.dtype(np.int64): "int64_t[]", np.dtype(np.int32): "int32_t[]"}
+            np.dtype(np.int64): "int64_t[]", np.dtype(np.int32): "int32_t[]", np.dtype(np.uint8): "uint8_t[]"}
 _C_POINTER_ARRAY = {np.dtype(np.float32): "float *[]", np.dtype(np.float64): "double *[]"}
 
 
@@ -425,3 +428,117 @@ def conv2d_relu_max_pool2d_backward(grad_y, y, argmax, x, weight, stride, paddin
         (ph, pw), (h, w) = padding, x.shape[2:]
         grad_x = grad_x_pad[:, :, ph:ph + h, pw:pw + w].copy()
     return grad_x, grad_w, grad_b
+
+
+# --------------------------------------------------------------------------- sequence models
+def gelu_forward(x, approximate="none"):
+    """reference.gelu_forward: x·Φ(x) (erf), or its tanh approximation; any shape."""
+    dtype, x = _floats(x=x)
+    y = np.empty_like(x)
+    _kernel("gelu_forward", dtype)(_ptr(x), x.size, int(approximate == "tanh"), _ptr(y))
+    return y
+
+
+def gelu_backward(grad_y, x, approximate="none"):
+    """reference.gelu_backward: grad_y · ∂y/∂x."""
+    dtype, grad_y, x = _floats(grad_y=grad_y, x=x)
+    if grad_y.shape != x.shape:
+        raise ValueError(f"grad_y {grad_y.shape} and x {x.shape} must have the same shape")
+    grad_x = np.empty_like(x)
+    _kernel("gelu_backward", dtype)(_ptr(grad_y), _ptr(x), x.size, int(approximate == "tanh"), _ptr(grad_x))
+    return grad_x
+
+
+def _layer_norm_rows(x_shape, normalized_shape, **params):
+    """(M, K): positions and the values each is normalised over; checks that the trailing axes
+    are normalized_shape and that every parameter given holds K values."""
+    normalized_shape = tuple(normalized_shape)
+    lead = len(x_shape) - len(normalized_shape)
+    if lead < 0 or tuple(x_shape[lead:]) != normalized_shape:
+        raise ValueError(f"normalized_shape {normalized_shape} must equal the trailing axes of x {tuple(x_shape)}")
+    cols = math.prod(normalized_shape)
+    for name, p in params.items():
+        if p is not None and p.size != cols:
+            raise ValueError(f"{name} has {p.size} values, normalized_shape {normalized_shape} needs {cols}")
+    return math.prod(x_shape[:lead]), cols
+
+
+def _or_null(a):
+    return ffi.NULL if a is None else _ptr(a)
+
+
+def layer_norm_forward(x, normalized_shape, weight, bias, eps):
+    """reference.layer_norm_forward: (y like x, mean (M,), rstd (M,))."""
+    dtype, x, weight, bias = _floats(x=x, weight=weight, bias=bias)
+    rows, cols = _layer_norm_rows(x.shape, normalized_shape, weight=weight, bias=bias)
+    y, mean, rstd = np.empty_like(x), np.empty(rows, dtype), np.empty(rows, dtype)
+    _kernel("layer_norm_forward", dtype)(_ptr(x), rows, cols, _or_null(weight), _or_null(bias), float(eps),
+                                         _ptr(y), _ptr(mean), _ptr(rstd))
+    return y, mean, rstd
+
+
+def layer_norm_backward(grad_y, x, normalized_shape, mean, rstd, weight,
+                        need_x=True, need_weight=True, need_bias=True):
+    """reference.layer_norm_backward: (grad_x, grad_weight, grad_bias), None where not needed."""
+    dtype, grad_y, x, mean, rstd, weight = _floats(grad_y=grad_y, x=x, mean=mean, rstd=rstd, weight=weight)
+    rows, cols = _layer_norm_rows(x.shape, normalized_shape, weight=weight)
+    if grad_y.shape != x.shape or mean.size != rows or rstd.size != rows:
+        raise ValueError(f"grad_y {grad_y.shape} must be x's shape {x.shape}, mean {mean.shape} and rstd "
+                         f"{rstd.shape} hold one value per position ({rows})")
+    grad_x = np.empty_like(x) if need_x else None
+    grad_w, grad_b = (np.empty(tuple(normalized_shape), dtype) if need else None for need in (need_weight, need_bias))
+    if need_x or need_weight or need_bias:
+        _kernel("layer_norm_backward", dtype)(_ptr(grad_y), _ptr(x), rows, cols, _ptr(mean), _ptr(rstd),
+                                              _or_null(weight), *(_or_null(a) for a in (grad_x, grad_w, grad_b)))
+    return grad_x, grad_w, grad_b
+
+
+def _softmax_rows(shape):
+    """(rows, T_q, T_k) of scores of `shape` (..., T_q, T_k); T_q is 1 for a 1-D input."""
+    if len(shape) < 1:
+        raise ValueError("masked_softmax needs scores with at least one axis (the keys)")
+    t_k = shape[-1]
+    return (math.prod(shape) // t_k if t_k else 0), (shape[-2] if len(shape) >= 2 else 1), t_k
+
+
+def masked_softmax_forward(scores, mask=None, causal=False):
+    """reference.masked_softmax_forward: the softmax over the last axis of the kept keys.
+
+    A boolean mask is broadcast to the scores' shape, one byte per score, which C reads row by row."""
+    dtype, scores = _floats(scores=scores)
+    if causal and scores.ndim < 2:
+        raise ValueError(f"masked_softmax: causal needs (..., T_q, T_k) scores, got shape {scores.shape}")
+    rows, t_q, t_k = _softmax_rows(scores.shape)
+    keep = None
+    if mask is not None:  # broadcast_to raises unless the mask broadcasts to the scores' shape
+        keep = np.ascontiguousarray(np.broadcast_to(np.asarray(mask, dtype=bool), scores.shape)).view(np.uint8)
+    y = np.empty_like(scores)
+    if rows:
+        _kernel("masked_softmax_forward", dtype)(_ptr(scores), _or_null(keep), rows, t_q, t_k, int(bool(causal)),
+                                                 _ptr(y))
+    return y
+
+
+def masked_softmax_backward(grad_y, y):
+    """reference.masked_softmax_backward: y ⊙ (g − Σ_k g ⊙ y) per row."""
+    dtype, grad_y, y = _floats(grad_y=grad_y, y=y)
+    if grad_y.shape != y.shape:
+        raise ValueError(f"grad_y {grad_y.shape} and y {y.shape} must have the same shape")
+    rows, _, t_k = _softmax_rows(y.shape)
+    grad_s = np.empty_like(y)
+    if rows:
+        _kernel("masked_softmax_backward", dtype)(_ptr(grad_y), _ptr(y), rows, t_k, _ptr(grad_s))
+    return grad_s
+
+
+def embedding_backward(grad_y, indices, num_embeddings):
+    """reference.embedding_backward: the scatter-add of grad_y's rows into (V, D), bit-identical
+    to its np.add.at (the same sums in the same order)."""
+    dtype, grad_y = _floats(grad_y=grad_y)
+    indices = valid_indices(indices, num_embeddings, "embedding_backward (c)")  # C writes at these rows
+    dim = grad_y.shape[-1] if grad_y.ndim else 0
+    if grad_y.shape != indices.shape + (dim,):
+        raise ValueError(f"grad_y {grad_y.shape} must be indices' shape {indices.shape} plus the embedding axis")
+    grad_w = np.empty((num_embeddings, dim), dtype)
+    _kernel("embedding_backward", dtype)(_ptr(grad_y), _ptr(indices), indices.size, dim, num_embeddings, _ptr(grad_w))
+    return grad_w

@@ -22,10 +22,12 @@ How this file is organised:
 
 What it checks and what it trusts: the fast backends' contract in lepton_nn/kernels/__init__.py.
 """
+import math
+
 import numpy as np
 from numba import njit, prange
 
-from lepton_nn.checks import class_labels
+from lepton_nn.checks import class_labels, indices as valid_indices
 from lepton_nn.kernels.reference import output_size
 from lepton_nn.kernels.workspace import scratch, zero_padded
 
@@ -587,3 +589,273 @@ def conv2d_relu_max_pool2d_backward(grad_y, y, argmax, x, weight, stride, paddin
         _conv_relu_max_pool_grad_input(grad_y, y, argmax, np.ascontiguousarray(weight), *stride, w_c, grad_x_pad)
         grad_x = np.ascontiguousarray(grad_x_pad[:, :, ph:ph + h, pw:pw + w])
     return grad_x, grad_w if need_weight else None, grad_b if need_bias else None
+
+
+# --------------------------------------------------------------------------- sequence models
+# The embedding's gradient, GELU, layer norm and attention's masked softmax. Threads split
+# elements or rows; where a sum runs over rows (the embedding's scatter-add, layer norm's ∂γ
+# and ∂β) they split the columns instead, so each owns its outputs. Constants reach the loops
+# rounded to the array's dtype (an argument of that type), so float32 arrays are computed in
+# float32 as in the reference; sums run in float64. error_model="numpy": a division by zero
+# gives inf or NaN, as in NumPy, instead of raising. math.erf, np.exp and np.tanh are one
+# libm call per element: numba vectorises them only with Intel's SVML, which is not a dependency.
+_COLUMN_BLOCK = 16  # columns per thread where threads split sums over rows (one cache line of a float32 row)
+
+
+@njit(parallel=True, cache=True)
+def _embedding_backward(grad_y, indices, grad_w):
+    """grad_w[indices[p]] += grad_y[p] for each position p in order. Threads split the columns:
+    each owns its columns of every row, so repeated indices never race."""
+    positions, dim = grad_y.shape
+    for block in prange((dim + _COLUMN_BLOCK - 1) // _COLUMN_BLOCK):
+        c0 = block * _COLUMN_BLOCK
+        c1 = min(dim, c0 + _COLUMN_BLOCK)
+        grad_w[:, c0:c1] = 0
+        for p in range(positions):
+            row = indices[p]
+            for c in range(c0, c1):
+                grad_w[row, c] += grad_y[p, c]
+
+
+def embedding_backward(grad_y, indices, num_embeddings):
+    """Scatter-add of grad_y's rows into (V, D); the same sums in the same order as the
+    reference's np.add.at, so bit-identical. See reference.embedding_backward."""
+    indices = valid_indices(indices, num_embeddings, "embedding_backward (numba)").reshape(-1)  # written at
+    dim = grad_y.shape[-1]
+    grad_w = np.empty((num_embeddings, dim), dtype=grad_y.dtype)
+    _embedding_backward(np.ascontiguousarray(grad_y).reshape(indices.size, dim), indices, grad_w)
+    return grad_w
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _gelu_erf(x, half, one, sqrt2, y):
+    for k in prange(x.size):
+        v = x[k]
+        y[k] = v * (half * (one + math.erf(v / sqrt2)))
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _gelu_erf_backward(grad_y, x, half, one, sqrt2, sqrt_2pi, grad_x):
+    for k in prange(x.size):
+        v = x[k]
+        cdf = half * (one + math.erf(v / sqrt2))
+        grad_x[k] = grad_y[k] * (cdf + v * np.exp(-half * v * v) / sqrt_2pi)
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _gelu_tanh(x, half, one, scale, cubic, y):
+    for k in prange(x.size):
+        v = x[k]
+        y[k] = half * v * (one + np.tanh(scale * (v + cubic * (v * v * v))))
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _gelu_tanh_backward(grad_y, x, half, one, scale, cubic, cubic3, grad_x):
+    for k in prange(x.size):
+        v = x[k]
+        t = np.tanh(scale * (v + cubic * (v * v * v)))
+        slope = half * (one + t) + half * v * (one - t * t) * scale * (one + cubic3 * v * v)
+        grad_x[k] = grad_y[k] * slope
+
+
+def _gelu_constants(dtype, approximate):
+    real = dtype.type
+    if approximate == "tanh":
+        return real(0.5), real(1), real(math.sqrt(2 / math.pi)), real(0.044715)
+    return real(0.5), real(1), real(math.sqrt(2))
+
+
+def gelu_forward(x, approximate="none"):
+    """x·Φ(x) (erf) or its tanh approximation, elementwise; see reference.gelu_forward."""
+    x = np.asarray(x, order="C")
+    y = np.empty_like(x)
+    loop = _gelu_tanh if approximate == "tanh" else _gelu_erf
+    loop(x.reshape(-1), *_gelu_constants(x.dtype, approximate), y.reshape(-1))
+    return y
+
+
+def gelu_backward(grad_y, x, approximate="none"):
+    """grad_y · ∂y/∂x, elementwise; see reference.gelu_backward."""
+    grad_y, x = np.asarray(grad_y, order="C"), np.asarray(x, order="C")
+    grad_x = np.empty_like(grad_y)
+    constants = _gelu_constants(x.dtype, approximate)
+    if approximate == "tanh":
+        _gelu_tanh_backward(grad_y.reshape(-1), x.reshape(-1), *constants, x.dtype.type(3 * 0.044715),
+                            grad_x.reshape(-1))
+    else:
+        _gelu_erf_backward(grad_y.reshape(-1), x.reshape(-1), *constants, x.dtype.type(math.sqrt(2 * math.pi)),
+                           grad_x.reshape(-1))
+    return grad_x
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _layer_norm(x, weight, bias, eps, y, mean, rstd):
+    """Per row: μ and σ² in two passes (float64 sums), then y = (x − μ)·r·γ + β."""
+    m, k = x.shape
+    for r in prange(m):
+        row = x[r]
+        total = 0.0
+        for c in range(k):
+            total += row[c]
+        mean[r] = total / k
+        mu = mean[r]  # read back: μ rounded to the dtype, as the reference centres with it
+        squares = 0.0
+        for c in range(k):
+            d = row[c] - mu
+            squares += d * d
+        rstd[r] = 1.0 / np.sqrt(squares / k + eps)
+        rs = rstd[r]
+        for c in range(k):
+            v = (row[c] - mu) * rs
+            if weight is not None:  # resolved when numba compiles: None is a type of its own
+                v = v * weight[c]
+            if bias is not None:
+                v = v + bias[c]
+            y[r, c] = v
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _layer_norm_backward_x(g, x, mean, rstd, weight, grad_x):
+    """Per row: r·(ĝ − mean(ĝ) − x̂·mean(ĝ ⊙ x̂)), ĝ = g ⊙ γ, x̂ = (x − μ)·r."""
+    m, k = x.shape
+    for r in prange(m):
+        mu, rs = mean[r], rstd[r]
+        sum_g, sum_gx = 0.0, 0.0
+        for c in range(k):
+            gh = g[r, c]
+            if weight is not None:
+                gh = gh * weight[c]
+            sum_g += gh
+            sum_gx += gh * ((x[r, c] - mu) * rs)
+        mean_g, mean_gx = sum_g / k, sum_gx / k
+        for c in range(k):
+            gh = g[r, c]
+            if weight is not None:
+                gh = gh * weight[c]
+            grad_x[r, c] = rs * ((gh - mean_g) - (x[r, c] - mu) * rs * mean_gx)
+
+
+@njit(parallel=True, cache=True)
+def _layer_norm_backward_params(g, x, mean, rstd, grad_w, grad_b):
+    """∂γ = Σ_rows g ⊙ x̂, ∂β = Σ_rows g: threads split the columns, so none writes another's."""
+    m, k = x.shape
+    width = _COLUMN_BLOCK
+    for block in prange((k + width - 1) // width):
+        c0 = block * width
+        c1 = min(k, c0 + width)
+        acc_w, acc_b = np.zeros(width), np.zeros(width)
+        for r in range(m):
+            mu, rs = mean[r], rstd[r]
+            for c in range(c0, c1):
+                acc_w[c - c0] += g[r, c] * ((x[r, c] - mu) * rs)
+                acc_b[c - c0] += g[r, c]
+        for c in range(c0, c1):
+            grad_w[c] = acc_w[c - c0]
+            grad_b[c] = acc_b[c - c0]
+
+
+def _as_rows(a, normalized_shape):
+    """a C-contiguous as (M, K), K = Π normalized_shape (reference._rows)."""
+    k = math.prod(normalized_shape)
+    return np.ascontiguousarray(a).reshape(math.prod(a.shape[:a.ndim - len(normalized_shape)]), k)
+
+
+def layer_norm_forward(x, normalized_shape, weight, bias, eps):
+    """(y, mean, rstd) per row of the trailing normalized_shape; see reference.layer_norm_forward."""
+    rows = _as_rows(x, normalized_shape)
+    y, mean, rstd = np.empty_like(rows), np.empty(rows.shape[0], x.dtype), np.empty(rows.shape[0], x.dtype)
+    weight, bias = (None if p is None else np.ascontiguousarray(p).reshape(-1) for p in (weight, bias))
+    _layer_norm(rows, weight, bias, float(eps), y, mean, rstd)
+    return y.reshape(x.shape), mean, rstd
+
+
+def layer_norm_backward(grad_y, x, normalized_shape, mean, rstd, weight,
+                        need_x=True, need_weight=True, need_bias=True):
+    """(grad_x, grad_weight, grad_bias), None where not needed; see reference.layer_norm_backward."""
+    rows, g = _as_rows(x, normalized_shape), _as_rows(grad_y, normalized_shape)
+    mean, rstd = np.ascontiguousarray(mean), np.ascontiguousarray(rstd)
+    grad_x = grad_w = grad_b = None
+    if need_x:
+        grad_x = np.empty_like(g)
+        weight = None if weight is None else np.ascontiguousarray(weight).reshape(-1)
+        _layer_norm_backward_x(g, rows, mean, rstd, weight, grad_x)
+        grad_x = grad_x.reshape(x.shape)
+    if need_weight or need_bias:
+        grad_w, grad_b = np.empty(rows.shape[1], g.dtype), np.empty(rows.shape[1], g.dtype)
+        _layer_norm_backward_params(g, rows, mean, rstd, grad_w, grad_b)
+        grad_w, grad_b = grad_w.reshape(normalized_shape), grad_b.reshape(normalized_shape)
+    return grad_x, grad_w if need_weight else None, grad_b if need_bias else None
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _masked_softmax(s, keep, t_q, causal, minus_inf, y):
+    """Row r of s (rows, T_k) is query r mod T_q; key j takes part where keep[r, j] (if a mask is
+    given) and, if causal, where j ≤ r mod T_q. The reference adds −∞ to the masked scores, so a
+    NaN or +∞ anywhere in the row, masked or not, makes the whole row NaN; otherwise only the
+    kept keys have e^(s − m) ≠ 0, and a row with none (or only −∞) gives 0."""
+    rows, t_k = s.shape
+    for r in prange(rows):
+        limit = min(t_k, r % t_q + 1) if causal else t_k  # keys j ≥ limit are masked
+        row, out = s[r], y[r]
+        poisoned = False
+        for j in range(t_k):
+            poisoned |= not row[j] < np.inf  # NaN or +∞
+        if poisoned:
+            out[:] = np.nan
+            continue
+        top = minus_inf
+        for j in range(limit):
+            if (keep is None or keep[r, j]) and row[j] > top:
+                top = row[j]
+        out[:] = 0
+        if top == minus_inf:  # no key, or only −∞: e = 0 everywhere (the reference shifts by 0)
+            continue
+        total = 0.0
+        for j in range(limit):
+            if keep is None or keep[r, j]:
+                out[j] = np.exp(row[j] - top)
+                total += out[j]
+        for j in range(limit):
+            out[j] = out[j] / total  # total ≥ 1: the maximum contributes e^0
+
+
+@njit(parallel=True, cache=True)
+def _masked_softmax_backward(grad_y, y, grad_s):
+    """Per row: y ⊙ (g − Σ g ⊙ y), the sum in float64."""
+    rows, t_k = y.shape
+    for r in prange(rows):
+        dot = 0.0
+        for j in range(t_k):
+            dot += grad_y[r, j] * y[r, j]
+        for j in range(t_k):
+            grad_s[r, j] = y[r, j] * (grad_y[r, j] - dot)
+
+
+def _softmax_rows(scores):
+    """scores C-contiguous as (rows, T_k), and T_q (1 for a 1-D input)."""
+    scores = np.asarray(scores, order="C")
+    t_k = scores.shape[-1]
+    return scores.reshape(scores.size // t_k if t_k else 0, t_k), scores.shape[-2] if scores.ndim >= 2 else 1
+
+
+def masked_softmax_forward(scores, mask=None, causal=False):
+    """Softmax over the last axis, masked keys left out, max-shifted; see reference.masked_softmax_forward.
+
+    A boolean mask is broadcast to the scores' shape (one byte per score) and read row by row."""
+    rows, t_q = _softmax_rows(scores)
+    if causal and np.ndim(scores) < 2:
+        raise ValueError(f"masked_softmax: causal needs (..., T_q, T_k) scores, got shape {np.shape(scores)}")
+    keep = None
+    if mask is not None:
+        keep = np.ascontiguousarray(np.broadcast_to(np.asarray(mask, dtype=bool), np.shape(scores))).reshape(rows.shape)
+    y = np.empty_like(rows)
+    _masked_softmax(rows, keep, t_q, bool(causal), rows.dtype.type(-np.inf), y)
+    return y.reshape(np.shape(scores))
+
+
+def masked_softmax_backward(grad_y, y):
+    """y ⊙ (g − Σ_k g ⊙ y) per row; see reference.masked_softmax_backward."""
+    (g, _), (y_rows, _) = _softmax_rows(grad_y), _softmax_rows(y)
+    grad_s = np.empty_like(y_rows)
+    _masked_softmax_backward(g, y_rows, grad_s)
+    return grad_s.reshape(np.shape(y))
