@@ -8,12 +8,17 @@ import zipfile
 
 import numpy as np
 import pytest
-import torch
 
 import lepton_nn as ln
 from lepton_nn import keras
 from lepton_nn.keras import layers
 from lepton_nn.keras.saving import ModelFileError
+
+try:
+    import torch
+except ImportError:  # the comparisons with torch.nn skip; the rest runs
+    torch = None
+needs_torch = pytest.mark.skipif(torch is None, reason='needs torch: pip install -e ".[torch]"')
 
 RNG = np.random.default_rng(0)
 
@@ -40,6 +45,7 @@ def as_torch(array, grad=False):
 
 
 # --------------------------------------------------------------------------- Embedding
+@needs_torch
 def test_embedding_looks_up_rows_as_numpy_and_torch_with_the_same_gradient():
     ln.seed(0)
     layer = layers.Embedding(7, 3, dtype="float64")
@@ -72,6 +78,7 @@ def numpy_layer_norm(x, axes, gamma, beta, eps):
     return (x - mean) / np.sqrt(var + eps) * gamma + beta
 
 
+@needs_torch
 def test_layer_normalization_over_the_last_axis_equals_numpy_and_torch_layer_norm():
     ln.seed(0)
     layer = layers.LayerNormalization(dtype="float64")  # Keras's epsilon 1e-3
@@ -95,6 +102,7 @@ def test_layer_normalization_over_the_last_axis_equals_numpy_and_torch_layer_nor
 
 @pytest.mark.parametrize("axis, x_shape, param_shape", [(1, (2, 5, 4), (5,)), ([1, 2], (2, 5, 4), (5, 4)),
                                                       ([-3, -1], (2, 3, 5, 4), (3, 4)), (2, (2, 5, 6), (6,))])
+@needs_torch
 def test_layer_normalization_over_any_axes_follows_keras_formula(axis, x_shape, param_shape):
     """Trailing axes run functional.layer_norm's kernel, others a composition: both Keras's formula."""
     ln.seed(0)
@@ -185,6 +193,7 @@ def test_lstm_state_in_and_out():
         layer(x, initial_state=[h0[:1], c0])
 
 
+@needs_torch
 def test_lstm_equals_torch_lstm_with_the_weights_transposed_and_one_bias():
     """The documented mapping: weight_ih = kernel.T, weight_hh = recurrent_kernel.T,
     bias_ih + bias_hh = bias (the same gate order i, f, c/g, o); the gradients map back the same way."""
@@ -286,6 +295,7 @@ def test_multi_head_attention_follows_keras_formulas_with_its_weight_shapes():
     assert output.shape == layer.compute_output_shape(query.shape, value.shape, key.shape) == (2, 4, 8)
 
 
+@needs_torch
 def test_multi_head_attention_equals_torch_multihead_attention_with_the_kernels_reshaped():
     """With heads·key_dim = dim, Keras's (dim, heads, key_dim) kernel reshaped to (dim, dim) and
     transposed is PyTorch's (out, in) projection; its boolean mask is the opposite of Keras's."""
