@@ -75,7 +75,8 @@ class Check:
 
     def __str__(self):
         where = f"direction {self.where[0]}" if isinstance(self.where[0], str) else f"element {self.where}"
-        expected = (f"between the one-sided slopes [{self.low:.6g}, {self.high:.6g}]" if self.kink
+        relation = "between" if self.error == 0 else "outside"  # the interval includes the tolerance
+        expected = (f"{relation} the one-sided slopes [{self.low:.6g}, {self.high:.6g}]" if self.kink
                     else f"numeric {self.numeric:.6g}")
         return f"{where}: analytic {self.analytic:.6g}, {expected}"
 
