@@ -1,8 +1,15 @@
 import os
 
 import pytest
+from hypothesis import settings
 
 from lepton_nn import kernels
+
+# Property tests draw the same examples on every run, so that a run passes or fails by the code,
+# never by luck; HYPOTHESIS_PROFILE=explore draws new examples each time, to hunt for new cases.
+settings.register_profile("ci", derandomize=True, database=None)
+settings.register_profile("explore")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_report_header(config):

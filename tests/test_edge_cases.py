@@ -16,6 +16,8 @@ import lepton_nn as ln
 from lepton_nn import functional as F
 from lepton_nn import kernels
 
+from torch_compare import compare_with_torch  # tests/torch_compare.py
+
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional
 
@@ -47,29 +49,11 @@ def window_cases(draw):
     return (n, c, h, w), kernel, stride, padding
 
 
-def assert_same(ours, theirs, what):
-    """Equal to float64 rounding, NaN where PyTorch has NaN and ±inf where it has ±inf."""
-    theirs = theirs.detach().numpy() if hasattr(theirs, "detach") else np.asarray(theirs)
-    assert ours.shape == theirs.shape, f"{what}: shape {ours.shape}, PyTorch {theirs.shape}"
-    scale = max(1.0, float(np.abs(theirs[np.isfinite(theirs)]).max(initial=0.0)))
-    np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-10 * scale, err_msg=what)
-
-
 def compare(backend, ours_fn, theirs_fn, inputs, upstream_special=SPECIAL, data=None):
-    """Forward and the gradient of every input, ours on `backend` against PyTorch's."""
-    ours_in = [ln.tensor(a, requires_grad=True) for a in inputs]
-    theirs_in = [torch.tensor(a, requires_grad=True) for a in inputs]
-    with kernels.backend(backend):
-        y = ours_fn(*ours_in)
-        g = data.draw(arrays(y.shape, special=upstream_special), label="upstream")
-        y.backward(g)
-    y_t = theirs_fn(*theirs_in)
-    y_t.backward(torch.tensor(g))
-    assert_same(y.data, y_t, "forward")
-    for i, (a, b) in enumerate(zip(ours_in, theirs_in)):
-        ours_grad = a.grad if a.grad is not None else np.zeros_like(a.data)
-        theirs_grad = b.grad if b.grad is not None else torch.zeros_like(b)
-        assert_same(ours_grad, theirs_grad, f"gradient of input {i}")
+    """Forward and the gradient of every input, ours on `backend` against PyTorch's, for an
+    upstream gradient drawn by hypothesis (with NaN/±inf, unless told otherwise)."""
+    compare_with_torch(backend, ours_fn, theirs_fn, inputs,
+                       lambda shape: data.draw(arrays(shape, special=upstream_special), label="upstream"))
 
 
 edge = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -13,36 +13,23 @@ import lepton_nn as ln
 from lepton_nn import functional as F
 from lepton_nn import kernels
 
+import torch_compare  # tests/torch_compare.py
+
 BACKENDS = kernels.available_backends()
 
 
 def assert_same(ours, theirs, what):
-    """Equal to float64 rounding, NaN where PyTorch has NaN and ±inf where it has ±inf."""
-    theirs = theirs.detach().numpy() if hasattr(theirs, "detach") else np.asarray(theirs)
-    assert ours.shape == theirs.shape, f"{what}: shape {ours.shape}, PyTorch {theirs.shape}"
-    scale = max(1.0, float(np.abs(theirs[np.isfinite(theirs)]).max(initial=0.0)))
-    np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12 * scale, err_msg=what)
+    torch_compare.assert_same(ours, theirs, what, tolerance=1e-12)
 
 
 def compare_with_torch(backend, ours_fn, torch_fn, inputs, upstream_nan=True, seed=0):
-    """ours_fn on `backend` and torch_fn, each on float64 copies of `inputs`: the forward, then
-    the gradient of every input for a random upstream gradient (one NaN in it, if asked)."""
-    torch = pytest.importorskip("torch")
-    ours_in = [ln.tensor(a, requires_grad=True) for a in inputs]
-    theirs_in = [torch.tensor(a, requires_grad=True) for a in inputs]
-    with kernels.backend(backend):
-        y = ours_fn(*ours_in)
-        g = np.random.default_rng(seed).standard_normal(y.shape)
+    """torch_compare.compare_with_torch with a random upstream gradient (one NaN in it, if asked)."""
+    def upstream(shape):
+        g = np.random.default_rng(seed).standard_normal(shape)
         if upstream_nan and g.size:
             g.flat[g.size // 2] = np.nan
-        y.backward(g)
-    y_t = torch_fn(*theirs_in)
-    y_t.backward(torch.tensor(g))
-    assert_same(y.data, y_t, "forward")
-    for i, (a, b) in enumerate(zip(ours_in, theirs_in)):
-        ours_grad = a.grad if a.grad is not None else np.zeros_like(a.data)
-        theirs_grad = b.grad if b.grad is not None else torch.zeros_like(b)
-        assert_same(ours_grad, theirs_grad, f"gradient of input {i}")
+        return g
+    torch_compare.compare_with_torch(backend, ours_fn, torch_fn, inputs, upstream, tolerance=1e-12)
 
 
 def normal_with_nan(rng, shape, *specials):

@@ -79,7 +79,10 @@ def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight
     grad_x = grad_w = grad_b = None
     if need_weight:
         windows = _windows(_pad_hw(x, padding), (kh, kw), stride)
-        grad_w = np.tensordot(grad_y, windows, axes=([0, 2, 3], [0, 2, 3])).astype(x.dtype, copy=False)
+        if np.isfinite(x).all():
+            grad_w = np.tensordot(grad_y, windows, axes=([0, 2, 3], [0, 2, 3])).astype(x.dtype, copy=False)
+        else:  # BLAS may skip a zero g, where 0·inf must give NaN (IEEE, PyTorch): einsum multiplies every term
+            grad_w = np.einsum("nohw,nchwpq->ocpq", grad_y, windows).astype(x.dtype, copy=False)
     if need_bias:
         grad_b = grad_y.sum(axis=(0, 2, 3))
     if need_x:
