@@ -399,7 +399,8 @@ class GetItem(Function):
     """y = a[index] (basic or integer-array indexing). Backward scatters the gradient into
     zeros of a's shape: an assignment where the index is basic (slices, ints: every element is
     picked at most once), np.add.at where an integer array may pick one twice and the
-    gradients must add up (add.at is many times slower, docs/benchmarks.md)."""
+    gradients must add up (add.at is many times slower: docs/benchmarks.md, "Measurements behind
+    the code")."""
 
     @staticmethod
     def forward(ctx, a, *, index):

@@ -155,32 +155,39 @@ def max_pool_case(name, n, c, size):
                 kernels=("max_pool2d_forward", "max_pool2d_backward"))
 
 
-def relu_case(name, shape):
-    """relu forward, then its backward (the gradient masked by x > 0)."""
+def elementwise_case(name, kernel, shape, what, flops_per_element, flops_text, torch_name, *options):
+    """An elementwise kernel's forward, then its backward: kernel_forward(x, *options) and
+    kernel_backward(g, x, *options), against torch.nn.functional.<torch_name> and autograd."""
     def inputs():
         rng = _rng()
         return _normal(rng, shape), _normal(rng, shape)
 
     def make(backend):
         kern = engine_kernels(backend)
+        forward, backward = getattr(kern, kernel + "_forward"), getattr(kern, kernel + "_backward")
         x, g = inputs()
 
         def run():
-            return kern.relu_forward(x), kern.relu_backward(g, x)
+            return forward(x, *options), backward(g, x, *options)
         return run
 
     def make_torch():
         torch = _torch()
+        fn = getattr(torch.nn.functional, torch_name)
         x, g = _torch_arrays(inputs(), grad_for=(0,))
 
         def run():
-            y = torch.nn.functional.relu(x)
+            y = fn(x)
             return _detached(y, *torch.autograd.grad(y, x, g))
         return run
 
-    return Case(name, "relu, fwd+bwd", "x " + "×".join(map(str, shape)), 2 * int(np.prod(shape)),
-                "2 per element (max; mask-multiply)", make, make_torch,
-                kernels=("relu_forward", "relu_backward"))
+    return Case(name, what, "x " + "×".join(map(str, shape)), flops_per_element * int(np.prod(shape)),
+                flops_text, make, make_torch, kernels=(kernel + "_forward", kernel + "_backward"))
+
+
+def relu_case(name, shape):
+    """relu forward, then its backward (the gradient masked by x > 0)."""
+    return elementwise_case(name, "relu", shape, "relu, fwd+bwd", 2, "2 per element (max; mask-multiply)", "relu")
 
 
 # --------------------------------------------------------------------------- dense
@@ -295,30 +302,9 @@ def adam_case(name, shapes):
 def gelu_case(name, shape):
     """GELU with erf (approximate='none', nn.GELU's default, as the GPT's MLP runs it): forward, then
     its backward."""
-    def inputs():
-        rng = _rng()
-        return _normal(rng, shape), _normal(rng, shape)
-
-    def make(backend):
-        kern = engine_kernels(backend)
-        x, g = inputs()
-
-        def run():
-            return kern.gelu_forward(x, "none"), kern.gelu_backward(g, x, "none")
-        return run
-
-    def make_torch():
-        torch = _torch()
-        x, g = _torch_arrays(inputs(), grad_for=(0,))
-
-        def run():
-            y = torch.nn.functional.gelu(x)
-            return _detached(y, *torch.autograd.grad(y, x, g))
-        return run
-
-    return Case(name, "gelu (erf), fwd+bwd", "x " + "×".join(map(str, shape)), 15 * int(np.prod(shape)),
-                "15 per element (fwd: /, erf, +, ×, ×; bwd: the same Φ, ×, ×, exp, ×, /, +, ×g)", make, make_torch,
-                kernels=("gelu_forward", "gelu_backward"))
+    return elementwise_case(name, "gelu", shape, "gelu (erf), fwd+bwd", 15,
+                            "15 per element (fwd: /, erf, +, ×, ×; bwd: the same Φ, ×, ×, exp, ×, /, +, ×g)",
+                            "gelu", "none")
 
 
 def layer_norm_case(name, shape):

@@ -6,7 +6,7 @@ then cosine to 1e-4 at 2000, clipping at 1.0), written out here so that it runs 
 with nanoGPT's parameter names (lepton_nn.shakespeare.GPT uses the same ones). It never imports
 lepton_nn: run it as a script, in its own process, with PyTorch's own defaults.
 
-    python lepton_nn/bench/torch_gpt.py --data ../shared/data/tinyshakespeare [--iters 2000]
+    python lepton_nn/bench/torch_gpt.py --data DIR [--iters 2000]     (DIR holds input.txt)
 """
 import argparse
 import math
