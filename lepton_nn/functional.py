@@ -278,6 +278,63 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     return apply(ops.LayerNorm, x, weight, bias, normalized_shape=shape, eps=eps)
 
 
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """Normalise each channel (axis 1) of x (N, C) or (N, C, *), then scale by weight and shift by
+    bias (both (C,), each optional), as torch.nn.functional.batch_norm:
+
+        training:  y = (x − μ_B)/√(σ²_B + ε)·γ + β, μ_B and σ²_B (biased) the batch's, per channel
+                   over every axis but 1; running_mean and running_var (C,), if given, are updated
+                   in place: running ← (1 − momentum)·running + momentum·batch, σ²_B unbiased there
+        eval:      y = (x − running_mean)/√(running_var + ε)·γ + β, an affine map (a composition)
+
+    running_mean / running_var are arrays or Tensors of x's dtype, both or neither (eval needs
+    both); they get no gradient. Training needs more than one value per channel (N·H·W… > 1);
+    an empty batch is fine in eval mode. momentum is in [0, 1], eps > 0.
+    Equations: kernels/reference.py batch_norm_*; derivation: docs/equations.md, "Batch normalisation".
+    """
+    op = "batch_norm"
+    x = _as_tensor(x)
+    _check_float(op, "input", x)
+    if x.ndim < 2:
+        raise ValueError(f"{op}: input must be (N, C) or (N, C, *), got shape {x.shape}")
+    channels = x.shape[1]
+    training = checks.flag(training, op, "training")
+    momentum = checks.finite_number(momentum, op, "momentum", minimum=0)
+    if momentum > 1:
+        raise ValueError(f"{op}: momentum must be a number in [0, 1], got {momentum!r}")
+    eps = checks.finite_number(eps, op, "eps")
+    if eps <= 0:
+        raise ValueError(f"{op}: eps must be a finite number > 0, got {eps!r}")
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{op}: running_mean and running_var must both be given or both be None")
+    if running_mean is None and not training:
+        raise ValueError(f"{op}: running_mean and running_var are required in eval mode (training=False)")
+    stats = [None if s is None else s.data if isinstance(s, Tensor) else s for s in (running_mean, running_var)]
+    for name, s in zip(("running_mean", "running_var"), stats):
+        if s is not None and (not isinstance(s, np.ndarray) or s.shape != (channels,) or s.dtype != x.dtype):
+            raise ValueError(f"{op}: {name} must be an array of shape ({channels},) and dtype {x.dtype} (one per "
+                             f"channel of input {x.shape}), got {getattr(s, 'shape', type(s).__name__)} "
+                             f"{getattr(s, 'dtype', '')}".rstrip())
+        if s is not None and training and not s.flags.writeable:
+            raise ValueError(f"{op}: {name} must be writable: training updates it in place")
+    weight, bias = (None if t is None else _as_tensor(t) for t in (weight, bias))
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and (t.shape != (channels,) or t.dtype != x.dtype):
+            raise ValueError(f"{op}: {name} must have shape ({channels},) and dtype {x.dtype}, got {t.shape} {t.dtype}")
+    if training:
+        if x.shape[0] * int(np.prod(x.shape[2:])) <= 1:  # one value per channel: σ² = 0, nothing learnt
+            raise ValueError(f"{op}: expected more than 1 value per channel when training, got input shape {x.shape}")
+        return apply(ops.BatchNorm, x, weight, bias, eps=eps, running_mean=stats[0], running_var=stats[1],
+                     momentum=momentum)
+    # Eval: the running statistics are constants, so y is an affine map of x, composed of Tensor ops.
+    shape = (1, channels) + (1,) * (x.ndim - 2)
+    mean, rstd = stats[0].reshape(shape), (1 / np.sqrt(stats[1] + x.dtype.type(eps))).reshape(shape)
+    y = (x - mean) * rstd
+    if weight is not None:
+        y = y * weight.reshape(shape)
+    return y + bias.reshape(shape) if bias is not None else y
+
+
 def gelu(x, approximate="none"):
     """GELU, y = x·Φ(x) with Φ the standard normal CDF, or with approximate='tanh'
     y = ½x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), as torch.nn.functional.gelu.

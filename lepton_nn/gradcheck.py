@@ -53,7 +53,8 @@ EQUATIONS = {"Add": "Broadcasting", "Mul": "Broadcasting", "Linear": "Dense laye
              "Softmax": "Softmax and log-softmax", "LogSoftmax": "Softmax and log-softmax",
              "Embedding": "Embedding", "LayerNorm": "Layer normalisation", "Gelu": "GELU",
              "MaskedFill": "Masks, cat, stack and split", "Cat": "Masks, cat, stack and split",
-             "SoftmaxCrossEntropy": "Cross-entropy", "MaskedSoftmax": "Attention"}
+             "SoftmaxCrossEntropy": "Cross-entropy", "MaskedSoftmax": "Attention",
+             "BatchNorm": "Batch normalisation"}
 
 
 @dataclass

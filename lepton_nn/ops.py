@@ -528,7 +528,7 @@ class Pad2d(Function):
 
 
 # --------------------------------------------------------------------------- sequence models
-# Embedding, LayerNorm, Gelu, MaskedFill, Cat (split is GetItem; stack and tril/triu are compositions)
+# Embedding, LayerNorm, BatchNorm, Gelu, MaskedFill, Cat (split is GetItem; stack and tril/triu are compositions)
 class Embedding(Function):
     """y = W[indices] (a gather); ∂L/∂W = scatter-add of G into W's rows, repeated indices summed.
     The indices are an option (no gradient); the row `padding_idx` (if any) gets none, as in
@@ -564,6 +564,31 @@ class LayerNorm(Function):
     def backward(ctx, grad):
         backend, x, normalized_shape, mean, rstd, weight = ctx.saved
         return backend.layer_norm_backward(grad, x, normalized_shape, mean, rstd, weight, *ctx.needs_input_grad)
+
+
+class BatchNorm(Function):
+    """y = γ_c·(x − μ_c)/√(σ²_c + ε) + β_c with the batch's statistics of each channel (axis 1),
+    over every other axis. Given running arrays (options: no gradient), it updates them in place,
+    as PyTorch's kernel does: running ← (1 − momentum)·running + momentum·batch, where the
+    batch's variance is σ²·m/(m − correction) over its m values: correction 1 (PyTorch's unbiased
+    estimate, though y uses the biased σ²) or 0 (Keras's). Kernels: batch_norm_forward / _backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, *, eps, running_mean=None, running_var=None, momentum=0.1, correction=1):
+        backend = kernels.active()
+        y, mean, rstd, var = backend.batch_norm_forward(x, weight, bias, eps)
+        if running_mean is not None:
+            m = x.size // x.shape[1]
+            running_mean[...] = (1 - momentum) * running_mean + momentum * mean
+            running_var[...] = (1 - momentum) * running_var + momentum * (var if correction == 0 else
+                                                                          var * (m / (m - correction)))
+        ctx.save(backend, x, mean, rstd, weight)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        backend, x, mean, rstd, weight = ctx.saved
+        return backend.batch_norm_backward(grad, x, mean, rstd, weight, *ctx.needs_input_grad)
 
 
 class Gelu(Function):

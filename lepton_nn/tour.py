@@ -83,6 +83,20 @@ def _dropout(x):
 _TOKENS = np.array([[0, 3, 3, 6, 1], [3, 0, 5, 5, 5]])
 _TOKENS_3D = np.array([[[2, 0, 4], [1, 2, 2]], [[4, 4, 3], [0, 2, 1]]])
 _MASK_3x5 = np.array([[1, 0, 0, 1, 0], [0, 0, 0, 0, 0], [1, 1, 0, 1, 1]], dtype=bool)
+# Batch norm's eval mode: running mean and variance per channel (constants; training mode, which
+# would update them, gets none, as the checker calls fn many times).
+_RUNNING_STATS = (np.array([0.5, -1.0, 2.0]), np.array([0.5, 2.0, 1.5]))
+
+
+def _batch_norm_inputs(shape, params, mean=0.0):
+    """rng -> [x, then `params` of γ, β (C,)], x drawn after them. The checker's upstream gradient
+    is seed 0's first normal draw, so an x drawn first would be the upstream itself; and batch norm
+    turns an upstream that is affine in x, channel by channel, into a gradient ≈ 0 (docs/equations.md,
+    "Batch normalisation"), which checks nothing."""
+    def make(r):
+        per_channel = [_normal(r, shape[1]) for _ in range(params)]
+        return [mean + 2 * _normal(r, *shape)] + per_channel
+    return make
 
 
 def _weighted_pieces(a):
@@ -188,6 +202,18 @@ CASES = [
          lambda r: [_normal(r, 6, 3)]),
     Case("layer_norm", "(1,2) weight only", lambda x, w: F.layer_norm(x, (2,), w),
          lambda r: [_normal(r, 1, 2), _normal(r, 2)]),
+    Case("batch_norm", "(5,3) training affine", lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
+         _batch_norm_inputs((5, 3), 2)),
+    Case("batch_norm", "(3,2,5,7) training affine mean 3",
+         lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True), _batch_norm_inputs((3, 2, 5, 7), 2, 3.0)),
+    Case("batch_norm", "(2,3,5) training no affine eps 0.1",
+         lambda x: F.batch_norm(x, None, None, training=True, eps=0.1), _batch_norm_inputs((2, 3, 5), 0)),
+    # two values per channel: x̂ = ±d/√(d² + ε), whose slope is of order ε, so ε is large enough to see
+    Case("batch_norm", "(2,4) two per channel eps 0.5",
+         lambda x, w: F.batch_norm(x, None, None, w, training=True, eps=0.5),
+         _batch_norm_inputs((2, 4), 1)),
+    Case("batch_norm", "(4,3,3,2) eval running stats", lambda x, w, b: F.batch_norm(x, *_RUNNING_STATS, w, b),
+         lambda r: [_normal(r, 4, 3, 3, 2), _normal(r, 3), _normal(r, 3)]),
     Case("gelu", "(4,7) exact", F.gelu, lambda r: [3 * _normal(r, 4, 7)]),
     Case("gelu", "(2,3,5) tanh", lambda x: F.gelu(x, approximate="tanh"), lambda r: [3 * _normal(r, 2, 3, 5)]),
     Case("masked_fill", "(2,3,5) mask (3,5) value 2.5", lambda x: F.masked_fill(x, _MASK_3x5, 2.5),

@@ -25,6 +25,7 @@ KERNELS = (
     "conv2d_relu_max_pool2d_forward", "conv2d_relu_max_pool2d_backward",
     "embedding_forward", "embedding_backward",
     "layer_norm_forward", "layer_norm_backward",
+    "batch_norm_forward", "batch_norm_backward",
     "gelu_forward", "gelu_backward",
     "masked_softmax_forward", "masked_softmax_backward",
 )
@@ -444,3 +445,64 @@ def masked_softmax_backward(grad_y, y):
     needs no mask. grad_y, y (..., T_q, T_k) → grad_scores (..., T_q, T_k).
     """
     return y * (grad_y - (grad_y * y).sum(axis=-1, keepdims=True))
+
+
+# --------------------------------------------------------------------------- batch normalisation
+def _channel_axes(x):
+    """Every axis of x (N, C, *) but the channel axis 1: the axes batch norm reduces over."""
+    return (0,) + tuple(range(2, x.ndim))
+
+
+def _per_channel(v, ndim):
+    """A (C,) vector shaped (1, C, 1, ...) to broadcast along axis 1 of an ndim-D input."""
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def batch_norm_forward(x, weight, bias, eps):
+    """Normalise each channel over the batch (and every spatial position), then scale and shift.
+
+    For channel c, over its m = N·H·W… values x (every axis but 1):
+        μ = (1/m)·Σ x,   σ² = (1/m)·Σ (x − μ)²          (biased, as PyTorch normalises with)
+        r = 1/√(σ² + ε),  x̂ = (x − μ)·r,   y = γ_c·x̂ + β_c
+
+    x (N, C) or (N, C, *), weight γ and bias β (C,) or None (γ = 1, β = 0)
+    → y like x, mean μ and rstd r (C,) kept for backward, and var σ² (C,) for the running
+    statistics. σ² is the mean of squared deviations (two passes), as in layer_norm_forward.
+    """
+    axes = _channel_axes(x)
+    mean = x.mean(axis=axes)
+    centered = x - _per_channel(mean, x.ndim)
+    var = (centered * centered).mean(axis=axes)
+    rstd = 1 / np.sqrt(var + eps)
+    y = centered * _per_channel(rstd, x.ndim)
+    if weight is not None:
+        y = y * _per_channel(weight, x.ndim)
+    if bias is not None:
+        y = y + _per_channel(bias, x.ndim)
+    return y, mean, rstd, var
+
+
+def batch_norm_backward(grad_y, x, mean, rstd, weight, need_x=True, need_weight=True, need_bias=True):
+    """Gradients of batch_norm_forward; each is computed only if asked for (else None).
+
+    Per channel c, Σ over its m values (every axis but 1), with x̂ = (x − μ)·r:
+        ∂L/∂γ_c = Σ g·x̂,      ∂L/∂β_c = Σ g
+        ∂L/∂x   = (γ_c·r / m) · (m·g − Σ g − x̂·Σ(g·x̂))
+    layer norm's rule with rows and columns swapped: the statistics are shared by the batch, so
+    every sample's gradient depends on every other's (docs/equations.md, "Batch normalisation").
+    grad_y like x, mean and rstd (C,) → (grad_x like x, grad_weight (C,), grad_bias (C,)).
+    """
+    axes, m = _channel_axes(x), x.size // x.shape[1]
+    x_hat = (x - _per_channel(mean, x.ndim)) * _per_channel(rstd, x.ndim)
+    sum_g = grad_y.sum(axis=axes)
+    sum_g_x_hat = (grad_y * x_hat).sum(axis=axes)
+    grad_x = grad_w = grad_b = None
+    if need_x:
+        scale = rstd / m if weight is None else weight * rstd / m
+        grad_x = _per_channel(scale, x.ndim) * (m * grad_y - _per_channel(sum_g, x.ndim)
+                                                 - x_hat * _per_channel(sum_g_x_hat, x.ndim))
+    if need_weight:
+        grad_w = sum_g_x_hat
+    if need_bias:
+        grad_b = sum_g
+    return grad_x, grad_w, grad_b

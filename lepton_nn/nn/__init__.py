@@ -19,8 +19,10 @@ from lepton_nn.nn import init, utils
 from lepton_nn.nn.layers import (GELU, AvgPool2d, Conv2d, Dropout, Embedding, Flatten, LayerNorm, LeakyReLU, Linear,
                                  MaxPool2d, ReLU, Sigmoid, Softmax, Tanh, same_padding)
 from lepton_nn.nn.module import Module, ModuleList, Parameter, Sequential
+from lepton_nn.nn.normalization import BatchNorm1d, BatchNorm2d
 from lepton_nn.nn.sequence import LSTM, CausalSelfAttention, LSTMCell, MultiheadAttention
 
 __all__ = ["init", "Module", "ModuleList", "Parameter", "Sequential", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d",
            "Flatten", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Dropout", "same_padding",
-           "Embedding", "LayerNorm", "GELU", "LSTM", "LSTMCell", "CausalSelfAttention", "MultiheadAttention"]
+           "Embedding", "LayerNorm", "GELU", "LSTM", "LSTMCell", "CausalSelfAttention", "MultiheadAttention",
+           "BatchNorm1d", "BatchNorm2d"]

@@ -12,15 +12,21 @@ A Module owns Parameters and sub-Modules, found by attribute assignment:
             return self.out(self.hidden(x).relu())
 
 `parameters()` walks the tree in assignment order; `state_dict()` names each parameter by its
-path ("hidden.weight"). `train()` / `eval()` set `training` on the whole tree (Dropout reads it).
+path ("hidden.weight"). `train()` / `eval()` set `training` on the whole tree (Dropout and
+BatchNorm read it). A buffer (`register_buffer`) is state that is not learnt, such as BatchNorm's
+running statistics: a NumPy array the module updates in place, saved and loaded with the
+parameters, never given to an optimizer.
 Gradients follow the contract of `lepton_nn.tensor`: they accumulate until `zero_grad()`.
 """
 import operator
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 
 import numpy as np
 
 from lepton_nn.tensor import Tensor
+
+# What load_state_dict returns, as PyTorch's (a pair, so `missing, unexpected = ...` works too).
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
 class Parameter(Tensor):
@@ -39,6 +45,7 @@ class Module:
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name, value):
@@ -46,7 +53,9 @@ class Module:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
-        if isinstance(value, Parameter):
+        if name in self._buffers:  # assigning to a buffer replaces its array, as in PyTorch
+            self._buffers[name] = _buffer_array(value, type(self).__name__, name)
+        elif isinstance(value, Parameter):
             self._parameters[name] = value
         elif isinstance(value, Module):
             self._modules[name] = value
@@ -55,7 +64,22 @@ class Module:
     def __delattr__(self, name):
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
+        self._buffers.pop(name, None)
         object.__delattr__(self, name)
+
+    def register_buffer(self, name, array):
+        """Keep `array` (a NumPy array, or None for none yet) as the buffer `name`: state that is
+        not a parameter (BatchNorm's running statistics), reachable as self.name, saved by
+        state_dict() and loaded in place by load_state_dict(). The array itself is kept, not a copy."""
+        owner = type(self).__name__
+        if "_buffers" not in self.__dict__:
+            raise AttributeError(f"{owner}: call super().__init__() before register_buffer")
+        if not isinstance(name, str) or not name or "." in name:
+            raise ValueError(f"{owner}: a buffer name must be a non-empty string without '.', got {name!r}")
+        if name not in self._buffers and hasattr(self, name):
+            raise ValueError(f"{owner}: cannot register buffer {name!r}: the attribute already exists")
+        self._buffers[name] = _buffer_array(array, owner, name)
+        object.__setattr__(self, name, array)
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
@@ -93,6 +117,26 @@ class Module:
     def parameters(self):
         return (p for _, p in self.named_parameters())
 
+    def named_buffers(self, prefix=""):
+        """(path, array) for every buffer in the tree (None ones left out), each once, in order."""
+        for path, value, is_parameter in self._named_state(prefix):
+            if not is_parameter:
+                yield path, value
+
+    def buffers(self):
+        return (b for _, b in self.named_buffers())
+
+    def _named_state(self, prefix=""):
+        """(path, Parameter or buffer array, is_parameter) module by module, each module's parameters
+        then its buffers, each object once: state_dict's order, which is PyTorch's."""
+        seen = set()
+        for module_path, module in self.named_modules(prefix):
+            for table, is_parameter in ((module._parameters, True), (module._buffers, False)):
+                for name, value in table.items():
+                    if value is not None and id(value) not in seen:
+                        seen.add(id(value))
+                        yield (f"{module_path}.{name}" if module_path else name), value, is_parameter
+
     # ------------------------------------------------------------------ modes and gradients
     def train(self, mode=True):
         for m in self.modules():
@@ -114,25 +158,29 @@ class Module:
 
     # ------------------------------------------------------------------ state
     def state_dict(self):
-        """OrderedDict path → copy of the parameter's array."""
-        return OrderedDict((name, p.data.copy()) for name, p in self.named_parameters())
+        """OrderedDict path → copy of the array of every parameter and buffer ("bn.weight",
+        "bn.running_mean", ...), in PyTorch's order."""
+        return OrderedDict((name, (value.data if is_parameter else value).copy())
+                           for name, value, is_parameter in self._named_state())
 
     def load_state_dict(self, state_dict, strict=True):
-        """Copy arrays into the parameters, in place. Shapes must match; with strict=True the
-        keys must match exactly. Returns (missing_keys, unexpected_keys)."""
-        own = OrderedDict(self.named_parameters())
+        """Copy arrays (or anything np.asarray takes, e.g. torch tensors) into the parameters and
+        buffers, in place. Shapes must match; with strict=True the keys must match exactly.
+        Returns IncompatibleKeys(missing_keys, unexpected_keys), a pair."""
+        own = OrderedDict((name, value.data if is_parameter else value)
+                          for name, value, is_parameter in self._named_state())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
             raise ValueError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
-        for name, p in own.items():
+        for name, array in own.items():
             if name in state_dict:
                 value = np.asarray(state_dict[name])
-                if value.shape != p.shape:
-                    raise ValueError(f"load_state_dict: {name} has shape {p.shape} in the module but "
+                if value.shape != array.shape:
+                    raise ValueError(f"load_state_dict: {name} has shape {array.shape} in the module but "
                                      f"{value.shape} in the state dict")
-                np.copyto(p.data, value, casting="same_kind")
-        return missing, unexpected
+                np.copyto(array, value, casting="same_kind")
+        return IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------------ printing
     def extra_repr(self):
@@ -225,6 +273,13 @@ class ModuleList(Module):
 
     def __iter__(self):
         return iter(self._modules.values())
+
+
+def _buffer_array(value, owner, name):
+    """A buffer's value: a NumPy array or None (a Tensor or a list is refused, not copied silently)."""
+    if value is not None and not isinstance(value, np.ndarray):
+        raise TypeError(f"{owner}: buffer {name!r} must be a NumPy array or None, got {type(value).__name__}")
+    return value
 
 
 def run_in_order(layers, x, fuse, call):
