@@ -269,7 +269,12 @@ def test_frozen_layer_keeps_its_weights_and_moves_to_non_trainable():
     for before, after in zip(frozen, model.layers[0].get_weights()):
         np.testing.assert_array_equal(before, after)
     assert not np.array_equal(dense[0], model.layers[3].get_weights()[0])
-    model.trainable = False
+    model.trainable = False  # Keras's rule: takes effect at the next compile
+    dense = model.layers[3].get_weights()
+    with pytest.warns(UserWarning, match="compile"):
+        model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    assert not np.array_equal(dense[0], model.layers[3].get_weights()[0])  # still trained as compiled
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     with pytest.raises(ValueError, match="frozen"):
         model.fit(x, y, verbose=0)
 

@@ -9,13 +9,15 @@
     model.compile(optimizer='adam', loss='sparse_categorical_crossentropy', metrics=['accuracy'])
     model.fit(x_train, y_train, epochs=5, batch_size=64)
 
-Layers are thin channels-last wrappers over lepton_nn.nn (layers.py); Sequential does compile,
-fit, evaluate, predict, summary and save (models.py); the .lnn file format is in saving.py.
-Walkthrough: docs/tutorial.md.
+Layers are thin channels-last wrappers over lepton_nn.nn (layers.py); a Model (Sequential, or
+the functional keras.Model(inputs, outputs) of functional.py's graph) does compile, fit,
+evaluate, predict, summary and save (models.py); the .lnn file format is in saving.py.
+Walkthrough: docs/tutorial.md; functional models, nesting and freezing: docs/keras_functional.md.
 """
 from lepton_nn.keras import callbacks, datasets, layers, losses, models, optimizers, utils
+from lepton_nn.keras.functional import KerasTensor
 from lepton_nn.keras.layers import Input
-from lepton_nn.keras.models import Sequential, load_model
+from lepton_nn.keras.models import Model, Sequential, load_model
 
-__all__ = ["Sequential", "Input", "layers", "models", "datasets", "optimizers", "losses", "callbacks", "utils",
-           "load_model"]
+__all__ = ["Model", "Sequential", "Input", "KerasTensor", "layers", "models", "datasets", "optimizers", "losses",
+           "callbacks", "utils", "load_model"]

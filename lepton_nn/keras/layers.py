@@ -28,15 +28,22 @@ int, a fraction in [0, 1), a flag, a shape...), so a bad value fails at once, na
 the argument, what was expected and what was given; load_model runs the same checks on a file.
 compute_output_shape and weight_shapes give a layer's shapes without building it, so a model
 (and load_model's check of a file) allocates nothing but its weights.
+
+Called on a KerasTensor (keras.Input(...) or another call's output), a layer computes nothing:
+it is built for the shape and the call is recorded for a functional model (keras/functional.py).
+Add and Concatenate take a list of tensors, so they belong in functional models only.
 """
 import functools
 import math
+import operator
 import re
 from collections import Counter
 
 import numpy as np
 
 from lepton_nn import checks, nn
+from lepton_nn import functional as F
+from lepton_nn.keras import functional
 from lepton_nn.nn import init
 from lepton_nn.tensor import Tensor, no_grad
 
@@ -126,7 +133,8 @@ class Layer:
     Subclasses define `build(input_shape)` (create the nn module, input_shape with the batch axis)
     and `forward(x, training)`, the part before the activation. Calling the layer applies both;
     `layer(x, activation=False)` stops before the activation (used by the fused softmax +
-    cross-entropy, see models.py).
+    cross-entropy, see models.py). Called on a KerasTensor (keras.Input's), a layer computes
+    nothing: it is built for the shape and the call is recorded in a graph (keras/functional.py).
     """
 
     def __init_subclass__(cls, **kwargs):
@@ -149,6 +157,7 @@ class Layer:
         self.built = False
         self.output_shape = None  # (None, ...), set when the model builds
         self._trainable = checks.flag(trainable, owner, "trainable")
+        self._inbound_nodes = []  # its calls on KerasTensors (functional.Node), in order
 
     @property
     def _owner(self):
@@ -162,11 +171,15 @@ class Layer:
     def forward(self, x, training=False):
         raise NotImplementedError
 
-    def __call__(self, x, training=False, activation=True):
+    def __call__(self, x, training=None, activation=True):
+        """The layer on x (an array or Tensor), or on a KerasTensor: a node of a functional graph.
+        training: True in fit (dropout on), False or None otherwise."""
+        if functional.is_symbolic(x):
+            return functional.symbolic_call(self, (x,), {"training": training})
         if not isinstance(x, Tensor):
             x = self.as_input(x)
         self._build_once(x.shape)
-        return self._forward_and_activate(x, training, self.activation if activation else None)
+        return self._forward_and_activate(x, bool(training), self.activation if activation else None)
 
     def as_input(self, x):
         """x (an array or nested lists) as the Tensor this layer takes: cast to the layer's dtype.
@@ -182,6 +195,28 @@ class Layer:
             self.build(tuple(input_shape), *more_shapes)  # more: MultiHeadAttention's value and key
             self.built = True
             self.trainable = self._trainable  # apply the flag to the weights just made
+
+    def output_dtype(self, input_dtypes):
+        """The dtype name of what the layer returns, for a KerasTensor: its own (it computes in it)."""
+        return self.dtype.name
+
+    @property
+    def output(self):
+        """The KerasTensor this layer returned when it was called on one (once only; Keras's)."""
+        return self._only_node("output").outputs[0]
+
+    @property
+    def input(self):
+        """The KerasTensor this layer was called on (once only; Keras's)."""
+        node = self._only_node("input")
+        return node.input_tensors[0] if len(node.input_tensors) == 1 else node.input_tensors
+
+    def _only_node(self, what):
+        if len(self._inbound_nodes) != 1 or (what == "output" and len(self._inbound_nodes[0].outputs) != 1):
+            raise ValueError(f"{self._owner}: layer.{what} needs a layer called exactly once on KerasTensors "
+                             f"(keras.Input(...) or a layer's output), with one output; this one has "
+                             f"{len(self._inbound_nodes)} such call(s)")
+        return self._inbound_nodes[0]
 
     def compute_output_shape(self, input_shape):
         """The output's shape, batch axis included, for an input of input_shape (batch may be None).
@@ -229,10 +264,18 @@ class Layer:
 
     @trainable.setter
     def trainable(self, value):
-        """False freezes the layer: its weights stop requiring gradients, so fit leaves them alone."""
+        """False freezes the layer: its weights move to non_trainable_weights and stop requiring
+        gradients. fit follows the flags as they were at compile (Keras's rule: compile again after
+        changing them; keras/models.py, Model.compile)."""
         self._trainable = bool(value)
+        self._sync_requires_grad()
+
+    def _sync_requires_grad(self):
+        """requires_grad = whether the weight is in trainable_weights now (a layer with weights
+        that are never trained, such as moving statistics, keeps them False)."""
+        trainable = {id(p) for p in self.trainable_weights}
         for p in self.weights:
-            p.requires_grad = self._trainable
+            p.requires_grad = id(p) in trainable
 
     @property
     def trainable_weights(self):
@@ -270,6 +313,12 @@ class Layer:
     def from_config(cls, config):
         return cls(**config)
 
+    @classmethod
+    def _from_checked_config(cls, arguments, depth):
+        """from_config once the arguments fit the constructor's signature (load_model's path)."""
+        checks.constructor_arguments(cls, arguments, f"layer {cls.__name__}")
+        return cls.from_config(dict(arguments))
+
     def _activation_config(self):
         if self.activation is not None and self.activation_name not in ACTIVATIONS:
             raise ValueError(f"{self.name}: a custom activation ({self.activation_name}) cannot be saved")
@@ -302,10 +351,16 @@ class InputLayer(_SameShape):
             self.dtype = np.dtype(dtype)
         if batch_size is not None:
             batch_size = checks.int_at_least(batch_size, self._owner, "batch_size", 1)
+        self.batch_size = batch_size
         self.shape = (batch_size,) + self.input_shape_arg
+        self.built = True
 
     def forward(self, x, training=False):
         return x
+
+    def get_config(self):
+        return {"name": self.name, "shape": list(self.input_shape_arg), "batch_size": self.batch_size,
+                "dtype": self.dtype.name}
 
 
 def _is_integer_dtype(dtype):
@@ -316,8 +371,11 @@ def _is_integer_dtype(dtype):
 
 
 def Input(shape=None, batch_size=None, name=None, dtype=None):
-    """keras.Input(shape=(28, 28, 1)): declares a Sequential model's input shape."""
-    return InputLayer(shape=shape, batch_size=batch_size, name=name, dtype=dtype)
+    """keras.Input(shape=(28, 28, 1)): a KerasTensor of shape (None, 28, 28, 1) (batch_size, if
+    given, in place of None) and dtype 'float32' unless given, made by an InputLayer. It starts a
+    functional graph (keras.Model(inputs, outputs)) or, first in a Sequential, declares its input
+    shape."""
+    return functional.input_tensor(InputLayer(shape=shape, batch_size=batch_size, name=name, dtype=dtype))
 
 
 class Conv2D(Layer):
@@ -551,21 +609,104 @@ class Softmax(Activation):
         return Layer.get_config(self)
 
 
-def deserialize(config):
-    """A layer from {'class_name': ..., 'config': {...}} (what models save). The arguments must
-    fit the constructor's signature, and then pass its checks: ValueError otherwise."""
+# --------------------------------------------------------------------------- merging layers
+class _Merge(Layer):
+    """A layer of a list of at least two tensors, as Keras's: layer([a, b, ...]). Only in
+    functional models (a Sequential passes one tensor on). No parameters; the output has the
+    inputs' dtype."""
+
+    def __call__(self, inputs, training=None, activation=True):
+        if functional.is_symbolic(inputs):
+            return functional.symbolic_call(self, (inputs,), {"training": training})
+        self._expect_list(inputs)
+        tensors = [t if isinstance(t, Tensor) else self.as_input(t) for t in inputs]
+        self.compute_output_shape([t.shape for t in tensors])
+        self._build_once([t.shape for t in tensors])
+        return self._forward_and_activate(tensors, bool(training), self.activation if activation else None)
+
+    def _expect_list(self, inputs):
+        if not isinstance(inputs, (list, tuple)) or len(inputs) < 2:
+            raise ValueError(f"{self._owner}: expected a list of at least 2 tensors, e.g. "
+                             f"{type(self).__name__}()([a, b]), got {type(inputs).__name__}")
+
+    def check_place_in_sequential(self, first):
+        raise ValueError(f"{self._owner} takes a list of tensors, but a Sequential model passes one tensor from layer "
+                         f"to layer; use it in a functional model: keras.Model(inputs, outputs)")
+
+    def weight_shapes(self, input_shapes):
+        return []
+
+    def output_dtype(self, input_dtypes):
+        return input_dtypes[0]
+
+
+class Add(_Merge):
+    """The elementwise sum of equally shaped tensors: Add()([a, b]) = a + b, (batch, ...) each.
+    Its gradient reaches every input unchanged (a residual connection's skip path)."""
+
+    def compute_output_shape(self, input_shapes):
+        self._expect_list(input_shapes)
+        first = tuple(input_shapes[0])
+        for shape in input_shapes[1:]:
+            if len(shape) != len(first) or any(a != b and None not in (a, b) for a, b in zip(first, shape)):
+                raise ValueError(f"{self._owner}: inputs must have the same shape, got "
+                                 f"{', '.join(str(tuple(s)) for s in input_shapes)}")
+        return first
+
+    def forward(self, inputs, training=False):
+        return functools.reduce(operator.add, inputs)
+
+
+class Concatenate(_Merge):
+    """Join tensors along `axis` (default the last): (batch, ..., d_i, ...) → (batch, ..., Σ d_i, ...),
+    every other dimension equal. functional.cat, whose backward cuts the gradient at the same
+    boundaries. The batch axis cannot be the axis."""
+
+    def __init__(self, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+            raise ValueError(f"{self._owner}: axis must be an int, got {axis!r}")
+        self.axis = int(axis)
+
+    def _axis(self, rank):
+        if not -rank <= self.axis < rank or self.axis % rank == 0:
+            raise ValueError(f"{self._owner}: axis {self.axis} must name an axis of the inputs other than the "
+                             f"batch axis 0; the inputs have {rank} axes")
+        return self.axis % rank
+
+    def compute_output_shape(self, input_shapes):
+        self._expect_list(input_shapes)
+        first = tuple(input_shapes[0])
+        axis = self._axis(len(first))
+        for shape in input_shapes[1:]:
+            if len(shape) != len(first) or any(a != b and None not in (a, b) for i, (a, b) in
+                                               enumerate(zip(first, shape)) if i != axis):
+                raise ValueError(f"{self._owner}: inputs must have equal dimensions but along axis {self.axis}, "
+                                 f"got {', '.join(str(tuple(s)) for s in input_shapes)}")
+        return first[:axis] + (sum(s[axis] for s in input_shapes),) + first[axis + 1:]
+
+    def forward(self, inputs, training=False):
+        return F.cat(inputs, self._axis(inputs[0].ndim))
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis}
+
+
+def deserialize(config, depth=0):
+    """A layer (or a model: keras/models.py) from {'class_name': ..., 'config': {...}} (what
+    models save). The arguments must fit the constructor's signature, and then pass its checks:
+    ValueError otherwise. depth: how many models the config sits in (models nest)."""
     name = config.get("class_name") if isinstance(config, dict) else None
     if not isinstance(name, str) or name not in LAYERS:
         raise ValueError(f"unknown layer class {name!r} in {config!r:.200}; known: {', '.join(LAYERS)}")
-    arguments = config.get("config", {})
-    checks.constructor_arguments(LAYERS[name], arguments, f"layer {name}")
-    return LAYERS[name].from_config(dict(arguments))
+    return LAYERS[name]._from_checked_config(config.get("config", {}), depth)
 
 
 def serialize(layer):
     return {"class_name": type(layer).__name__, "config": layer.get_config()}
 
 
-# The sequence layers live in their own file; imported last, as they subclass Layer.
+# The sequence and normalisation layers live in their own files; imported last, as they subclass Layer.
+from lepton_nn.keras.normalization import BatchNormalization  # noqa: E402,F401
 from lepton_nn.keras.sequence import (  # noqa: E402,F401
     LSTM, Embedding, GlobalAveragePooling1D, LayerNormalization, MultiHeadAttention)

@@ -1,11 +1,38 @@
-"""Sequential: a stack of Keras layers with compile, fit, evaluate, predict, summary and save.
+"""Keras models: Model (compile, fit, evaluate, predict, summary, save) and its two kinds, as in
+Keras: Sequential, a stack of layers, and the functional model, a graph of layer calls.
 
     model = keras.Sequential([keras.layers.Dense(10, activation='softmax', input_shape=(784,))])
+
+    inputs = keras.Input(shape=(784,))                       # functional: a graph of layer calls
+    hidden = keras.layers.Dense(64, activation='relu')(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation='softmax')(hidden))
+
     model.compile(optimizer='adam', loss='sparse_categorical_crossentropy', metrics=['accuracy'])
     history = model.fit(x, y, epochs=5, batch_size=64)
     loss, accuracy = model.evaluate(x_test, y_test)
 
-Fused softmax + cross-entropy. When the last layer's activation is softmax (Dense(...,
+keras.Model(inputs, outputs) walks back from the outputs to the inputs (keras/functional.py)
+and runs the layer calls in that order. A model is a layer too: called on a KerasTensor it is
+one node of another graph, its weights are the outer model's (named 'base/dense/kernel'),
+`model.layers` lists it as one layer, and `base(x, training=False)` runs it in inference mode
+(dropout off, BatchNormalization on its moving statistics) whatever fit passes. A model with
+several inputs takes x as a list of arrays, one per input, in fit, evaluate and predict;
+several outputs are for predict and calls (fit and evaluate train and score one output).
+
+Freezing, Keras's rule. `layer.trainable = False` (or `model.trainable = False`, which sets every
+layer's flag, nested models' too) moves the layer's weights to non_trainable_weights at once
+(count_params, summary), and a frozen layer's `training` mode is its own business (a frozen
+BatchNormalization runs in inference mode). What fit trains is fixed by compile: fit updates the
+weights that were trainable when the model was compiled, and a change of `trainable` after
+compile takes effect at the next compile. That is Keras 3's documented behaviour (the
+transfer-learning guide and Model.compile's docstring); Keras 3.15 added a warning when fit sees
+flags changed since compile, and so do we, once per compile (its own call of that warning sits
+after a `raise` in 3.15.1, so Keras itself does not print it yet). How: compile notes each layer's
+flag; each training step sets requires_grad on exactly the weights trainable under those flags,
+so a frozen weight gets no gradient, and an optimizer skips a weight without one (it stays bit
+for bit the same); after fit, requires_grad follows the current flags again.
+
+Fused softmax + cross-entropy. When the output layer's activation is softmax (Dense(...,
 activation='softmax'), Activation('softmax') or Softmax()) over a (batch, classes) output and
 the loss is (sparse_)categorical_crossentropy on probabilities, the model stops before that
 softmax and computes the loss from the logits z with functional.cross_entropy:
@@ -17,7 +44,10 @@ of an underflowed probability) and with the simple gradient ŷ − y instead of 
 Jacobian times 1/p. predict and the metrics still see the softmax probabilities.
 `model.uses_fused_softmax_cross_entropy` says whether it applies; compile(...,
 fuse_softmax_cross_entropy=False) turns it off (tests/test_keras.py proves both agree).
-Derivation: docs/equations.md, "Softmax + cross-entropy in the Keras API".
+Derivation: docs/equations.md, "Softmax + cross-entropy in the Keras API". In a functional
+model it applies where it is trivially safe: the model's one output comes straight from such a
+layer (not a nested model) and no other layer reads it. Conv2D(relu) → MaxPooling2D runs as one
+fused op in a Sequential only (Layer.fused_with); a functional graph runs each layer on its own.
 
 Arguments are checked as Keras 3 checks them, before any work starts: batch_size a positive int
 (None: 32), epochs and initial_epoch ints ≥ 0, verbose 'auto', 0, 1 or 2, validation_split in
@@ -28,16 +58,21 @@ error, as in Keras 3: write metrics=['accuracy']). Errors are ValueErrors naming
 import math
 import sys
 import time
+import warnings
+from collections import Counter
 
 import numpy as np
 
 from lepton_nn import checks, optim, rng
 from lepton_nn import metrics as metrics_module
 from lepton_nn.keras import callbacks as callbacks_module
+from lepton_nn.keras import functional
 from lepton_nn.keras import layers as layers_module
 from lepton_nn.keras import losses, optimizers, saving
 from lepton_nn.nn.module import run_in_order
 from lepton_nn.tensor import Tensor, no_grad
+
+MAX_NESTING = 16  # models inside models, at most (a file's config is checked against it)
 
 
 def _batch_size(value, method):
@@ -97,154 +132,147 @@ def _format_size(n_bytes):
         n_bytes /= 1024
 
 
-class Sequential:
-    def __init__(self, layers=None, name=None):
-        if name is not None and not isinstance(name, str):
-            raise ValueError(f"Sequential: name must be a string, got {name!r}")
-        if layers is not None and not isinstance(layers, (list, tuple)):
-            raise ValueError(f"Sequential: layers must be a list of layers, got {type(layers).__name__}")
-        self.name = name or layers_module._unique_name("sequential")
+class Model(layers_module.Layer):
+    """What every model does: weights, freezing, compile, fit, evaluate, predict, summary, save.
+
+    Its kinds define how inputs become outputs: _as_list (x → one item per model input), _cast
+    (items → Tensors), _ensure_built, _run (Tensors → output Tensor or list), _softmax_output,
+    _weight_plan, get_config and _unbuilt_from_config. keras.Model(inputs, outputs) makes a
+    functional model (Functional), as in Keras.
+    """
+
+    def __new__(cls, *args, **kwargs):
+        return super().__new__(Functional if cls is Model else cls)
+
+    def _init_model(self, name, trainable, base_name):
+        """The state every model starts with (a model is a layer, but has no activation nor dtype of its own)."""
+        kind = type(self).__name__
+        if name is not None and (not isinstance(name, str) or not name or "/" in name):  # '/' joins weight names
+            raise ValueError(f"{kind}: name must be a non-empty string without '/', got {name!r}")
+        self.name = name or layers_module._unique_name(base_name)
+        self._trainable = checks.flag(trainable, self._owner, "trainable")
         self.layers = []
-        self._input_shape = None  # without the batch axis
         self.built = False
+        self.activation_name, self.activation = "linear", None
+        self._inbound_nodes = []
         self.compiled = False
         self.optimizer = self.loss = None
         self._metrics = []
         self._optim = None  # the lepton_nn.optim optimizer, made on first use
+        self._compiled_trainable = {}  # layer → its trainable flag when compile ran
+        self._warned_trainable = False
         self.fuse_softmax_cross_entropy = True
         self.fuse_layers = True
         self.stop_training = False
         self.history = None
-        for layer in layers or ():
-            self.add(layer)
 
-    # ------------------------------------------------------------------ building
-    def add(self, layer, rebuild=True):
-        """Append a layer; the model is rebuilt when its input shape is known (unless rebuild=False)."""
-        if isinstance(layer, layers_module.InputLayer):
-            if self.layers:
-                raise ValueError("Sequential.add: an Input must come before every other layer")
-            self._input_shape = layer.input_shape_arg
-            return
-        if not isinstance(layer, layers_module.Layer):
-            raise TypeError(f"Sequential.add: expected a keras layer, got {type(layer).__name__}")
-        if any(existing is layer for existing in self.layers):
-            raise ValueError(f"Sequential.add: layer {layer.name!r} is already in the model")
-        layer.check_place_in_sequential(first=not self.layers)  # e.g. an Embedding only first
-        if not self.layers and self._input_shape is None and layer.input_shape_arg is not None:
-            self._input_shape = layer.input_shape_arg
-        self.layers.append(layer)
-        self.built = False
-        if rebuild and self._input_shape is not None:
-            self.build()
-
-    def build(self, input_shape=None):
-        """Create every layer's weights, each layer built for the output shape of the one before
-        (Layer.compute_output_shape), and record each output_shape. input_shape includes the batch
-        axis: (None, 28, 28, 1)."""
-        if input_shape is not None:
-            if not isinstance(input_shape, (tuple, list)) or not input_shape:
-                raise ValueError(f"model {self.name!r}: build takes a shape with the batch axis, e.g. "
-                                 f"(None, 28, 28, 1), got {input_shape!r}")
-            self._input_shape = checks.shape(tuple(input_shape)[1:], f"model {self.name!r}", "input_shape")
-        shape = self._input_batch_shape()
-        for layer in self.layers:
-            if layer.built and [tuple(p.shape) for p in layer.weights] != [s for _, s in layer.weight_shapes(shape)]:
-                raise ValueError(f"{layer._owner} was built for another input; its weights cannot take input {shape}")
-            layer._build_once(shape)
-            shape = layer.output_shape = (None,) + tuple(layer.compute_output_shape(shape)[1:])
-        self.built = True
-
-    def _input_batch_shape(self):
-        """(None, *input_shape): where build starts, and the plan load_model checks a file with."""
-        if self._input_shape is None:
-            raise ValueError(f"model {self.name!r} is not built: give the first layer input_shape=..., start "
-                             f"with keras.Input(shape=...), call build((None, ...)) or fit it on data")
-        if not self.layers:
-            raise ValueError(f"model {self.name!r} has no layers")
-        return (None,) + self._input_shape
-
-    def _weight_plan(self):
-        """[(weight name, shape, dtype)] that build() makes, computed without making any (load_model
-        compares them with a file's arrays before allocating)."""
-        shape, plan = self._input_batch_shape(), []
-        for layer in self.layers:
-            plan += [(f"{layer.name}/{name}", tuple(s), layer.dtype) for name, s in layer.weight_shapes(shape)]
-            shape = layer.compute_output_shape(shape)
-        return plan
-
-    def _ensure_built(self, x):
-        if not self.built:
-            if self._input_shape is None:
-                self._input_shape = checks.shape(tuple(x.shape[1:]), f"model {self.name!r}", "input shape of x")
-            self.build()
-        if tuple(x.shape[1:]) != self._input_shape:
-            raise ValueError(f"model {self.name!r} expects input of shape (batch, "
-                             f"{', '.join(map(str, self._input_shape))}), got {tuple(x.shape)}")
-
+    # ------------------------------------------------------------------ structure
     @property
     def dtype(self):
-        return self.layers[0].dtype if self.layers else np.dtype("float32")
-
-    @property
-    def input_shape(self):
-        return None if self._input_shape is None else (None,) + self._input_shape
-
-    @property
-    def output_shape(self):
-        return self.layers[-1].output_shape if self.built else None
-
-    # ------------------------------------------------------------------ weights
-    @property
-    def weights(self):
-        return [p for layer in self.layers for p in layer.weights]
-
-    @property
-    def trainable_weights(self):
-        return [p for layer in self.layers for p in layer.trainable_weights]
-
-    @property
-    def non_trainable_weights(self):
-        return [p for layer in self.layers for p in layer.non_trainable_weights]
-
-    @property
-    def trainable(self):
-        return any(layer.trainable for layer in self.layers)
-
-    @trainable.setter
-    def trainable(self, value):
+        """The dtype of the first layer with one (float32 for a model without layers)."""
         for layer in self.layers:
-            layer.trainable = value
+            if not isinstance(layer, layers_module.InputLayer):
+                return layer.dtype
+        return np.dtype("float32")
 
-    def count_params(self):
-        return int(sum(layer.count_params() for layer in self.layers))
-
-    def get_weights(self):
-        return [w for layer in self.layers for w in layer.get_weights()]
-
-    def set_weights(self, arrays):
-        arrays = list(arrays)
-        if len(arrays) != len(self.weights):
-            raise ValueError(f"set_weights: got {len(arrays)} arrays for {len(self.weights)} weights")
-        for layer in self.layers:
-            k = len(layer.weights)
-            layer.set_weights(arrays[:k])
-            arrays = arrays[k:]
+    def _flatten_layers(self):
+        """This model and every layer in it, nested models' layers included, each once."""
+        found, seen, stack = [], set(), [self]
+        while stack:
+            layer = stack.pop()
+            if id(layer) not in seen:
+                seen.add(id(layer))
+                found.append(layer)
+                stack += reversed(layer.layers) if isinstance(layer, Model) else []
+        return found
 
     def get_layer(self, name=None, index=None):
+        """A layer of this model (a nested model counts as one) by its name or its index in .layers."""
+        owner = f"model {self.name!r}: get_layer"
+        if name is not None and index is not None:
+            raise ValueError(f"{owner}: give a layer's name or its index, not both (got {name!r} and {index!r})")
         if index is not None:
+            if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+                raise ValueError(f"{owner}: index must be an int, got {index!r}")
+            if not -len(self.layers) <= index < len(self.layers):
+                raise ValueError(f"{owner}: index {index} is out of range; the model has {len(self.layers)} layers")
             return self.layers[index]
+        if name is None:
+            raise ValueError(f"{owner}: give a layer's name (or index=...)")
         for layer in self.layers:
             if layer.name == name:
                 return layer
-        raise ValueError(f"no layer named {name!r}; layers: {', '.join(l.name for l in self.layers)}")
+        raise ValueError(f"{owner}: no layer named {name!r}; layers: {', '.join(l.name for l in self.layers)}")
+
+    def check_place_in_sequential(self, first):
+        if self._input_count != 1 or self._output_count != 1:
+            raise ValueError(f"{self._owner} has {self._input_count} inputs and {self._output_count} outputs, but "
+                             f"a Sequential model passes one tensor from layer to layer")
+
+    # ------------------------------------------------------------------ weights
+    def named_weights(self):
+        """[(name, Parameter)]: every layer's weights as 'layer/weight' ('base/dense/kernel' in a
+        nested model), each weight once (a layer called twice shares its weights)."""
+        seen, named = set(), []
+        for layer in self.layers:
+            for name, p in layer.named_weights():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    named.append((f"{layer.name}/{name}", p))
+        return named
+
+    @property
+    def trainable_weights(self):
+        """The layers' trainable weights, none when the model itself is frozen (Keras's)."""
+        if not self._trainable:
+            return []
+        seen, found = set(), []
+        for layer in self.layers:
+            for p in layer.trainable_weights:
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    found.append(p)
+        return found
+
+    @property
+    def non_trainable_weights(self):
+        trainable = {id(p) for p in self.trainable_weights}
+        return [p for p in self.weights if id(p) not in trainable]
+
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        """Set the flag of the model and of every layer in it, nested models' layers too (Keras's).
+        fit follows it from the next compile on (module docstring)."""
+        self._trainable = bool(value)
+        for layer in self.layers:
+            layer.trainable = value
+        self._sync_requires_grad()
+
+    def count_params(self):
+        return int(sum(p.size for p in self.weights))
+
+    def set_weights(self, arrays):
+        """Copy arrays into the weights, in model.weights order (get_weights's)."""
+        arrays, named = list(arrays), self.named_weights()
+        if len(arrays) != len(named):
+            raise ValueError(f"set_weights: got {len(arrays)} arrays for {len(named)} weights")
+        for (name, p), a in zip(named, arrays):
+            a = np.asarray(a)
+            if a.shape != p.shape:
+                raise ValueError(f"set_weights: weight {name} has shape {p.shape}, got an array of shape {a.shape}")
+        for (_, p), a in zip(named, arrays):
+            np.copyto(p.data, np.asarray(a), casting="same_kind")
 
     # ------------------------------------------------------------------ compile
     def compile(self, optimizer="adam", loss=None, metrics=None, fuse_softmax_cross_entropy=True):
         """optimizer: 'adam' | 'sgd' | 'adamw' | a keras.optimizers object | a lepton_nn.optim
         optimizer; loss: a name, a keras.losses object or a function (y_true, y_pred) → Tensor;
         metrics: names from lepton_nn.metrics.METRICS ('accuracy', 'precision', 'recall', 'f1')
-        or functions (y_true, y_pred) → float."""
+        or functions (y_true, y_pred) → float. Fixes what fit trains: the weights trainable now."""
         if loss is None:
             raise ValueError("compile: a loss is required, e.g. loss='sparse_categorical_crossentropy'")
         if metrics is not None and not isinstance(metrics, (list, tuple)):
@@ -267,6 +295,8 @@ class Sequential:
                 raise ValueError(f"compile: a metric must be a name or a function, got {metric!r}")
         self._optim = self.optimizer if isinstance(self.optimizer, optim.Optimizer) else None
         self.fuse_softmax_cross_entropy = fuse_softmax_cross_entropy
+        self._compiled_trainable = {layer: layer._trainable for layer in self._flatten_layers()}
+        self._warned_trainable = False
         self.compiled = True
 
     @property
@@ -282,68 +312,128 @@ class Sequential:
             self._optim = self.optimizer.build(self.weights)
         return self._optim
 
+    def _reset_optimizer(self):
+        """After the weights change (a layer added or removed), fit makes its optimizer anew."""
+        if not isinstance(self.optimizer, optim.Optimizer):
+            self._optim = None
+
+    def _compiled_trainable_weights(self):
+        """trainable_weights as they were under the flags compile saw (a layer added since: its own)."""
+        now = {layer: layer._trainable for layer in self._flatten_layers()}
+        try:
+            for layer in now:
+                layer._trainable = self._compiled_trainable.get(layer, layer._trainable)
+            return self.trainable_weights
+        finally:
+            for layer, flag in now.items():
+                layer._trainable = flag
+
+    def _warn_if_trainable_changed(self, method):
+        changed = [layer.name for layer in self._flatten_layers()
+                   if self._compiled_trainable.get(layer, layer._trainable) != layer._trainable]
+        if changed and not self._warned_trainable:
+            self._warned_trainable = True
+            warnings.warn(f"{method}: the trainable flag of {', '.join(map(repr, changed))} changed since the model "
+                          f"was compiled; {method} trains the weights that were trainable at compile time. Call "
+                          f"compile() again for the change to take effect (Keras's rule)", UserWarning, stacklevel=3)
+
+    # ------------------------------------------------------------------ inputs
+    @property
+    def _input_count(self):
+        return 1
+
+    @property
+    def _output_count(self):
+        return 1
+
+    def _as_list(self, x, method):
+        """x as one item per model input: [x] for one input, the list x itself for several."""
+        n = self._input_count
+        if n == 1:
+            return [x]
+        if not isinstance(x, (list, tuple)) or len(x) != n:
+            got = f"{type(x).__name__} of {len(x)}" if isinstance(x, (list, tuple)) else type(x).__name__
+            raise ValueError(f"{method}: model {self.name!r} has {n} inputs, so x must be a list of {n} arrays (one "
+                             f"per input, in the order of model.inputs), got {got}")
+        return list(x)
+
+    def _as_arrays(self, x, method):
+        return [a if isinstance(a, Tensor) else np.asarray(a) for a in self._as_list(x, method)]
+
+    @staticmethod
+    def _shapes_text(arrays):
+        shapes = [tuple(a.shape) for a in arrays]
+        return shapes[0] if len(shapes) == 1 else shapes
+
+    def _require_single_output(self, method):
+        if self._output_count != 1:
+            raise ValueError(f"{method}: model {self.name!r} has {self._output_count} outputs; compile's loss, fit "
+                             f"and evaluate take a model with one output (predict takes any)")
+
+    def as_input(self, x):
+        """x as the model takes it (a one-input model used as a Sequential's first layer)."""
+        return self._cast([x])[0]
+
     # ------------------------------------------------------------------ forward and loss
+    def __call__(self, x, training=None, activation=True):
+        """The model on x (arrays or Tensors), or on KerasTensors: one node of another graph.
+        training: True (as fit runs it), False or None (inference)."""
+        if functional.is_symbolic(x):
+            return functional.symbolic_call(self, (x,), {"training": training})
+        tensors = self._cast(self._as_list(x, f"model {self.name!r}"))
+        self._ensure_built(tensors)
+        return self._run(tensors, bool(training))
+
+    def _forward(self, x, training=False, stop_before_last_activation=False):
+        """The model on x (a Tensor, or a list of one per input), built already."""
+        return self._run(self._cast(self._as_list(x, f"model {self.name!r}")), training, stop_before_last_activation)
+
     @property
     def uses_fused_softmax_cross_entropy(self):
         """True when the loss is computed from the logits before the final softmax (module docstring)."""
         if not (self.compiled and self.fuse_softmax_cross_entropy and self.loss.fusable and self.built):
             return False
-        last = self.layers[-1]
-        return last.activation_name == "softmax" and len(last.output_shape) == 2
+        return self._softmax_output() is not None
 
-    def _tensor(self, x):
-        """x as the first layer takes it: cast to its dtype, or integer indices for an Embedding."""
-        return self.layers[0].as_input(x) if self.layers else Tensor(np.asarray(x, dtype=self.dtype))
-
-    def _forward(self, x, training=False, stop_before_last_activation=False):
-        """Run the layers in order; where a layer can run together with the next ones as one
-        fused op (Layer.fused_with: Conv2D(relu) → MaxPooling2D), run that instead: the same
-        function, faster. `model.fuse_layers = False` runs every layer on its own."""
-        last = len(self.layers) - 1
-
-        def call(i, layer, x):
-            return layer(x, training=training, activation=not (stop_before_last_activation and i == last))
-        return run_in_order(self.layers, x, self.fuse_layers, call)
-
-    def __call__(self, x, training=False):
-        x = x if isinstance(x, Tensor) else self._tensor(x)
-        self._ensure_built(x)
-        return self._forward(x, training)
-
-    def _loss_and_predictions(self, x, y, training):
+    def _loss_and_predictions(self, tensors, y, training):
         fused = self.uses_fused_softmax_cross_entropy
-        out = self._forward(x, training, stop_before_last_activation=fused)
+        out = self._run(tensors, training, stop_before_last_activation=fused)
         if not fused:
             return self.loss(y, out), out
         with no_grad():
-            probabilities = self.layers[-1].activation(out.detach())
+            probabilities = self._softmax_output().activation(out.detach())
         return self.loss.logits_loss(y, out), probabilities
 
     def compute_loss(self, x, y, training=False):
         """The compiled loss of the model on (x, y) as a Tensor, ready for backward()."""
         self._require_compiled("compute_loss")
-        x = np.asarray(x)
-        self._ensure_built(x)
-        return self._loss_and_predictions(self._tensor(x), y, training)[0]
+        self._require_single_output("compute_loss")
+        xs = self._as_arrays(x, "compute_loss")
+        self._ensure_built(xs)
+        return self._loss_and_predictions(self._cast(xs), y, training)[0]
 
     # ------------------------------------------------------------------ fit / evaluate / predict
-    @staticmethod
-    def _check_xy(x, y, method):
+    def _check_xy(self, x, y, method):
+        """(x as a list of arrays, one per input; y), as many samples each, at least one."""
         if x is None or y is None:
             raise ValueError(f"{method}: both x and y are required")
-        x, y = np.asarray(x), np.asarray(y)
-        if x.ndim == 0 or y.ndim == 0:
-            raise ValueError(f"{method}: x and y must be arrays of samples, got shapes {x.shape} and {y.shape}")
-        if len(x) != len(y):
-            raise ValueError(f"{method}: x has {len(x)} samples but y has {len(y)}")
-        if len(x) == 0:
+        xs, y = self._as_arrays(x, method), np.asarray(y)
+        if any(a.ndim == 0 for a in xs) or y.ndim == 0:
+            raise ValueError(f"{method}: x and y must be arrays of samples, got shapes {self._shapes_text(xs)} and "
+                             f"{y.shape}")
+        for a in xs:
+            if len(a) != len(y):
+                raise ValueError(f"{method}: x has {len(a)} samples but y has {len(y)}")
+        if len(y) == 0:
             raise ValueError(f"{method}: x and y are empty; need at least one sample")
-        return x, y
+        return xs, y
 
-    def _train_step(self, x, y):
+    def _train_step(self, xs, y, grad_flags):
+        for p, flag in grad_flags:  # the weights trainable at compile, and only they, get gradients
+            p.requires_grad = flag
         opt = self._optim
         opt.zero_grad()
-        loss, y_pred = self._loss_and_predictions(self._tensor(x), y, training=True)
+        loss, y_pred = self._loss_and_predictions(self._cast(xs), y, training=True)
         loss.backward()
         opt.step()
         return float(loss.item()), y_pred.data
@@ -353,11 +443,13 @@ class Sequential:
         """Train for `epochs` passes over (x, y) in shuffled mini-batches; returns a History whose
         .history maps 'loss', each metric and their 'val_' versions to per-epoch lists.
 
+        Trains the weights that were trainable when the model was compiled (module docstring).
         validation_split takes the last fraction of x and y (before shuffling), as Keras does.
         verbose: 'auto' or 1 progress bar per epoch, 2 one line per epoch, 0 silent.
         """
         self._require_compiled("fit")
-        x, y = self._check_xy(x, y, "fit")
+        self._require_single_output("fit")
+        xs, y = self._check_xy(x, y, "fit")
         batch_size = _batch_size(batch_size, "fit")
         epochs = checks.int_at_least(epochs, "fit", "epochs", 0)
         initial_epoch = checks.int_at_least(initial_epoch, "fit", "initial_epoch", 0)
@@ -365,25 +457,29 @@ class Sequential:
         shuffle = checks.flag(shuffle, "fit", "shuffle")
         validation_split = checks.fraction(validation_split, "fit", "validation_split")
         user_callbacks = _callbacks(callbacks, "fit")
-        x_val = y_val = None
+        xs_val = y_val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("fit: validation_data must be a pair (x_val, y_val)")
-            x_val, y_val = self._check_xy(*validation_data, "fit (validation_data)")
+            xs_val, y_val = self._check_xy(*validation_data, "fit (validation_data)")
         elif validation_split:
-            split = int(len(x) * (1 - validation_split))
-            if split in (0, len(x)):  # Keras's rule: both sides need a sample
-                raise ValueError(f"fit: {len(x)} samples are too few to split into training and validation "
+            split = int(len(y) * (1 - validation_split))
+            if split in (0, len(y)):  # Keras's rule: both sides need a sample
+                raise ValueError(f"fit: {len(y)} samples are too few to split into training and validation "
                                  f"sets with validation_split={validation_split}; give more data or another split")
-            x, x_val, y, y_val = x[:split], x[split:], y[:split], y[split:]
-        self._ensure_built(x)
-        if x_val is not None:
-            self._ensure_built(x_val)  # a wrong validation shape fails now, not after an epoch
-        if not any(p.requires_grad for p in self.weights):
-            raise ValueError("fit: the model has no trainable weights (every layer is frozen)")
+            xs, xs_val, y, y_val = [a[:split] for a in xs], [a[split:] for a in xs], y[:split], y[split:]
+        self._ensure_built(xs)
+        if xs_val is not None:
+            self._ensure_built(xs_val)  # a wrong validation shape fails now, not after an epoch
+        self._warn_if_trainable_changed("fit")
+        trained = {id(p) for p in self._compiled_trainable_weights()}
+        if not trained:
+            raise ValueError("fit: the model has no trainable weights (every layer was frozen when it was compiled; "
+                             "set trainable = True and compile again)")
+        grad_flags = [(p, id(p) in trained) for p in self.weights]
         self._bound_optimizer()
 
-        n = len(x)
+        n = len(y)
         steps = math.ceil(n / batch_size)
         self.history = callbacks_module.History()
         callback_list = ([callbacks_module.ProgbarLogger(verbose)] if verbose else []) + [self.history]
@@ -391,39 +487,42 @@ class Sequential:
         cbs = callbacks_module.CallbackList(callback_list, self, {
             "epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size, "samples": n})
         self.stop_training = False
-        cbs.on_train_begin()
-        for epoch in range(initial_epoch, epochs):
-            cbs.on_epoch_begin(epoch)
-            order = rng.generator().permutation(n) if shuffle else np.arange(n)
-            running, logs, last_full = _Running(self._metrics), {}, -math.inf
-            for step in range(steps):
-                batch = order[step * batch_size:(step + 1) * batch_size]
-                cbs.on_train_batch_begin(step)
-                loss, y_pred = self._train_step(x[batch], y[batch])
-                running.add(loss, y[batch], y_pred)
-                # The loss is always current; metrics over the epoch so far are recomputed at
-                # most every 0.2 s (they need every prediction of the epoch).
-                now = time.perf_counter()
-                if now - last_full >= 0.2 or step == steps - 1:
-                    logs, last_full = running.logs(), now
-                else:
-                    logs["loss"] = running.loss
-                cbs.on_train_batch_end(step, dict(logs))
-            epoch_logs = running.logs()
-            if x_val is not None:
-                epoch_logs.update(self._evaluate(x_val, y_val, batch_size, prefix="val_"))
-            cbs.on_epoch_end(epoch, epoch_logs)
-            if self.stop_training:
-                break
-        cbs.on_train_end()
+        try:
+            cbs.on_train_begin()
+            for epoch in range(initial_epoch, epochs):
+                cbs.on_epoch_begin(epoch)
+                order = rng.generator().permutation(n) if shuffle else np.arange(n)
+                running, logs, last_full = _Running(self._metrics), {}, -math.inf
+                for step in range(steps):
+                    batch = order[step * batch_size:(step + 1) * batch_size]
+                    cbs.on_train_batch_begin(step)
+                    loss, y_pred = self._train_step([a[batch] for a in xs], y[batch], grad_flags)
+                    running.add(loss, y[batch], y_pred)
+                    # The loss is always current; metrics over the epoch so far are recomputed at
+                    # most every 0.2 s (they need every prediction of the epoch).
+                    now = time.perf_counter()
+                    if now - last_full >= 0.2 or step == steps - 1:
+                        logs, last_full = running.logs(), now
+                    else:
+                        logs["loss"] = running.loss
+                    cbs.on_train_batch_end(step, dict(logs))
+                epoch_logs = running.logs()
+                if xs_val is not None:
+                    epoch_logs.update(self._evaluate(xs_val, y_val, batch_size, prefix="val_"))
+                cbs.on_epoch_end(epoch, epoch_logs)
+                if self.stop_training:
+                    break
+            cbs.on_train_end()
+        finally:
+            self._sync_requires_grad()  # back to the current flags, for code that calls backward itself
         return self.history
 
-    def _evaluate(self, x, y, batch_size, prefix="", bar=None):
+    def _evaluate(self, xs, y, batch_size, prefix="", bar=None):
         running = _Running(self._metrics)
         with no_grad():
-            for start in range(0, len(x), batch_size):
-                xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-                loss, y_pred = self._loss_and_predictions(self._tensor(xb), yb, training=False)
+            for start in range(0, len(y), batch_size):
+                xb, yb = [a[start:start + batch_size] for a in xs], y[start:start + batch_size]
+                loss, y_pred = self._loss_and_predictions(self._cast(xb), yb, training=False)
                 running.add(float(loss.item()), yb, y_pred.data)
                 if bar is not None:
                     bar.update(1)
@@ -433,15 +532,16 @@ class Sequential:
         """Loss and metrics on (x, y): [loss, *metrics], or the loss alone when there are no
         metrics (a dict with return_dict=True). verbose: 'auto'/1 progress bar, 2 one line, 0 silent."""
         self._require_compiled("evaluate")
-        x, y = self._check_xy(x, y, "evaluate")
+        self._require_single_output("evaluate")
+        xs, y = self._check_xy(x, y, "evaluate")
         batch_size = _batch_size(batch_size, "evaluate")
         verbose = _verbose(verbose, "evaluate")
         return_dict = checks.flag(return_dict, "evaluate", "return_dict")
-        self._ensure_built(x)
+        self._ensure_built(xs)
         bar = None
         if verbose == 1:
-            bar = callbacks_module.progress_bar(math.ceil(len(x) / batch_size), "evaluate")
-        logs = self._evaluate(x, y, batch_size, bar=bar)
+            bar = callbacks_module.progress_bar(math.ceil(len(y) / batch_size), "evaluate")
+        logs = self._evaluate(xs, y, batch_size, bar=bar)
         if bar is not None:
             bar.set_postfix_str(callbacks_module.format_logs(logs), refresh=False)
             bar.close()
@@ -453,51 +553,59 @@ class Sequential:
         return values[0] if len(values) == 1 else values
 
     def predict(self, x, batch_size=None, verbose=0):
-        """The model's outputs as a NumPy array (eval mode: no dropout).
+        """The model's outputs as a NumPy array (a list of them for several outputs), in eval
+        mode (no dropout).
 
-        x is a batch (N, *input_shape), or one sample shaped exactly input_shape, whose output is
-        returned without the batch axis (e.g. (10,) instead of (1, 10)). x is cast to what the
-        first layer takes (the model's dtype, not rescaled; integer indices for an Embedding).
+        x is a batch (N, *input_shape) (a list of batches for several inputs), or, for a model
+        with one input, one sample shaped exactly input_shape, whose output is returned without
+        the batch axis (e.g. (10,) instead of (1, 10)). x is cast to what the first layer takes
+        (the model's dtype, not rescaled; integer indices for an Embedding).
         """
-        x = np.asarray(x)
-        if x.ndim == 0:
+        xs = self._as_arrays(x, "predict")
+        if any(a.ndim == 0 for a in xs):
             raise ValueError(f"predict: x must be an array of samples, got {x!r:.80}")
+        if len({len(a) for a in xs}) > 1:
+            raise ValueError(f"predict: the inputs must have as many samples each, got shapes {self._shapes_text(xs)}")
         batch_size = _batch_size(batch_size, "predict")
         verbose = _verbose(verbose, "predict")
-        single = self._input_shape is not None and tuple(x.shape) == self._input_shape
+        sample = self._sample_shapes()
+        single = len(xs) == 1 and sample is not None and tuple(xs[0].shape) == sample[0]
         if single:
-            x = x[None]
-        self._ensure_built(x)
-        starts = range(0, len(x), batch_size)
+            xs = [xs[0][None]]
+        self._ensure_built(xs)
+        starts = range(0, len(xs[0]), batch_size)
         bar = callbacks_module.progress_bar(len(starts), "predict") if verbose == 1 else None
-        outputs = []
+        batches = []
         with no_grad():
             for start in starts:
-                outputs.append(self._forward(self._tensor(x[start:start + batch_size])).data)
+                out = self._run(self._cast([a[start:start + batch_size] for a in xs]))
+                batches.append([t.data for t in (out if isinstance(out, list) else [out])])
                 if bar is not None:
                     bar.update(1)
         if bar is not None:
             bar.close()
-        if not outputs:
-            return np.empty((0,) + self.output_shape[1:], dtype=self.dtype)
-        out = np.concatenate(outputs)
-        return out[0] if single else out
+        shapes = self.output_shape if isinstance(self.output_shape, list) else [self.output_shape]
+        outputs = [np.concatenate([b[i] for b in batches]) if batches else
+                   np.empty((0,) + tuple(shape[1:]), dtype=self.dtype) for i, shape in enumerate(shapes)]
+        if single:
+            outputs = [out[0] for out in outputs]
+        return outputs if isinstance(self.output_shape, list) else outputs[0]
 
     # ------------------------------------------------------------------ summary
     def summary(self, print_fn=None):
-        """Print each layer's name, type, output shape and parameter count, then the totals."""
+        """Print each layer's name, type, output shape and parameter count (a nested model is one
+        row), then the totals: all weights, trainable ones, non-trainable ones (Keras's)."""
         print_fn = print_fn or print
-        widths = (31, 26, 12)
+        header, widths, rows = self._summary_rows()
         rule = "_" * sum(widths)
 
         def row(*cells):
             return " " + "".join(f"{str(c):<{w}}" for c, w in zip(cells, widths)).rstrip()
 
-        lines = [f'Model: "{self.name}"', rule, row("Layer (type)", "Output Shape", "Param #"), "=" * sum(widths)]
-        for i, layer in enumerate(self.layers):
-            shape = layer.output_shape if layer.output_shape is not None else "? (unbuilt)"
-            lines.append(row(f"{layer.name} ({type(layer).__name__})", shape, f"{layer.count_params():,}"))
-            if i < len(self.layers) - 1:
+        lines = [f'Model: "{self.name}"', rule, row(*header), "=" * sum(widths)]
+        for i, cells in enumerate(rows):
+            lines.append(row(*cells))
+            if i < len(rows) - 1:
                 lines.append(rule)
 
         def total(params):
@@ -511,30 +619,28 @@ class Sequential:
             print_fn(line)
 
     # ------------------------------------------------------------------ config and saving
-    def get_config(self):
-        return {"name": self.name,
-                "input_shape": None if self._input_shape is None else list(self._input_shape),
-                "layers": [layers_module.serialize(layer) for layer in self.layers]}
-
     @classmethod
     def from_config(cls, config):
         """The model get_config() describes, built when the config gives its input shape."""
         model = cls._unbuilt_from_config(config)
-        if model._input_shape is not None:
+        if model._can_build():
             model.build()
         return model
 
     @classmethod
-    def _unbuilt_from_config(cls, config):
-        """from_config without building: its layers made and their arguments checked, no weights."""
-        if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
-            raise ValueError(f"Sequential.from_config: expected a dict with a list of 'layers', got {config!r:.200}")
-        model = cls(name=config.get("name"))
-        if config.get("input_shape") is not None:
-            model._input_shape = checks.shape(config["input_shape"], f"model {model.name!r}", "input_shape")
-        for layer_config in config["layers"]:
-            model.add(layers_module.deserialize(layer_config), rebuild=False)
-        return model
+    def _unbuilt_from_config(cls, config, depth=0):
+        """keras.Model.from_config(config) reads a functional model's config, as in Keras."""
+        return Functional._unbuilt_from_config(config, depth)
+
+    @classmethod
+    def _from_checked_config(cls, config, depth):
+        """A model nested in another's config: made, its arguments checked, not built."""
+        if depth >= MAX_NESTING:
+            raise ValueError(f"models are nested more than {MAX_NESTING} deep")
+        return cls._unbuilt_from_config(config, depth + 1)
+
+    def _can_build(self):
+        return True
 
     def save(self, filepath, include_optimizer=True):
         """Write architecture, weights, compile settings and (optionally) the optimizer's state to
@@ -543,16 +649,14 @@ class Sequential:
         if not self.built:
             raise ValueError(f"save {filepath}: the model is not built yet (no input shape); build or fit it first")
         weights, arrays = [], {}
-        for layer in self.layers:
-            for name, p in layer.named_weights():
-                member = f"weights/{len(weights):03d}.npy"
-                weights.append({"name": f"{layer.name}/{name}", "shape": list(p.shape), "dtype": p.dtype.name,
-                                "file": member})
-                arrays[member] = p.data
+        for name, p in self.named_weights():
+            member = f"weights/{len(weights):03d}.npy"
+            weights.append({"name": name, "shape": list(p.shape), "dtype": p.dtype.name, "file": member})
+            arrays[member] = p.data
         compile_config, opt_state, opt_arrays = self._compile_config(include_optimizer)
         arrays.update(opt_arrays)
-        config = {"model": self.get_config(), "compile": compile_config, "weights": weights,
-                  "optimizer_state": opt_state}
+        config = {"model_class": type(self).__name__, "model": self.get_config(), "compile": compile_config,
+                  "weights": weights, "optimizer_state": opt_state}
         saving.write(filepath, config, arrays, _library_version())
 
     def _compile_config(self, include_optimizer):
@@ -584,12 +688,449 @@ class Sequential:
         return compile_config, state, arrays
 
     def __repr__(self):
-        return f"<Sequential name={self.name!r}, {len(self.layers)} layers>"
+        return f"<{type(self).__name__} name={self.name!r}, {len(self.layers)} layers>"
+
+
+def _weight_entries(layer, *input_shapes):
+    """[(name, shape, dtype)] of the weights `layer` makes for these input shapes, computed."""
+    if isinstance(layer, Model):
+        return layer._weight_plan(*input_shapes)
+    return [(name, tuple(shape), layer.dtype) for name, shape in layer.weight_shapes(*input_shapes)]
+
+
+class Sequential(Model):
+    """A stack of layers, each taking the output of the one before: a Model whose graph is a chain."""
+
+    def __init__(self, layers=None, name=None, trainable=True):
+        self._init_model(name, trainable, "sequential")
+        if layers is not None and not isinstance(layers, (list, tuple)):
+            raise ValueError(f"Sequential: layers must be a list of layers, got {type(layers).__name__}")
+        self._input_shape = None  # without the batch axis
+        for layer in layers or ():
+            self.add(layer)
+
+    # ------------------------------------------------------------------ building
+    def add(self, layer, rebuild=True):
+        """Append a layer (or a model); the model is rebuilt when its input shape is known (unless
+        rebuild=False). keras.Input(shape=...) first declares the input shape."""
+        if isinstance(layer, functional.KerasTensor):
+            if not layer.is_input:
+                raise TypeError(f"Sequential.add: expected a keras layer or keras.Input(...), got {layer!r}")
+            layer = layer.node.layer
+        if isinstance(layer, layers_module.InputLayer):
+            if self.layers:
+                raise ValueError("Sequential.add: an Input must come before every other layer")
+            self._input_shape = layer.input_shape_arg
+            return
+        if not isinstance(layer, layers_module.Layer):
+            raise TypeError(f"Sequential.add: expected a keras layer, got {type(layer).__name__}")
+        if any(existing is layer for existing in self.layers) or layer is self:
+            raise ValueError(f"Sequential.add: layer {layer.name!r} is already in the model")
+        layer.check_place_in_sequential(first=not self.layers)  # e.g. an Embedding only first
+        if not self.layers and self._input_shape is None and layer.input_shape_arg is not None:
+            self._input_shape = layer.input_shape_arg
+        self.layers.append(layer)
+        self.built = False
+        self._reset_optimizer()
+        if rebuild and self._input_shape is not None:
+            self.build()
+
+    def pop(self, rebuild=True):
+        """Remove the last layer and return it (Keras 3's); the model is rebuilt without it."""
+        if not self.layers:
+            raise ValueError(f"Sequential.pop: model {self.name!r} has no layers to remove")
+        layer = self.layers.pop()
+        self.built = False
+        self._reset_optimizer()
+        if rebuild and self.layers and self._input_shape is not None:
+            self.build()
+        return layer
+
+    def build(self, input_shape=None):
+        """Create every layer's weights, each layer built for the output shape of the one before
+        (Layer.compute_output_shape), and record each output_shape. input_shape includes the batch
+        axis: (None, 28, 28, 1)."""
+        if input_shape is not None:
+            if not isinstance(input_shape, (tuple, list)) or not input_shape:
+                raise ValueError(f"model {self.name!r}: build takes a shape with the batch axis, e.g. "
+                                 f"(None, 28, 28, 1), got {input_shape!r}")
+            self._input_shape = checks.shape(tuple(input_shape)[1:], f"model {self.name!r}", "input_shape")
+        shape = self._input_batch_shape()
+        for layer in self.layers:
+            if layer.built and [tuple(p.shape) for p in layer.weights] != [s for _, s in layer.weight_shapes(shape)]:
+                raise ValueError(f"{layer._owner} was built for another input; its weights cannot take input {shape}")
+            layer._build_once(shape)
+            shape = (None,) + tuple(layer.compute_output_shape(shape)[1:])
+            if not isinstance(layer, Model):  # a model's output_shape is its own layers'
+                layer.output_shape = shape
+        self.built = True
+
+    def _input_batch_shape(self):
+        """(None, *input_shape): where build starts, and the plan load_model checks a file with."""
+        if self._input_shape is None:
+            raise ValueError(f"model {self.name!r} is not built: give the first layer input_shape=..., start "
+                             f"with keras.Input(shape=...), call build((None, ...)) or fit it on data")
+        if not self.layers:
+            raise ValueError(f"model {self.name!r} has no layers")
+        return (None,) + self._input_shape
+
+    def _weight_plan(self, input_shape=None):
+        """[(weight name, shape, dtype)] that build() makes (for input_shape, with the batch axis,
+        when given: the model as a layer), computed without making any (load_model compares them
+        with a file's arrays before allocating)."""
+        shape = self._input_batch_shape() if input_shape is None else self._checked_input(input_shape)
+        plan = []
+        for layer in self.layers:
+            plan += [(f"{layer.name}/{name}", s, dtype) for name, s, dtype in _weight_entries(layer, shape)]
+            shape = layer.compute_output_shape(shape)
+        return plan
+
+    def _checked_input(self, input_shape):
+        """input_shape (batch axis included) if this model can take it; ValueError naming the model otherwise."""
+        input_shape = tuple(input_shape)
+        if self._input_shape is not None and tuple(input_shape[1:]) != self._input_shape:
+            raise ValueError(f"model {self.name!r} expects input of shape (batch, "
+                             f"{', '.join(map(str, self._input_shape))}), got {input_shape}")
+        return input_shape
+
+    # the model as a layer of another: shapes computed, built once
+    def compute_output_shape(self, input_shape):
+        shape = self._checked_input(input_shape)
+        for layer in self.layers:
+            shape = layer.compute_output_shape(shape)
+        return shape
+
+    def weight_shapes(self, input_shape):
+        return [(name, shape) for name, shape, _ in self._weight_plan(input_shape)]
+
+    def _build_once(self, input_shape, *more_shapes):
+        if more_shapes:
+            raise ValueError(f"{self._owner} takes one input, got {len(more_shapes) + 1}")
+        if not self.built:
+            if self._input_shape is None:
+                self._input_shape = checks.shape(tuple(input_shape[1:]), f"model {self.name!r}", "input shape of x")
+            self.build()
+        self._checked_input(input_shape)
+
+    def _ensure_built(self, xs):
+        self._build_once(xs[0].shape)
+
+    def _can_build(self):
+        return self._input_shape is not None
+
+    def _sample_shapes(self):
+        return None if self._input_shape is None else [self._input_shape]
+
+    @property
+    def input_shape_arg(self):
+        """The input shape without the batch axis, when known (as a first layer's input_shape=...)."""
+        return self._input_shape
+
+    @property
+    def input_shape(self):
+        return None if self._input_shape is None else (None,) + self._input_shape
+
+    @property
+    def output_shape(self):
+        return self.layers[-1].output_shape if self.built else None
+
+    # ------------------------------------------------------------------ running
+    def _cast(self, items):
+        """x as the first layer takes it: cast to its dtype, or integer indices for an Embedding."""
+        x = items[0]
+        if isinstance(x, Tensor):
+            return [x]
+        return [self.layers[0].as_input(x) if self.layers else Tensor(np.asarray(x, dtype=self.dtype))]
+
+    def _run(self, tensors, training=False, stop_before_last_activation=False):
+        """Run the layers in order; where a layer can run together with the next ones as one
+        fused op (Layer.fused_with: Conv2D(relu) → MaxPooling2D), run that instead: the same
+        function, faster. `model.fuse_layers = False` runs every layer on its own."""
+        last = len(self.layers) - 1
+
+        def call(i, layer, x):
+            return layer(x, training=training, activation=not (stop_before_last_activation and i == last))
+        return run_in_order(self.layers, tensors[0], self.fuse_layers, call)
+
+    def _softmax_output(self):
+        """The last layer, when it ends in a softmax over a (batch, classes) output; else None."""
+        last = self.layers[-1] if self.layers else None
+        if last is None or isinstance(last, Model) or last.activation_name != "softmax":
+            return None
+        return last if len(last.output_shape) == 2 else None
+
+    # ------------------------------------------------------------------ summary and config
+    def _summary_rows(self):
+        rows = []
+        for layer in self.layers:
+            shape = layer.output_shape if layer.output_shape is not None else "? (unbuilt)"
+            rows.append((f"{layer.name} ({type(layer).__name__})", shape, f"{layer.count_params():,}"))
+        return ("Layer (type)", "Output Shape", "Param #"), (31, 26, 12), rows
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self._trainable,
+                "input_shape": None if self._input_shape is None else list(self._input_shape),
+                "layers": [layers_module.serialize(layer) for layer in self.layers]}
+
+    @classmethod
+    def _unbuilt_from_config(cls, config, depth=0):
+        """from_config without building: its layers made and their arguments checked, no weights."""
+        if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+            raise ValueError(f"Sequential.from_config: expected a dict with a list of 'layers', got {config!r:.200}")
+        model = cls(name=config.get("name"), trainable=config.get("trainable", True))
+        if config.get("input_shape") is not None:
+            model._input_shape = checks.shape(config["input_shape"], f"model {model.name!r}", "input_shape")
+        for layer_config in config["layers"]:
+            model.add(layers_module.deserialize(layer_config, depth), rebuild=False)
+        return model
+
+
+class Functional(Model):
+    """keras.Model(inputs, outputs): the layer calls between keras.Input tensors and outputs.
+
+    inputs and outputs are a KerasTensor or a list of them; model.layers lists the InputLayers
+    first, then each layer (a nested model as one) in the order the graph runs them. Every layer
+    name must be unique in the model (weights and the saved graph refer to layers by name).
+    """
+
+    def __init__(self, inputs, outputs, name=None, trainable=True):
+        self._init_model(name, trainable, "functional")
+        self._init_graph(inputs, outputs)
+
+    def _init_graph(self, inputs, outputs, layer_order=None):
+        owner = self._owner
+        self._single_input = not isinstance(inputs, (list, tuple))
+        self._single_output = not isinstance(outputs, (list, tuple))
+        inputs = [inputs] if self._single_input else list(inputs)
+        outputs = [outputs] if self._single_output else list(outputs)
+        if not inputs or not outputs:
+            raise ValueError(f"{owner}: needs at least one input and one output, got {len(inputs)} and {len(outputs)}")
+        for t in inputs:
+            if not isinstance(t, functional.KerasTensor) or not t.is_input:
+                raise ValueError(f"{owner}: inputs must be tensors made by keras.Input(...), got {t!r:.120}")
+        if len({id(t) for t in inputs}) != len(inputs):
+            raise ValueError(f"{owner}: an input is listed twice in inputs")
+        for t in outputs:
+            if not isinstance(t, functional.KerasTensor):
+                raise ValueError(f"{owner}: outputs must be symbolic tensors (what layers return when called on "
+                                 f"keras.Input(...)), got {type(t).__name__} {t!r:.80}")
+        nodes = functional.topological_nodes(inputs, outputs, owner)
+        layers, seen = [], set()
+        for layer in [t.node.layer for t in inputs] + [node.layer for node in nodes]:
+            if id(layer) not in seen:
+                seen.add(id(layer))
+                layers.append(layer)
+        twice = [name for name, count in Counter(layer.name for layer in layers).items() if count > 1]
+        if twice:
+            raise ValueError(f"{owner}: layer names must be unique in a model; {', '.join(map(repr, twice))} "
+                             f"name more than one layer (give each a name=...)")
+        if layer_order is not None:  # a loaded model keeps its file's order, which is its weights' order
+            if {id(layer) for layer in layer_order} != seen:
+                raise ValueError(f"{owner}: the listed layers are not those the graph calls")
+            layers = list(layer_order)
+        self.inputs, self.outputs, self._nodes, self.layers = inputs, outputs, nodes, layers
+        consumers = {}  # input → the first layer reading it, which casts it (Layer.as_input)
+        for node in nodes:
+            for t in node.input_tensors:
+                consumers.setdefault(id(t), node.layer)
+        self._input_consumers = [consumers.get(id(t)) for t in inputs]
+        self._fusable = None  # the node whose activation the fused softmax + cross-entropy skips
+        out = outputs[0]
+        if len(outputs) == 1 and not out.is_input and len(out.node.outputs) == 1 and out.ndim == 2 \
+                and id(out) not in consumers and not isinstance(out.node.layer, (Model, layers_module._Merge)):
+            self._fusable = out.node
+        self.built = True
+
+    # ------------------------------------------------------------------ shapes
+    @property
+    def _input_count(self):
+        return len(self.inputs) if self.built else len(self._spec[0])
+
+    @property
+    def _output_count(self):
+        return len(self.outputs) if self.built else len(self._spec[2])
+
+    @staticmethod
+    def _one_or_list(values, single):
+        """values[0] for a model given one tensor (not a list), else the list: what calls return."""
+        return values[0] if single else list(values)
+
+    @property
+    def input_shape(self):
+        return self._one_or_list([t.shape for t in self.inputs], self._single_input)
+
+    @property
+    def output_shape(self):
+        return self._one_or_list([t.shape for t in self.outputs], self._single_output)
+
+    @property
+    def input_shape_arg(self):
+        return self.inputs[0].shape[1:] if self.built and len(self.inputs) == 1 else None
+
+    def _input_shapes(self):
+        """Each input's shape, batch axis included."""
+        return [t.shape for t in self.inputs] if self.built else [layer.shape for layer in self._spec[0]]
+
+    def _sample_shapes(self):
+        return [shape[1:] for shape in self._input_shapes()]
+
+    def _checked_inputs(self, shapes):
+        """shapes (one per input) if the model takes them (any batch); ValueError naming the model otherwise."""
+        expected = self._input_shapes()
+        if len(shapes) != len(expected):
+            raise ValueError(f"model {self.name!r} has {len(expected)} inputs, got {len(shapes)}")
+        for i, (shape, want) in enumerate(zip(shapes, expected)):
+            if tuple(shape[1:]) != tuple(want[1:]):
+                which = f" {i} ({self._input_layers()[i].name!r})" if len(expected) > 1 else ""
+                raise ValueError(f"model {self.name!r} expects input{which} of shape (batch, "
+                                 f"{', '.join(map(str, want[1:]))}), got {tuple(shape)}")
+        return [tuple(s) for s in shapes]
+
+    def _input_layers(self):
+        return [t.node.layer for t in self.inputs] if self.built else self._spec[0]
+
+    def _as_shapes(self, input_shape):
+        """The one shape, or list of shapes, a call gives, as a list of one per input."""
+        return list(input_shape) if self._input_count > 1 or (
+            isinstance(input_shape, list) and input_shape and isinstance(input_shape[0], (tuple, list))) \
+            else [input_shape]
+
+    def _ensure_built(self, xs):
+        self._checked_inputs([x.shape for x in xs])
+
+    # the model as a layer of another
+    def compute_output_shape(self, input_shape):
+        shapes = self._checked_inputs(self._as_shapes(input_shape))
+        batch = shapes[0][0]
+        outputs = [(batch,) + tuple(t.shape[1:]) for t in self.outputs] if self.built else \
+            [(batch,) + tuple(s[1:]) for s in self._spec_walk()[1]]
+        return self._one_or_list(outputs, self._single_output)
+
+    def weight_shapes(self, input_shape):
+        return [(name, shape) for name, shape, _ in self._weight_plan(input_shape)]
+
+    def _build_once(self, input_shape, *more_shapes):
+        if more_shapes:
+            raise ValueError(f"{self._owner} takes its inputs as one list, got {len(more_shapes) + 1} arguments")
+        self._checked_inputs(self._as_shapes(input_shape))
+        if not self.built:
+            self.build()
+
+    def _weight_plan(self, input_shape=None):
+        """[(weight name, shape, dtype)] of the model's weights, in model.weights order; computed
+        from the graph's shapes when the model is not built yet (a file's, being checked)."""
+        if input_shape is not None:
+            self._checked_inputs(self._as_shapes(input_shape))
+        if self.built:
+            return [(name, tuple(p.shape), p.dtype) for name, p in self.named_weights()]
+        plans = self._spec_walk()[0]
+        return [(f"{layer.name}/{name}", shape, dtype) for layer in self.layers
+                for name, shape, dtype in plans.get(layer, [])]
+
+    # ------------------------------------------------------------------ running
+    def _cast(self, items):
+        """Each input as the first layer reading it takes it (Layer.as_input: its dtype, integer
+        indices for an Embedding), or in the Input's dtype when no layer reads it."""
+        return [x if isinstance(x, Tensor) else consumer.as_input(x) if consumer is not None else
+                Tensor(np.asarray(x, dtype=t.dtype))
+                for x, t, consumer in zip(items, self.inputs, self._input_consumers)]
+
+    def _run(self, tensors, training=False, stop_before_last_activation=False):
+        """The nodes in graph order on real Tensors. A node's training, when its call gave one
+        (base(x, training=False)), overrides the model's."""
+        values = {id(t): x for t, x in zip(self.inputs, tensors)}
+        skip = self._fusable if stop_before_last_activation else None
+        for node in self._nodes:
+            args = functional.replace_tensors(node.args, lambda t: values[id(t)])
+            kwargs = {**node.kwargs, "training": training if node.training is None else node.training}
+            if node is skip:
+                kwargs["activation"] = False
+            out = node.layer(*args, **kwargs)
+            for t, value in zip(node.outputs, out if len(node.outputs) > 1 else [out]):
+                values[id(t)] = value
+        return self._one_or_list([values[id(t)] for t in self.outputs], self._single_output)
+
+    def _softmax_output(self):
+        """The layer making the one output, when it ends in a softmax over (batch, classes) that
+        no other layer reads (then skipping it for the loss changes nothing else); else None."""
+        if self._fusable is None or self._fusable.layer.activation_name != "softmax":
+            return None
+        return self._fusable.layer
+
+    # ------------------------------------------------------------------ summary
+    def _summary_rows(self):
+        """One row per layer: its call's output shape in this model, and the tensors it reads
+        as 'layer[call][output]' (Keras's "Connected to")."""
+        ours = {id(node) for node in self._nodes} | {id(t.node) for t in self.inputs}
+        rows = []
+        for layer in self.layers:
+            calls = [node for node in layer._inbound_nodes if id(node) in ours]
+            shapes = [t.shape for t in calls[0].outputs]
+            sources = [f"{t.node.layer.name}[{t.node.layer._inbound_nodes.index(t.node)}][{t.index}]"
+                       for node in calls for t in node.input_tensors]
+            rows.append((f"{layer.name} ({type(layer).__name__})", shapes[0] if len(shapes) == 1 else shapes,
+                         f"{layer.count_params():,}", ", ".join(sources) or "-"))
+        return ("Layer (type)", "Output Shape", "Param #", "Connected to"), (31, 26, 12, 30), rows
+
+    # ------------------------------------------------------------------ config
+    def get_config(self):
+        """The layers (InputLayers first) and the graph (functional.graph_config: each call in
+        running order, its tensor arguments as references to an input or an earlier call)."""
+        return {"name": self.name, "trainable": self._trainable,
+                "layers": [layers_module.serialize(layer) for layer in self.layers],
+                **functional.graph_config(self.inputs, self.outputs, self._nodes),
+                "single_input": self._single_input, "single_output": self._single_output}
+
+    @classmethod
+    def _unbuilt_from_config(cls, config, depth=0):
+        """The model get_config() describes, its layers made and every argument and reference
+        checked, but nothing built: _weight_plan computes the weights' shapes from the graph,
+        build() makes them (by calling the layers on KerasTensors, as the user's code did)."""
+        where = "Functional.from_config"
+        if not isinstance(config, dict):
+            raise ValueError(f"{where}: expected a dict, got {config!r:.100}")
+        model = cls.__new__(cls)
+        model._init_model(config.get("name"), config.get("trainable", True), "functional")
+        layers = [layers_module.deserialize(c, depth) for c in _field(config, "layers", list, where)]
+        by_name = {}
+        for layer in layers:
+            if layer.name in by_name:
+                raise ValueError(f"{where}: two layers are named {layer.name!r}")
+            by_name[layer.name] = layer
+        inputs, nodes, outputs = spec = functional.parse_graph(
+            config, by_name, lambda layer: isinstance(layer, layers_module.InputLayer), where)
+        called = {id(layer) for layer, _, _ in nodes} | {id(layer) for layer in inputs}
+        for layer in layers:
+            if id(layer) not in called:
+                raise ValueError(f"{where}: layer {layer.name!r} is listed but no node calls it")
+        model._single_input = checks.flag(config.get("single_input", len(inputs) == 1), where, "single_input")
+        model._single_output = checks.flag(config.get("single_output", len(outputs) == 1), where, "single_output")
+        if (model._single_input and len(inputs) != 1) or (model._single_output and len(outputs) != 1):
+            raise ValueError(f"{where}: single_input / single_output need exactly one input / output")
+        model.layers, model._spec = layers, spec
+        return model
+
+    def _spec_walk(self):
+        """({layer: [(name, shape, dtype)] of its weights}, [output shapes]) of an unbuilt model."""
+        return functional.graph_shapes(self._spec, _weight_entries)
+
+    def build(self, input_shape=None):
+        """Make the weights of a model read from a config: call each layer on KerasTensors, as
+        the user's code did (a model made by keras.Model(inputs, outputs) is built already)."""
+        if input_shape is not None:
+            self._checked_inputs(self._as_shapes(input_shape))
+        if self.built:
+            return
+        inputs, outputs = functional.replay(self._spec)
+        self._init_graph(self._one_or_list(inputs, self._single_input),
+                         self._one_or_list(outputs, self._single_output), layer_order=self.layers)
+        del self._spec
 
 
 _SAVABLE_OPTIMIZERS = {cls.__name__: cls for cls in (optim.SGD, optim.Adam, optim.AdamW)}
 # The per-weight state each optimizer keeps once it has stepped (none before): lepton_nn.optim.
 _OPTIMIZER_STATE = {"SGD": {"momentum_buffer"}, "Adam": {"step", "m", "v"}, "AdamW": {"step", "m", "v"}}
+_MODEL_CLASSES = {"Sequential": Sequential, "Functional": Functional}
 
 
 def _library_version():
@@ -598,19 +1139,24 @@ def _library_version():
 
 
 def load_model(filepath, compile=True):
-    """Rebuild the model saved at filepath by model.save: architecture, weights, and
-    (compile=True) its compile settings and optimizer state.
+    """Rebuild the model saved at filepath by model.save (a Sequential or a functional model,
+    nested models included): architecture, weights, and (compile=True) its compile settings and
+    optimizer state.
 
     Raises saving.ModelFileError naming the path for any file model.save did not write, before
     allocating anything but what the file holds: saving.read checks the bytes; here every layer's
     and the loss's arguments pass the constructors' signatures and checks (the same as in Python
-    code), the weight shapes the architecture implies (computed, not built) must be the file's,
-    and the optimizer's settings and state must be what lepton_nn.optim keeps.
+    code), a functional model's graph references only its inputs and earlier calls, the weight
+    shapes the architecture implies (computed, not built) must be the file's, and the optimizer's
+    settings and state must be what lepton_nn.optim keeps.
     """
     compile = checks.flag(compile, "load_model", "compile")
     config, arrays = saving.read(filepath)
     try:
-        model = Sequential._unbuilt_from_config(_field(config, "model", dict, "config.json"))
+        model_class = config.get("model_class", "Sequential")  # files before functional models had none
+        if model_class not in _MODEL_CLASSES:
+            raise ValueError(f"unknown model class {model_class!r}; known: {', '.join(_MODEL_CLASSES)}")
+        model = _MODEL_CLASSES[model_class]._unbuilt_from_config(_field(config, "model", dict, "config.json"))
         plan = model._weight_plan()
         weights = _checked_arrays(_field(config, "weights", list, "config.json"), plan, arrays, "weights")
         compile_config = config.get("compile") if compile else None

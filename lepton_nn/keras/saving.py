@@ -6,8 +6,16 @@ Format, version 1: a ZIP archive (members stored uncompressed) holding
 
     lepton_nn.json         the header, always the first member:
                            {"format": "lepton_nn model", "version": 1, "lepton_nn_version": "0.1.0"}
-    config.json            {"model":   Sequential.get_config(): name, input_shape (no batch axis) and,
-                                       per layer, {"class_name": "Conv2D", "config": constructor args},
+    config.json            {"model_class": "Sequential" or "Functional" (absent in older files: Sequential),
+                            "model":   model.get_config(): name, trainable and, per layer,
+                                       {"class_name": "Conv2D", "config": constructor args} (a nested
+                                       model's config is its get_config()); a Sequential's
+                                       input_shape (no batch axis); a functional model's graph:
+                                       "inputs" (the InputLayers' names), "nodes" (each call, in
+                                       running order: {"layer": name, "args": [tensor references],
+                                       "kwargs": {"training": false, ...}}), "outputs", where a
+                                       tensor reference is {"input": i} or {"node": k, "output": j}
+                                       of an earlier node k, so the graph has no cycle,
                             "compile": {"optimizer": {"class_name": "Adam", "hyper": {lr, betas, ...}},
                                         "loss": {"class_name": ..., "config": {...}}, "metrics": [names],
                                         "fuse_softmax_cross_entropy": true}   or null,
@@ -15,7 +23,8 @@ Format, version 1: a ZIP archive (members stored uncompressed) holding
                                          "dtype": "float32", "file": "weights/000.npy"}, ...],
                             "optimizer_state": [{"step": 938, "m": "optimizer/000.m.npy", ...}] or null}
     weights/000.npy ...    each weight as a NumPy .npy file, in model.weights order (layer by layer,
-                           kernel then bias), in lepton_nn's layout (see keras/layers.py)
+                           kernel then bias; non-trainable ones such as moving statistics too, a
+                           nested model's as 'base/dense/kernel'), in lepton_nn's layout (keras/layers.py)
     optimizer/000.m.npy    the optimizer's per-weight arrays, when include_optimizer=True
 
 Look inside with `unzip -l model.lnn` and `unzip -p model.lnn config.json`.
@@ -38,9 +47,11 @@ larger than the file is allocated before the checks pass. In order:
   are exactly the bytes that follow it;
 - the model (keras.models.load_model): every layer's, the loss's and the optimizer's arguments
   fit their constructor's signature and pass the same checks as in Python code (Dense(0),
-  Dropout(1.5), an unknown class are refused); the weight shapes the architecture implies,
-  computed without building anything, are the file's; the optimizer state is what
-  lepton_nn.optim keeps, one entry per weight, of the weights' shapes and dtypes.
+  Dropout(1.5), an unknown class are refused); models nest at most 16 deep; a functional
+  graph's references point at its inputs or earlier calls, and every listed layer is called;
+  the weight shapes the architecture implies, computed without building anything, are the
+  file's; the optimizer state is what lepton_nn.optim keeps, one entry per weight, of the
+  weights' shapes and dtypes.
 
 A custom loss, metric function or activation cannot be saved: a custom activation makes save
 fail; a custom loss saves the model uncompiled, and custom metrics are left out.

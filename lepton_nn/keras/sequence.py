@@ -38,6 +38,7 @@ import numpy as np
 
 from lepton_nn import checks, nn
 from lepton_nn import functional as F
+from lepton_nn.keras.functional import is_symbolic, symbolic_call
 from lepton_nn.keras.layers import Layer, _initializer, _initializers_config, get_activation
 from lepton_nn.nn import init
 from lepton_nn.nn.module import Parameter
@@ -291,13 +292,18 @@ class LSTM(_KerasWeights):
             if self.unit_forget_bias:
                 bias.data[self.units:2 * self.units] = 1  # the forget gate's block
 
-    def __call__(self, x, initial_state=None, training=False, activation=True):
+    def __call__(self, x, initial_state=None, training=None, activation=True):
         """lstm(x) or lstm(x, initial_state=[h0, c0]), as Keras; activation is Sequential's
         argument, with nothing to do here (the activations are inside the cell)."""
+        if is_symbolic(x, initial_state):
+            if initial_state is not None or self.return_state:
+                raise ValueError(f"{self._owner}: in a functional graph initial_state and return_state=True are "
+                                 f"not supported; call the layer on Tensors for them")
+            return symbolic_call(self, (x,), {"training": training})
         if not isinstance(x, Tensor):
             x = self.as_input(x)
         self._build_once(x.shape)
-        return self.forward(x, training, initial_state)
+        return self.forward(x, bool(training), initial_state)
 
     def forward(self, x, training=False, initial_state=None):
         self._expect_sequences(x.shape)
@@ -421,8 +427,14 @@ class MultiHeadAttention(_KerasWeights):
             self._new(name, shape, self.kernel_initializer if name.endswith("kernel") else self.bias_initializer)
 
     def __call__(self, query, value=None, key=None, attention_mask=None, return_attention_scores=False,
-                 training=False, use_causal_mask=False, activation=True):
+                 training=None, use_causal_mask=False, activation=True):
         """Keras's call; value=None is self-attention (how a Sequential calls it), key=None uses value."""
+        if is_symbolic(query, value, key, attention_mask):
+            if attention_mask is not None or return_attention_scores:
+                raise ValueError(f"{self._owner}: in a functional graph attention_mask and return_attention_scores "
+                                 f"are not supported (use_causal_mask=True is); call the layer on Tensors for them")
+            tensors = {name: t for name, t in (("value", value), ("key", key)) if t is not None}
+            return symbolic_call(self, (query,), {**tensors, "training": training, "use_causal_mask": use_causal_mask})
         query = query if isinstance(query, Tensor) else self.as_input(query)
         value = query if value is None else value if isinstance(value, Tensor) else self.as_input(value)
         key = value if key is None else key if isinstance(key, Tensor) else self.as_input(key)
@@ -434,7 +446,7 @@ class MultiHeadAttention(_KerasWeights):
                              f"{query.shape}, {value.shape}, {key.shape}")
         mask = self._mask(attention_mask, checks.flag(use_causal_mask, self._owner, "use_causal_mask"),
                           query.shape, key.shape)
-        output, weights = self._attend(query, value, key, mask, training)
+        output, weights = self._attend(query, value, key, mask, bool(training))
         return (output, weights) if checks.flag(return_attention_scores, self._owner,
                                                 "return_attention_scores") else output
 
