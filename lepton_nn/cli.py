@@ -149,7 +149,7 @@ def _backends(args):
 
 
 def _bench(args):
-    # Each flag runs one benchmark; with none of --train, --profile, --shakespeare: --kernels.
+    # Each flag runs one benchmark; with none of --train, --profile, --shakespeare, --rl: --kernels.
     backends = args.backend.split(",") if args.backend != "all" else None
     common = dict(json_path=args.json, rounds=args.rounds, compare=args.compare)
     status = 0
@@ -157,7 +157,11 @@ def _bench(args):
         from lepton_nn.bench import gpt as gpt_bench
         status = gpt_bench.main(backends, steps=args.steps or 60, data=args.text_data, progress=_progress(""),
                                 **common)
-    if args.kernels or not (args.train or args.profile or args.shakespeare):
+    if args.rl:
+        from lepton_nn.bench import rl as rl_bench
+        status = rl_bench.main(backends, steps=args.steps or 300, threads=args.threads, progress=_progress(""),
+                               **common) or status
+    if args.kernels or not (args.train or args.profile or args.shakespeare or args.rl):
         from lepton_nn.bench import kernels as kernel_bench
         cases = args.case.split(",") if args.case else None
         status = kernel_bench.main(backends, repeat=args.repeat, cases=cases, progress=_progress("timing"), **common)
@@ -209,6 +213,32 @@ def _shakespeare(args):
     shakespeare.train(args.model, data_dir=args.data, iters=args.iters, seed=args.seed, save=args.save,
                       progress=sys.stdout.isatty(), temperature=args.temperature, top_k=args.top_k,
                       sample_length=args.length)
+    return 0
+
+
+def _rl(args):
+    from lepton_nn import rl
+    backend = _use_backend(args.backend)
+    try:
+        rl.gymnasium()  # missing extras are reported now, not after the training
+        if args.plot:
+            rl.pyplot()
+    except ImportError as err:
+        print(f"lepton-nn rl: {err}", file=sys.stderr)
+        return 2
+    config = rl.CONFIGS[args.algo]()
+    if args.episodes:
+        config.episodes = args.episodes
+    print(f"{args.algo} on {rl.ENV_ID}: seed {args.seed}, at most {config.episodes} episodes, backend {backend}; "
+          f"solved at a mean return ≥ {rl.SOLVED_MEAN:g} over {rl.SOLVED_WINDOW} consecutive episodes")
+    run = rl.TRAINERS[args.algo](args.seed, config, progress=sys.stdout.isatty())
+    print(run.summary())
+    if args.plot:
+        rl.plot_returns(run.returns, args.plot, title=f"{args.algo} on {rl.ENV_ID}, seed {args.seed}")
+        print(f"returns plotted to {args.plot}")
+    if args.save:
+        rl.save_policy(run, args.save)
+        print(f"network saved to {args.save}")
     return 0
 
 
@@ -285,9 +315,11 @@ def build_parser():
     p.add_argument("--profile", action="store_true", help="with --train: where a step's time goes, per op and kernel")
     p.add_argument("--steps", type=positive_int,
                    help="--train: timed training steps of batch 64 (default 200); --shakespeare: timed iterations "
-                        "(default 60)")
+                        "(default 60); --rl: timed calls per figure (default 300)")
     p.add_argument("--shakespeare", action="store_true", help="iterations of nanoGPT's baby-GPT recipe per backend "
                    "and in PyTorch, each in a fresh process: ms/iteration, ratio to PyTorch")
+    p.add_argument("--rl", action="store_true", help="REINFORCE and DQN updates (lepton-nn rl's networks) per "
+                   "backend and in PyTorch, each in a fresh process: updates/s, ratio to PyTorch")
     p.add_argument("--text-data", metavar="DIR", type=shakespeare_dir, help="--shakespeare: directory with "
                    "input.txt (default: $LEPTON_NN_DATA, the cache, or a download)")
     p.add_argument("--full", action="store_true", help="--train: also the whole 5-epoch run per framework, for its "
@@ -295,7 +327,7 @@ def build_parser():
     p.add_argument("--data", metavar="DIR", type=mnist_dir, help="--train: directory with the four MNIST files "
                    "(default: $LEPTON_NN_DATA, the cache, or a download)")
     p.add_argument("--threads", type=positive_int,
-                   help="--train: pin every run's threads to N (default: each framework's own default)")
+                   help="--train, --rl: pin every run's threads to N (default: each framework's own default)")
     p.set_defaults(run=_bench)
 
     p = sub.add_parser("train", help="train the classic Keras MNIST CNN, then report test accuracy, per-class "
@@ -327,6 +359,20 @@ def build_parser():
     p.add_argument("--top-k", type=positive_int, help="sample among the k likeliest characters only")
     p.add_argument("--length", type=positive_int, default=300, help="characters to sample; default 300")
     p.set_defaults(run=_shakespeare)
+
+    p = sub.add_parser("rl", help="reinforcement learning on Gymnasium's CartPole-v1 (the extra .[rl]): REINFORCE "
+                                  "with a baseline or DQN, until solved (mean return ≥ 475 over 100 episodes)")
+    p.add_argument("--algo", type=one_of(("reinforce", "dqn")), default="reinforce", help="reinforce (default) or dqn")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="random seed (initialisation, sampling, the environment); default 0")
+    p.add_argument("--episodes", type=positive_int,
+                   help="the budget: stop here if not solved before (default: reinforce 2000, dqn 1000)")
+    p.add_argument("--backend", type=one_of(BACKENDS),
+                   help="kernel backend: numpy, numba or c (default: the fastest available)")
+    p.add_argument("--plot", metavar="PNG", type=writable_path,
+                   help="write the return per episode and its 100-episode mean to this PNG (the extra .[plot])")
+    p.add_argument("--save", metavar="PATH", type=writable_path, help="write the trained network to PATH (.lnn)")
+    p.set_defaults(run=_rl)
 
     p = sub.add_parser("evaluate", help="evaluate a saved model (.lnn) on the MNIST test set")
     p.add_argument("--model", required=True, metavar="PATH", type=existing_file)
