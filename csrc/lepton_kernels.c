@@ -46,7 +46,9 @@ double (tanh)(double);
 #define PARALLEL_FOR_IF(cond) LEPTON_PRAGMA(omp parallel for schedule(static) if (cond))
 /* The same for an elementwise loop that must vectorise: gcc keeps a data-dependent branch
  * in a scalar loop otherwise (it may not run a product that could trap on every element). */
-#define PARALLEL_FOR_SIMD_IF(cond) LEPTON_PRAGMA(omp parallel for simd schedule(static) if (cond))
+/* `if (parallel: …)`: a bare `if` on a combined construct applies to `simd` too (OpenMP 5.0), so
+ * below the threshold the loop ran scalar (docs/benchmarks.md, "Measurements behind the code"). */
+#define PARALLEL_FOR_SIMD_IF(cond) LEPTON_PRAGMA(omp parallel for simd schedule(static) if (parallel: cond))
 
 /* The same for a region with one workspace slot per thread (see thread_slot). */
 #define PARALLEL_SLOTS_IF(cond, slots) LEPTON_PRAGMA(omp parallel if (cond) num_threads(slots))
@@ -88,6 +90,9 @@ double (tanh)(double);
 
 /* Elements below which a kernel stays single-threaded. */
 #define PARALLEL_MIN_WORK 32768
+/* The same for a loop that only streams memory (relu): waking the second thread costs more than it
+ * saves below about a million elements (docs/benchmarks.md, "Measurements behind the code"). */
+#define STREAMING_MIN_WORK (1 << 20)
 /* An element that calls erf, tanh or exp counts as this many in that threshold: such a call
  * costs several plain operations (vectorised) to tens (libm's scalar ones), so fewer elements
  * pay for waking the threads. */

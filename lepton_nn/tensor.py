@@ -116,25 +116,36 @@ def apply(op, *inputs, **options):
     inputs: the op's tensors, positionally (None for an absent optional one, such as a bias);
     options: everything else, by keyword (see lepton_nn/ops.py). op.backward then returns one
     gradient per input."""
+    arrays, needs = [], []
     for i, t in enumerate(inputs):
-        if t is not None and not isinstance(t, Tensor):
+        if t is None:
+            arrays.append(None)
+            needs.append(False)
+            continue
+        if not isinstance(t, Tensor):
             raise TypeError(f"{op.__name__}: input {i} is a {type(t).__name__}, not a Tensor; pass a "
                             "non-tensor argument (an axis, a stride, labels) by keyword")
-        if t is not None and t.data.dtype.kind == "f":  # float16 and longdouble: refused on every backend
-            checks.compute_dtype(t.data.dtype, op.__name__, f"input {i}")
-    needs = tuple(t is not None and t.requires_grad for t in inputs)
+        dtype = t.data.dtype
+        if dtype.kind == "f" and dtype not in _COMPUTE_DTYPES:  # float16, longdouble: refused on every backend
+            checks.compute_dtype(dtype, op.__name__, f"input {i}")
+        arrays.append(t.data)
+        needs.append(t.requires_grad)
+    needs = tuple(needs)
     ctx = ops.Context(needs)
-    arrays = [None if t is None else t.data for t in inputs]
     out = Tensor._wrap(profiler.call(op.__name__, "forward", op.forward, ctx, *arrays, **options))
-    where = _callers_line() if _anomaly else None
+    where = None
     if _anomaly:
+        where = _callers_line()
         _raise_if_not_finite(out.data, op.__name__, "forward: its output", where, arrays)
-    if _grad_enabled and any(needs):
+    if _grad_enabled and True in needs:
         out.requires_grad = True
         prof = profiler.active()
         out._node = Node(op, ctx, inputs, where, kernels.active_name(),
                          {"forward": prof.last_seconds} if prof else None)
     return out
+
+
+_COMPUTE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # what checks.compute_dtype lets through
 
 
 class Function(ops.Function):
