@@ -91,6 +91,17 @@ def shakespeare_dir(text):
     return text
 
 
+def percentage(text):
+    """A share of the labels, in percent: a number in (0, 100]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"expected a percentage in (0, 100], got {text!r}")
+    return value
+
+
 def positive_number(text):
     try:
         value = float(text)
@@ -213,6 +224,17 @@ def _shakespeare(args):
     shakespeare.train(args.model, data_dir=args.data, iters=args.iters, seed=args.seed, save=args.save,
                       progress=sys.stdout.isatty(), temperature=args.temperature, top_k=args.top_k,
                       sample_length=args.length)
+    return 0
+
+
+def _transfer(args):
+    from lepton_nn import transfer
+    backend = _use_backend(args.backend)
+    budget = transfer.Budget(pretrain_epochs=args.pretrain_epochs, head_epochs=args.head_epochs,
+                             finetune_epochs=args.finetune_epochs)
+    print(f"transfer learning on MNIST, digits 0–4 → 5–9: seed {args.seed}, backend {backend}")
+    transfer.run(data=args.data, fractions=[p / 100 for p in args.labels], budget=budget, seed=args.seed,
+                 save=args.save)
     return 0
 
 
@@ -359,6 +381,25 @@ def build_parser():
     p.add_argument("--top-k", type=positive_int, help="sample among the k likeliest characters only")
     p.add_argument("--length", type=positive_int, default=300, help="characters to sample; default 300")
     p.set_defaults(run=_shakespeare)
+
+    p = sub.add_parser("transfer", help="transfer learning, the classic Keras example: pretrain the CNN on digits "
+                                        "0–4, freeze its features, train a new head on 5–9, fine-tune, and compare "
+                                        "with training from scratch at 1 %%, 10 %% and 100 %% of the labels")
+    p.add_argument("--data", metavar="DIR", type=mnist_dir, help="directory with the four MNIST files "
+                   "(default: $LEPTON_NN_DATA, the cache, or a download)")
+    p.add_argument("--labels", metavar="PERCENT", type=percentage, nargs="+", default=[1, 10, 100],
+                   help="shares of the 5–9 training labels to run with; default 1 10 100")
+    p.add_argument("--pretrain-epochs", type=positive_int, default=5, help="on digits 0–4; default 5")
+    p.add_argument("--head-epochs", type=positive_int, default=2,
+                   help="new head on frozen features, in epochs of the full 5–9 set; default 2")
+    p.add_argument("--finetune-epochs", type=positive_int, default=2,
+                   help="everything unfrozen at a tenth of the learning rate; default 2")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed; default 0")
+    p.add_argument("--save", metavar="PATH", type=writable_path, default="digits_0_4.lnn",
+                   help="where the pretrained model goes; default digits_0_4.lnn")
+    p.add_argument("--backend", type=one_of(BACKENDS),
+                   help="kernel backend: numpy, numba or c (default: the fastest available)")
+    p.set_defaults(run=_transfer)
 
     p = sub.add_parser("rl", help="reinforcement learning on Gymnasium's CartPole-v1 (the extra .[rl]): REINFORCE "
                                   "with a baseline or DQN, until solved (mean return ≥ 475 over 100 episodes)")
