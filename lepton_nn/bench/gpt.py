@@ -60,17 +60,11 @@ def main(backends=None, steps=60, warmup=5, data=None, json_path=None, rounds=3,
     runs = selected_runs(backends)
     data_dir = shakespeare.find_file(data).parent  # found (or downloaded) once, here
     info = report.machine_info()
-    results = []
-    for r in range(rounds):
-        results.append([])
-        for run in runs:
-            if progress:
-                progress(f"round {r + 1}/{rounds}: {run}")
-            results[r].append(launch(run, data_dir, steps, warmup))
+    results = report.round_robin(runs, rounds, lambda run, r: launch(run, data_dir, steps, warmup), progress)
     figs = figures(results)
     rows = []
     for run in runs:
-        first = next((x for rnd in results for x in rnd if x["run"] == run and "error" not in x), None)
+        first = report.first_success(results, run)
         if first is None:
             continue
         rows.append([run, report.fmt_spread(figs.get(f"{run} ms/iter", []), ".1f"),

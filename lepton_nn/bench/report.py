@@ -58,6 +58,24 @@ def table(header, rows, left=1, last_left=False):
     return [line(cells[0]), line(["-" * w for w in widths])] + [line(r) for r in cells[1:]]
 
 
+def round_robin(runs, rounds, launch, progress=None):
+    """[[launch(run, r) for each run] for each round r]: every run once per round, in turn, so a
+    change of the machine's load hits all of them alike (the honest method, docs/benchmarks.md)."""
+    results = []
+    for r in range(rounds):
+        results.append([])
+        for run in runs:
+            if progress:
+                progress(f"round {r + 1}/{rounds}: {run}")
+            results[r].append(launch(run, r))
+    return results
+
+
+def first_success(results, run):
+    """The first round's result of `run` that did not fail, or None."""
+    return next((x for rnd in results for x in rnd if x["run"] == run and "error" not in x), None)
+
+
 def ratios(values, baseline):
     """Per-round ratios values[r] / baseline[r], where both were measured in round r."""
     return [v / b if v is not None and b else None for v, b in zip(values, baseline)]

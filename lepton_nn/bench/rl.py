@@ -59,17 +59,11 @@ def main(backends=None, steps=300, warmup=20, threads=None, json_path=None, roun
     old = report.read_json(compare, "rl") if compare else None
     runs = selected_runs(backends)
     info = report.machine_info()
-    results = []
-    for r in range(rounds):
-        results.append([])
-        for run in runs:
-            if progress:
-                progress(f"round {r + 1}/{rounds}: {run}")
-            results[r].append(launch(run, steps, warmup, threads))
+    results = report.round_robin(runs, rounds, lambda run, r: launch(run, steps, warmup, threads), progress)
     figs = figures(results)
     rows = []
     for run in runs:
-        first = next((x for rnd in results for x in rnd if x["run"] == run and "error" not in x), None)
+        first = report.first_success(results, run)
         if first is None:
             continue
         row = [run]

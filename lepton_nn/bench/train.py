@@ -124,13 +124,8 @@ def launch(run, mnist=None, steps=200, warmup=10, threads=None, env=None, first_
 def run_rounds(runs, rounds, mnist, steps, warmup, threads, full=False, startup=True, progress=None):
     """[[result of each run] for each round], the runs round-robin; then, once per run, the warm
     and (lepton_nn's) cold time-to-first-step probes, added to the first round's results."""
-    results = []
-    for r in range(rounds):
-        results.append([])
-        for run in runs:
-            if progress:
-                progress(f"round {r + 1}/{rounds}: {run}")
-            results[r].append(launch(run, mnist, steps, warmup, threads, full=full and r == 0))
+    results = report.round_robin(
+        runs, rounds, lambda run, r: launch(run, mnist, steps, warmup, threads, full=full and r == 0), progress)
     if startup:
         for result in results[0]:
             run = result["run"]
