@@ -63,11 +63,20 @@ def existing_file(text):
 
 
 def image_file(text):
-    """An existing .png or .npy file (what lepton_nn.data.images.load_image reads)."""
+    """An existing .npy file, or one whose suffix is an image format Pillow reads (what
+    lepton_nn.data.images.load_image reads); without Pillow, only .npy."""
     existing_file(text)
-    if Path(text).suffix.lower() not in (".png", ".npy"):
-        raise argparse.ArgumentTypeError(f"{text}: expected a .png or .npy image, found suffix "
-                                         f"{Path(text).suffix or '(none)'!r}")
+    suffix = Path(text).suffix.lower()
+    if suffix == ".npy":
+        return text
+    from lepton_nn.data import images
+    try:
+        known = images.pillow().registered_extensions()
+    except ImportError as err:
+        raise argparse.ArgumentTypeError(f"{text}: {err} (a .npy array needs nothing)") from None
+    if suffix not in known:
+        raise argparse.ArgumentTypeError(f"{text}: expected an image Pillow reads (.png, .jpg, .bmp, .gif, .tif, "
+                                         f"…) or a .npy array, found suffix {suffix or '(none)'!r}")
     return text
 
 
@@ -163,7 +172,13 @@ def _bench(args):
     # Each flag runs one benchmark; with none of --train, --profile, --shakespeare, --rl: --kernels.
     backends = args.backend.split(",") if args.backend != "all" else None
     common = dict(json_path=args.json, rounds=args.rounds, compare=args.compare)
-    status = 0
+    status, plotted = 0, {}
+    if args.plot:
+        if args.profile or not (args.kernels or args.train or not (args.shakespeare or args.rl)):
+            raise ValueError("--plot draws the tables of --kernels and --train (not --profile, --shakespeare or --rl): "
+                             "give one of them")
+        from lepton_nn import plots
+        plots.pyplot()  # a missing extra is reported now, not after the benchmark
     if args.shakespeare:
         from lepton_nn.bench import gpt as gpt_bench
         status = gpt_bench.main(backends, steps=args.steps or 60, data=args.text_data, progress=_progress(""),
@@ -175,15 +190,35 @@ def _bench(args):
     if args.kernels or not (args.train or args.profile or args.shakespeare or args.rl):
         from lepton_nn.bench import kernels as kernel_bench
         cases = args.case.split(",") if args.case else None
-        status = kernel_bench.main(backends, repeat=args.repeat, cases=cases, progress=_progress("timing"), **common)
+        status, plotted["kernels"] = _keeping_json(kernel_bench.main, args.plot, backends, repeat=args.repeat,
+                                                   cases=cases, progress=_progress("timing"), **common)
     if args.train or args.profile:
         from lepton_nn.bench import train as train_bench
         options = dict(steps=args.steps or 200, data=args.data, threads=args.threads, progress=_progress(""))
         if args.profile:
             status = train_bench.profile_main(backends, json_path=args.json, **options) or status
         else:
-            status = train_bench.main(backends, full=args.full, **options, **common) or status
+            done, plotted["train"] = _keeping_json(train_bench.main, args.plot, backends, full=args.full, **options,
+                                                   **common)
+            status = done or status
+    if args.plot:
+        plots.bench(args.plot, **plotted)
+        print(f"\nthe tables plotted to {args.plot}")
     return status
+
+
+def _keeping_json(main, plot, *args, json_path=None, **kwargs):
+    """(status, the run's JSON data or None): a benchmark's main run; with --plot, the JSON it wrote
+    is read back, from --json or from a temporary file when none was asked for."""
+    if not plot:
+        return main(*args, json_path=json_path, **kwargs), None
+    import json
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="lepton_nn_plot_") as tmp:
+        path = json_path or str(Path(tmp) / "bench.json")
+        status = main(*args, json_path=path, **kwargs)
+        with open(path) as f:
+            return status, json.load(f)
 
 
 def _progress(verb):
@@ -205,7 +240,7 @@ def _train(args):
     _use_backend(args.backend)
     verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
     train.train(epochs=args.epochs, batch_size=args.batch_size, data=args.data, seed=args.seed, save=args.save,
-                verbose=verbose)
+                verbose=verbose, plot=args.plot)
     return 0
 
 
@@ -244,7 +279,8 @@ def _rl(args):
     try:
         rl.gymnasium()  # missing extras are reported now, not after the training
         if args.plot:
-            rl.pyplot()
+            from lepton_nn import plots
+            plots.pyplot()
     except ImportError as err:
         print(f"lepton-nn rl: {err}", file=sys.stderr)
         return 2
@@ -268,15 +304,22 @@ def _evaluate(args):
     from lepton_nn import keras, train
     from lepton_nn.data import mnist
     backend = _use_backend(args.backend)
+    if args.plot:
+        from lepton_nn import plots
+        plots.pyplot()  # a missing extra is reported before any work
     model = keras.models.load_model(args.model)
     shape = _mnist_input_shape(model, args.model)
     _, (x_test, y_test) = mnist.load_data(args.data)
+    images = x_test
     x_test = train.preprocess(x_test).reshape((-1,) + shape)
     loss = model.evaluate(x_test, y_test, batch_size=256, verbose=0) if model.compiled else None
     loss = loss[0] if isinstance(loss, list) else loss
     probabilities = model.predict(x_test, batch_size=256)
     print(f"model {args.model} on the {len(x_test):,} MNIST test images (backend {backend})")
     train.report(y_test, probabilities, loss=loss, name=f"model {args.model}")
+    if args.plot:
+        plots.evaluation(y_test, probabilities, images, args.plot, title=f"model {args.model} on the MNIST test set")
+        print(f"\nconfusion matrix and worst mistakes plotted to {args.plot}")
     return 0
 
 
@@ -350,6 +393,8 @@ def build_parser():
                    "(default: $LEPTON_NN_DATA, the cache, or a download)")
     p.add_argument("--threads", type=positive_int,
                    help="--train, --rl: pin every run's threads to N (default: each framework's own default)")
+    p.add_argument("--plot", metavar="PNG", type=writable_path, help="--kernels, --train: draw the tables as bar "
+                   "charts against PyTorch in this PNG (the extra .[plot])")
     p.set_defaults(run=_bench)
 
     p = sub.add_parser("train", help="train the classic Keras MNIST CNN, then report test accuracy, per-class "
@@ -365,6 +410,8 @@ def build_parser():
     p.add_argument("--save", metavar="PATH", type=writable_path, help="write the trained model to PATH (.lnn)")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2),
                    help="1 progress bar, 2 one line per epoch (default: 1 on a terminal, else 2)")
+    p.add_argument("--plot", metavar="PNG", type=writable_path, help="draw loss and accuracy per epoch, training and "
+                   "on the test set (evaluated after each epoch, never used to train), in this PNG (the extra .[plot])")
     p.set_defaults(run=_train)
 
     p = sub.add_parser("shakespeare", help="train a character-level model of Shakespeare (nanoGPT's baby GPT, "
@@ -419,12 +466,16 @@ def build_parser():
     p.add_argument("--model", required=True, metavar="PATH", type=existing_file)
     p.add_argument("--data", metavar="DIR", type=mnist_dir, help="directory with the four MNIST files")
     p.add_argument("--backend", type=one_of(BACKENDS), help="kernel backend (default: the fastest available)")
+    p.add_argument("--plot", metavar="PNG", type=writable_path, help="draw the confusion matrix and the 16 "
+                   "most confident mistakes in this PNG (the extra .[plot])")
     p.set_defaults(run=_evaluate)
 
-    p = sub.add_parser("predict", help="classify one 28×28 image (.png or .npy) with a saved model")
+    p = sub.add_parser("predict", help="classify one image (any Pillow reads, made grey and 28×28; or a .npy "
+                                       "28×28 array) with a saved model")
     p.add_argument("--model", required=True, metavar="PATH", type=existing_file)
     p.add_argument("image", metavar="IMAGE", type=image_file,
-                   help="a .png (8-bit grey/RGB/RGBA/palette) or .npy (28, 28) image")
+                   help="an image Pillow reads (.png, .jpg, …; the extra .[images]), made 8-bit grey and resized to "
+                        "28×28, or a .npy (28, 28) array")
     p.add_argument("--invert", action="store_true", help="dark digit on a light background: invert it first")
     p.add_argument("--backend", type=one_of(BACKENDS), help="kernel backend (default: the fastest available)")
     p.set_defaults(run=_predict)
@@ -440,7 +491,8 @@ def main(argv=None):
         return done.code
     try:
         return args.run(args)
-    except (ValueError, RuntimeError, OSError) as err:  # OSError: missing data files, failed download
+    # OSError: missing data files, failed download; ImportError: a missing optional extra, which the message names
+    except (ValueError, RuntimeError, OSError, ImportError) as err:
         print(f"lepton-nn {args.command}: {err}", file=sys.stderr)
         return 2
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import lepton_nn
-from lepton_nn import checks, fileio, nn, optim
+from lepton_nn import checks, nn, optim, plots
 from lepton_nn import functional as F
 from lepton_nn.tensor import no_grad
 
@@ -334,18 +334,6 @@ CONFIGS = {"reinforce": ReinforceConfig, "dqn": DQNConfig}
 
 
 # --------------------------------------------------------------------------- plot and save
-def pyplot():
-    """matplotlib.pyplot on the Agg backend (files only, no display), or an ImportError naming the extra."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as err:
-        raise ImportError('lepton_nn.rl: plotting needs matplotlib, the optional extra "plot": '
-                          'pip install -e ".[plot]"') from err
-    return plt
-
-
 def running_mean(returns, window=SOLVED_WINDOW):
     """The mean of the last `window` returns at each episode (of all so far, for the first window − 1)."""
     sums = np.cumsum(np.concatenate([[0.0], np.asarray(returns, dtype=float)]))
@@ -356,7 +344,7 @@ def running_mean(returns, window=SOLVED_WINDOW):
 
 def plot_returns(returns, path, title=ENV_ID):
     """Write the return of every episode and its 100-episode running mean to a PNG, 800×450 pixels."""
-    plt = pyplot()
+    plt = plots.pyplot()
     episodes = np.arange(1, len(returns) + 1)
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     ax.plot(episodes, returns, lw=0.8, alpha=0.5, label="return")
@@ -365,10 +353,7 @@ def plot_returns(returns, path, title=ENV_ID):
     ax.set(xlabel="episode", ylabel="return", title=title)
     ax.legend(loc="upper left")
     fig.tight_layout()
-    with fileio.atomic_write(path) as f:
-        fig.savefig(f, format="png")
-    plt.close(fig)
-    return path
+    return plots.save(fig, path)
 
 
 def save_policy(run, path):

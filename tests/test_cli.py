@@ -84,11 +84,25 @@ def test_files_to_read_must_exist(capsys, tmp_path, argv):
     assert f"{missing}: expected an existing file, found no such file" in parse_error(capsys, argv)
 
 
-def test_image_must_be_png_or_npy(capsys, tmp_path):
+def test_image_must_be_a_format_pillow_reads_or_npy(capsys, tmp_path):
+    pytest.importorskip("PIL")
     (tmp_path / "model.lnn").write_bytes(b"")
-    (tmp_path / "digit.jpg").write_bytes(b"")
-    message = parse_error(capsys, ["predict", "--model", "model.lnn", "digit.jpg"])
-    assert "argument IMAGE: digit.jpg: expected a .png or .npy image, found suffix '.jpg'" in message
+    (tmp_path / "digit.txt").write_bytes(b"")
+    message = parse_error(capsys, ["predict", "--model", "model.lnn", "digit.txt"])
+    assert "argument IMAGE: digit.txt: expected an image Pillow reads (.png, .jpg," in message
+    assert "or a .npy array, found suffix '.txt'" in message
+    for name in ("digit.jpg", "digit.PNG", "digit.webp", "digit.npy"):
+        (tmp_path / name).write_bytes(b"")
+        assert cli.image_file(name) == name
+
+
+def test_without_pillow_only_npy_images_pass(capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "PIL", None)
+    (tmp_path / "model.lnn").write_bytes(b"")
+    (tmp_path / "digit.png").write_bytes(b"")
+    message = parse_error(capsys, ["predict", "--model", "model.lnn", "digit.png"])
+    assert 'argument IMAGE: digit.png: reading images needs Pillow, the optional extra "images"' in message
+    assert "(a .npy array needs nothing)" in message
 
 
 def test_a_directory_is_not_a_file(capsys, tmp_path):

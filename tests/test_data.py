@@ -7,6 +7,7 @@ import math
 import os
 import socket
 import struct
+import sys
 import threading
 import time
 import urllib.error
@@ -413,6 +414,108 @@ def test_image_with_nan_or_inf_is_refused_naming_the_file(tmp_path, bad):
 def test_finite_float_image_loads(tmp_path):
     np.save(tmp_path / "digit.npy", np.full((28, 28, 1), 0.5, dtype=np.float64))
     assert images.load_image(tmp_path / "digit.npy").dtype == np.float32
+
+
+def grey_digit():
+    """A 28×28 uint8 test card: a ramp, so every grey level that survives a mode is checked."""
+    return (np.arange(28 * 28).reshape(28, 28) * 255 // (28 * 28 - 1)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name", ["d.png", "d.bmp", "d.tif", "d.gif", "d.webp"])
+def test_grey_images_in_lossless_formats_load_exactly(tmp_path, name):
+    Image = pytest.importorskip("PIL.Image")
+    grey = grey_digit()
+    if name.endswith(".webp"):
+        Image.fromarray(grey).convert("RGB").save(tmp_path / name, lossless=True)
+    else:
+        Image.fromarray(grey).save(tmp_path / name)
+    image = images.load_image(tmp_path / name)
+    assert image.shape == (28, 28, 1) and image.dtype == np.float32
+    np.testing.assert_array_equal(image[..., 0], grey / np.float32(255))
+    np.testing.assert_array_equal(images.load_image(tmp_path / name, invert=True), 1 - image)
+
+
+def test_jpeg_loads_close_to_its_pixels(tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    Image.fromarray(grey_digit()).save(tmp_path / "d.jpg", quality=95)
+    assert np.abs(images.read_image(tmp_path / "d.jpg").astype(int) - grey_digit()).max() <= 6  # JPEG is lossy
+
+
+def test_colour_modes_become_luma(tmp_path):
+    """RGB, palette and CMYK files: L = 0.299 R + 0.587 G + 0.114 B (Pillow rounds it, within 1)."""
+    Image = pytest.importorskip("PIL.Image")
+    rgb = np.random.default_rng(0).integers(0, 256, (28, 28, 3)).astype(np.uint8)
+    luma = rgb @ np.array([0.299, 0.587, 0.114])
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.tif")
+    palette = Image.fromarray(rgb).quantize(colors=256)  # mode P: the luma of each pixel's palette colour
+    palette.save(tmp_path / "p.png")
+    pal_rgb = np.asarray(palette.convert("RGB")) @ np.array([0.299, 0.587, 0.114])
+    assert np.abs(images.read_image(tmp_path / "rgb.png") - luma).max() <= 1
+    assert np.abs(images.read_image(tmp_path / "cmyk.tif") - luma).max() <= 1
+    assert np.abs(images.read_image(tmp_path / "p.png") - pal_rgb).max() <= 1
+
+
+def test_sixteen_bit_and_bilevel_images_are_scaled_not_clipped(tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    deep = (np.arange(28 * 28).reshape(28, 28) * 65535 // (28 * 28 - 1)).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")  # opens in mode I;16
+    np.testing.assert_array_equal(images.read_image(tmp_path / "deep.png"), np.round(deep / 257).astype(np.uint8))
+    bits = np.indices((28, 28)).sum(axis=0) % 2 == 0
+    Image.fromarray(bits).save(tmp_path / "bits.png")  # mode 1
+    np.testing.assert_array_equal(images.read_image(tmp_path / "bits.png"), bits * np.uint8(255))
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_transparent_pixels_are_the_background(tmp_path, mode):
+    """Over black (MNIST's background); with invert, over white, the background of a dark digit."""
+    Image = pytest.importorskip("PIL.Image")
+    rgba = np.zeros((28, 28, 4), np.uint8)
+    rgba[10:18, 10:18] = (200, 200, 200, 255)  # an opaque light square
+    rgba[0, 0] = (90, 90, 90, 128)             # half transparent
+    Image.fromarray(rgba).convert(mode).save(tmp_path / "t.png")
+    on_black = images.read_image(tmp_path / "t.png")
+    assert on_black[12, 12] == 200 and on_black[27, 27] == 0 and abs(int(on_black[0, 0]) - 45) <= 1
+    inverted = images.load_image(tmp_path / "t.png", invert=True)[..., 0] * 255
+    assert inverted[27, 27] == 0 and abs(inverted[12, 12] - 55) < 0.01 and abs(inverted[0, 0] - (255 - 172)) <= 1
+
+
+def test_any_size_is_resized_to_28_by_28_keeping_the_ink(tmp_path):
+    """A 280×280 drawing: shrunk with anti-aliasing, its mean brightness (the ink) kept; a 14×14 enlarged."""
+    Image = pytest.importorskip("PIL.Image")
+    big = np.zeros((280, 280), np.uint8)
+    big[95:185, 120:165] = 255  # a bar whose edges fall inside output pixels
+    Image.fromarray(big).save(tmp_path / "big.png")
+    small = images.read_image(tmp_path / "big.png")
+    assert small.shape == (28, 28) and small[14, 14] == 255 and small[0, 0] == 0 and small[27, 27] == 0
+    edge = small[14, 11:13]
+    assert ((edge > 0) & (edge < 255)).any(), "edges should be grey (anti-aliased), not jagged"
+    assert abs(small.mean() - big.mean()) < 0.02 * big.mean()
+    Image.fromarray(np.full((14, 7), 77, np.uint8)).save(tmp_path / "tiny.png")  # not square: stretched
+    np.testing.assert_array_equal(images.read_image(tmp_path / "tiny.png"), np.full((28, 28), 77, np.uint8))
+
+
+@pytest.mark.parametrize("content", [b"", b"GIF89a", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "truncated"])
+def test_unreadable_images_are_refused_naming_the_file(tmp_path, content):
+    Image = pytest.importorskip("PIL.Image")
+    if content == "truncated":
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)).save(tmp_path / "d.png")
+        content = (tmp_path / "d.png").read_bytes()[:-60]
+    (tmp_path / "d.png").write_bytes(content)
+    with pytest.raises(ValueError) as info:
+        images.load_image(tmp_path / "d.png")
+    assert str(info.value).startswith(f"{tmp_path / 'd.png'}: not an image Pillow can read")
+
+
+def test_without_pillow_npy_still_loads_and_images_name_the_extra(tmp_path, monkeypatch):
+    np.save(tmp_path / "d.npy", np.zeros((28, 28), np.uint8))
+    (tmp_path / "d.png").write_bytes(b"\x89PNG")
+    for name in [m for m in sys.modules if m == "PIL" or m.startswith("PIL.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    assert images.load_image(tmp_path / "d.npy").shape == (28, 28, 1)
+    with pytest.raises(ImportError, match=r'Pillow, the optional extra "images": pip install -e "\.\[images\]"'):
+        images.load_image(tmp_path / "d.png")
 
 
 # --------------------------------------------------------------------------- download

@@ -430,16 +430,6 @@ def write_png(path, grey, filter_type):
                      + chunk(b"IEND", b""))
 
 
-@pytest.mark.parametrize("filter_type", [0, 1, 2])
-def test_png_reader(tmp_path, filter_type):
-    grey = np.random.default_rng(0).integers(0, 256, (28, 28)).astype(np.uint8)
-    write_png(tmp_path / "digit.png", grey, filter_type)
-    np.testing.assert_array_equal(images.read_png(tmp_path / "digit.png"), grey)
-    (tmp_path / "fake.png").write_bytes(b"GIF89a")
-    with pytest.raises(ValueError, match="not a PNG"):
-        images.read_png(tmp_path / "fake.png")
-
-
 def test_cli_predict_on_png_and_npy(tmp_path, capsys):
     _, path, x, _ = trained_small(tmp_path)
     image = (x[3, :, :, 0] * 255).round().astype(np.uint8)

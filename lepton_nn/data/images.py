@@ -1,119 +1,89 @@
-"""One image from a file, for `lepton-nn predict`: a .png (read with the standard library's
-zlib) or a .npy array, as a (28, 28, 1) float32 image in [0, 1]."""
-import struct
-import zlib
+"""One image from a file, for `lepton-nn predict`, as a (28, 28, 1) float32 image in [0, 1].
+
+A .npy array is read by NumPy and must already be 28×28. Any other file is read by Pillow (the
+optional extra "images": PNG, JPEG, GIF, BMP, TIFF, WebP, …, in any mode Pillow opens): it
+becomes 8-bit grey and is resized to 28×28 (see read_image for how, and why that filter).
+"""
 from pathlib import Path
 
 import numpy as np
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type → samples per pixel
+SIZE = (28, 28)  # MNIST's images, width × height
+PILLOW_EXTRA = 'reading images needs Pillow, the optional extra "images": pip install -e ".[images]"'
 
 
-def read_png(path):
-    """A PNG as a uint8 grey-scale (H, W) array, with the standard library only (zlib).
-
-    Supports 8-bit grey, grey + alpha, RGB, RGBA and palette images, non-interlaced (what image
-    editors write by default). Colour becomes grey as 0.299 R + 0.587 G + 0.114 B; transparency
-    is composited over black (MNIST's background). Anything else raises ValueError.
-    """
-    data = Path(path).read_bytes()
-    if data[:8] != _PNG_SIGNATURE:
-        raise ValueError(f"{path}: not a PNG file")
-    pos, header, palette, idat = 8, None, None, []
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
-        crc = data[pos + 8 + length:pos + 12 + length]
-        if len(body) != length or len(crc) != 4 or zlib.crc32(kind + body) != struct.unpack(">I", crc)[0]:
-            raise ValueError(f"{path}: truncated or corrupt PNG (chunk {kind!r})")
-        if kind == b"IHDR" and length != 13 or kind == b"PLTE" and (length % 3 or not length):
-            raise ValueError(f"{path}: corrupt PNG ({kind.decode('latin-1')} chunk of {length} bytes)")
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"PLTE":
-            palette = np.frombuffer(body, dtype=np.uint8).reshape(-1, 3)
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"IEND":
-            break
-        pos += 12 + length
-    if header is None or not idat:
-        raise ValueError(f"{path}: truncated or corrupt PNG (no IHDR or IDAT chunk)")
-    width, height, depth, colour, _, _, interlace = header
-    if depth != 8 or colour not in _PNG_CHANNELS or interlace != 0:
-        raise ValueError(f"{path}: unsupported PNG (bit depth {depth}, colour type {colour}, interlace {interlace}); "
-                         f"only 8-bit non-interlaced grey/RGB/RGBA/palette images are read — save the image "
-                         f"as such or as a .npy array")
-    if colour == 3 and palette is None:
-        raise ValueError(f"{path}: palette PNG without a PLTE chunk")
-    channels = _PNG_CHANNELS[colour]
+def pillow():
+    """PIL.Image, or an ImportError naming the extra."""
     try:
-        raw = zlib.decompress(b"".join(idat))
-    except zlib.error as err:
-        raise ValueError(f"{path}: corrupt PNG image data ({err})") from None
-    stride = width * channels
-    if len(raw) != height * (stride + 1):
-        raise ValueError(f"{path}: corrupt PNG (image data has {len(raw)} bytes, expected {height * (stride + 1)})")
-    pixels = _unfilter(np.frombuffer(raw, dtype=np.uint8).reshape(height, stride + 1), channels, path)
-    pixels = pixels.reshape(height, width, channels).astype(np.float64)
-    if colour == 3:
-        if pixels.max(initial=0) >= len(palette):
-            raise ValueError(f"{path}: corrupt PNG (palette index {int(pixels.max())} beyond its "
-                             f"{len(palette)} colours)")
-        pixels = palette[pixels[..., 0].astype(np.intp)].astype(np.float64)
-        channels = 3
-    grey = pixels[..., 0] if channels <= 2 else pixels[..., :3] @ np.array([0.299, 0.587, 0.114])
-    if channels in (2, 4):
-        grey = grey * pixels[..., -1] / 255.0
-    return np.clip(np.round(grey), 0, 255).astype(np.uint8)
+        from PIL import Image
+    except ImportError as err:
+        raise ImportError(PILLOW_EXTRA) from err
+    return Image
 
 
-def _unfilter(rows, bpp, path):
-    """Undo PNG's per-row filters (0 None, 1 Sub, 2 Up, 3 Average, 4 Paeth), byte arithmetic mod 256."""
-    out = np.zeros((rows.shape[0], rows.shape[1] - 1), dtype=np.int32)
-    previous = np.zeros(out.shape[1], dtype=np.int32)
-    for r, (kind, line) in enumerate(zip(rows[:, 0], rows[:, 1:].astype(np.int32))):
-        if kind in (0, 2):
-            current = (line + (previous if kind == 2 else 0)) % 256
-        elif kind in (1, 3, 4):
-            current = line.copy()
-            for i in range(len(current)):
-                a = current[i - bpp] if i >= bpp else 0
-                b, c = previous[i], (previous[i - bpp] if i >= bpp else 0)
-                if kind == 1:
-                    predictor = a
-                elif kind == 3:
-                    predictor = (a + b) // 2
-                else:
-                    p = a + b - c
-                    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                    predictor = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
-                current[i] = (current[i] + predictor) % 256
-        else:
-            raise ValueError(f"{path}: corrupt PNG (unknown row filter {kind})")
-        out[r] = previous = current
-    return out.astype(np.uint8)
+def read_image(path, background=0):
+    """An image file as a uint8 grey-scale (28, 28) array, read by Pillow.
+
+    Grey: Pillow's ITU-R 601-2 luma, L = 0.299 R + 0.587 G + 0.114 B (palette, CMYK, YCbCr, HSV
+    and bilevel images go through it too); 16-bit samples (modes I;16, I) are scaled by 255/65535
+    rather than clipped at 255, as Pillow's own convert("L") would; float images (mode F) are
+    taken as already in [0, 1]; LAB keeps its lightness band. Transparent pixels are composited
+    over `background` (0 black, MNIST's background; 255 white for a dark digit on a light
+    background). An animated or multi-page file gives its first frame.
+
+    Resize: a non-square image is stretched (crop it to the digit first). The filter is Pillow's
+    BILINEAR, which widens its triangle to the scale factor when it shrinks, so every pixel
+    counts and a stroke's edges turn to grey levels, the anti-aliasing MNIST's digits had; unlike
+    LANCZOS its weights are never negative, so strokes get no ringing halos, and unlike BOX it
+    enlarges a small image smoothly rather than in blocks.
+    Any file Pillow cannot read raises ValueError naming it.
+    """
+    Image = pillow()
+    try:
+        with Image.open(path) as im:
+            im.load()
+            grey = _grey(im, background, Image)
+            if grey.size != SIZE:
+                grey = grey.resize(SIZE, Image.Resampling.BILINEAR)
+            return np.asarray(grey)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        # Pillow raises OSError (UnidentifiedImageError, truncated data), SyntaxError or ValueError
+        # (malformed headers) from its decoders; the message must say which file.
+        raise ValueError(f"{path}: not an image Pillow can read ({type(err).__name__}: {err})") from None
+
+
+def _grey(im, background, Image):
+    """A Pillow image (any mode) as a mode "L" image; see read_image for the rules."""
+    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+        values = np.asarray(im, dtype=np.float64) * (255.0 if im.mode == "F" else 255.0 / 65535.0)
+        values = np.nan_to_num(values, nan=0.0)  # a NaN in a float image would poison the resize
+        return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), mode="L")
+    if im.mode == "LAB":
+        return im.getchannel("L")
+    if im.has_transparency_data:
+        under = Image.new("RGBA", im.size, (background,) * 3 + (255,))
+        im = Image.alpha_composite(under, im.convert("RGBA"))
+    return im.convert("L")
 
 
 def load_image(path, invert=False):
-    """One image for predict: a .png or a .npy file of shape (28, 28) or (28, 28, 1).
+    """One image for predict: a .npy file of shape (28, 28) or (28, 28, 1), or any image file
+    Pillow reads (read_image: grey, resized to 28×28).
 
     uint8 pixels are scaled to [0, 1]; float arrays are taken as already scaled. MNIST digits
-    are light on a dark background: invert=True flips a dark-on-light image.
+    are light on a dark background: invert=True flips a dark-on-light image (and composites
+    transparent pixels over white, its background, before the flip).
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
-    if path.suffix.lower() == ".png":
-        image = read_png(path)
-    elif path.suffix.lower() == ".npy":
+    if path.suffix.lower() == ".npy":
         try:
             image = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as err:
             raise ValueError(f"{path}: not a readable .npy array ({err})") from None
     else:
-        raise ValueError(f"{path}: expected a .png or .npy image")
+        image = read_image(path, background=255 if invert else 0)
     if image.shape not in ((28, 28), (28, 28, 1)):
         raise ValueError(f"{path}: expected a 28×28 image, got shape {image.shape}")
     if image.dtype.kind in "ui":

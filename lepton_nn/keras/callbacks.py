@@ -44,6 +44,13 @@ class History(Callback):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(value)
 
+    def plot(self, path, title=None, val_label="validation"):
+        """Draw the loss and each metric per epoch, training and val_ lines, to a PNG (500×400
+        pixels per panel) with matplotlib, the extra "plot"; returns path. (Keras has no such
+        method: there one plots history.history by hand.)"""
+        from lepton_nn import plots
+        return plots.history(self.history, path, title=title, val_label=val_label)
+
 
 class LambdaCallback(Callback):
     """A callback made of functions: LambdaCallback(on_train_batch_end=lambda batch, logs: ...).
