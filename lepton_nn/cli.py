@@ -342,6 +342,15 @@ def _predict(args):
     return 0
 
 
+def _export(args):
+    from lepton_nn import keras, onnx
+    model = keras.models.load_model(args.model, compile=False)
+    proto = onnx.export(model, args.onnx)  # checked by onnx.checker before it is written
+    ops = ", ".join(node.op_type for node in proto.graph.node)
+    print(f"model {args.model} written to {args.onnx} (ONNX opset {onnx.OPSET}, input {model.input_shape}): {ops}")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="lepton-nn", description="lepton_nn: read, verify and benchmark a neural-network engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -479,6 +488,12 @@ def build_parser():
     p.add_argument("--invert", action="store_true", help="dark digit on a light background: invert it first")
     p.add_argument("--backend", type=one_of(BACKENDS), help="kernel backend (default: the fastest available)")
     p.set_defaults(run=_predict)
+
+    p = sub.add_parser("export", help="write a saved model (.lnn) as ONNX (the extra .[onnx]), for ONNX Runtime "
+                                      "and other ONNX tools; lepton_nn.onnx.load reads it back")
+    p.add_argument("--model", required=True, metavar="PATH", type=existing_file)
+    p.add_argument("--onnx", required=True, metavar="OUT", type=writable_path, help="the .onnx file to write")
+    p.set_defaults(run=_export)
     return parser
 
 

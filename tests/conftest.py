@@ -22,4 +22,4 @@ def mnist_dir():
     path = os.environ.get("LEPTON_NN_MNIST_DIR")
     if not path or not os.path.isdir(path):
         pytest.skip("set LEPTON_NN_MNIST_DIR to a directory with the four MNIST .gz files")
-    return path
+    return os.path.abspath(path)  # tests may chdir (the README passes a relative path)

@@ -56,7 +56,9 @@ from lepton_nn.data import mnist, write_idx
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_MNIST = {"train": 2000, "test": 1000}  # images per split handed to the docs' load_data()
-OPTIONAL_PACKAGES = {"torch": ".[torch]", "tensorflow": ".[peers]", "jax": ".[peers]", "jaxlib": ".[peers]"}
+OPTIONAL_PACKAGES = {"torch": ".[torch]", "tensorflow": ".[peers]", "jax": ".[peers]", "jaxlib": ".[peers]",
+                     "onnx": ".[onnx]", "onnxruntime": ".[onnx]", "gymnasium": ".[rl]", "matplotlib": ".[plot]",
+                     "PIL": ".[images]"}
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
 
 
