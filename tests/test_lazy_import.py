@@ -32,7 +32,7 @@ def test_import_loads_neither_numba_nor_keras_nor_the_other_subpackages():
 
 
 @pytest.mark.parametrize("expression, module, expected", [
-    ("ln.keras.Sequential", "lepton_nn.keras", "lepton_nn.keras.models.Sequential"),
+    ("ln.keras.Sequential", "lepton_nn.keras", "lepton_nn.keras.sequential.Sequential"),
     ("ln.keras.layers.Dense", "lepton_nn.keras", "lepton_nn.keras.layers.Dense"),
     ("ln.nn.Linear", "lepton_nn.nn", "lepton_nn.nn.layers.Linear"),
     ("ln.optim.Adam", "lepton_nn.optim", "lepton_nn.optim.Adam"),

@@ -11,7 +11,8 @@
 
 Layers are thin channels-last wrappers over lepton_nn.nn (layers.py); a Model (Sequential, or
 the functional keras.Model(inputs, outputs) of functional.py's graph) does compile, fit,
-evaluate, predict, summary and save (models.py); the .lnn file format is in saving.py.
+evaluate, predict, summary and save (models.py; the two kinds in sequential.py and
+functional_model.py); the .lnn file format is in saving.py.
 Walkthrough: docs/tutorial.md; functional models, nesting and freezing: docs/keras_functional.md.
 """
 from lepton_nn.keras import callbacks, datasets, layers, losses, models, optimizers, utils

@@ -10,7 +10,7 @@ their shapes, and the call is recorded as a Node (layer, the call's arguments wi
 KerasTensors in them, its output KerasTensors), whose outputs carry the shapes the layer's
 compute_output_shape gives. A layer called twice has two nodes and one set of weights.
 keras.Model walks back from the outputs to the inputs (topological_nodes) and runs the nodes in
-that order on real Tensors (keras/models.py, Functional).
+that order on real Tensors (keras/functional_model.py, Functional).
 
 What a node may record: tensors as positional arguments (or a list of them, as Add([a, b])
 takes), keyword arguments that are True, False, None, numbers or strings (training=False,
