@@ -17,6 +17,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(__AVX__)
+#include <immintrin.h>  /* the GEMM micro-kernel's fused multiply-add */
+#endif
 
 /* Vector math. Where glibc's libmvec links (build_ffi.py probes it and defines
  * LEPTON_VECTOR_MATH), these declarations tell the compiler that it has SIMD versions of
@@ -165,6 +168,76 @@ static void conv_tap_offsets(const lepton_window *conv, int64_t *tap_at)
             for (int64_t q = 0; q < conv->kw; q++, t++) tap_at[t] = (ci * conv->h + p) * conv->w + q;
         }
     }
+}
+
+/* ---- GEMM (gemm_naive, gemm_blocked, gemm_packed in lepton_kernels_generic.inc) ----------
+ * The packed GEMM's micro-kernel keeps an MR x NR tile of C in vector registers: NR = two
+ * vectors of GEMM_VEC_BYTES, MR rows, so that MR * 2 accumulators + 2 rows of B + 1 broadcast
+ * fit the register file (32 registers with AVX-512: MR = 8; 16 otherwise: MR = 6).
+ * Why each block size: docs/benchmarks.md, "Our GEMM, step by step". */
+#if defined(__AVX512F__)
+#define GEMM_VEC_BYTES 64
+#define GEMM_MR 8
+#elif defined(__AVX__)
+#define GEMM_VEC_BYTES 32
+#define GEMM_MR 6
+#else
+#define GEMM_VEC_BYTES 16
+#define GEMM_MR 6
+#endif
+/* KC: the depth of one pass; a KC x NR panel of packed B (32 KB, L1's size here) is reused by
+ * the MC/MR panels of A that stream past it. MC x KC of packed A (128 KB in float) stays in L2, KC x NC of B
+ * in L2/L3. The same counts for float and double: NR (in elements) halves for double. */
+#define GEMM_KC 256
+#define GEMM_MC 128
+#define GEMM_NC 2048
+/* The blocked (unpacked) GEMM's blocks: KC x NC of B (128 KB in float) stays in L2. */
+#define BLOCKED_KC 128
+#define BLOCKED_MC 64
+#define BLOCKED_NC 256
+/* Multiply-adds below which the packed GEMM stays on one thread. */
+#define GEMM_PARALLEL_MIN_MACS (1 << 21)
+
+typedef float lepton_vec_f32 __attribute__((vector_size(GEMM_VEC_BYTES)));
+typedef double lepton_vec_f64 __attribute__((vector_size(GEMM_VEC_BYTES)));
+
+/* a * b + c, one fused multiply-add per lane where the CPU has them (the build forbids the
+ * compiler to fuse on its own, see MUL_ADD); else a product and a sum. */
+static inline lepton_vec_f32 lepton_vec_fma_f32(lepton_vec_f32 a, lepton_vec_f32 b, lepton_vec_f32 c)
+{
+#if GEMM_VEC_BYTES == 64
+    return (lepton_vec_f32)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif GEMM_VEC_BYTES == 32 && defined(__FMA__)
+    return (lepton_vec_f32)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#else
+    return a * b + c;
+#endif
+}
+
+static inline lepton_vec_f64 lepton_vec_fma_f64(lepton_vec_f64 a, lepton_vec_f64 b, lepton_vec_f64 c)
+{
+#if GEMM_VEC_BYTES == 64
+    return (lepton_vec_f64)_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c);
+#elif GEMM_VEC_BYTES == 32 && defined(__FMA__)
+    return (lepton_vec_f64)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
+#else
+    return a * b + c;
+#endif
+}
+
+/* The number of threads in the current parallel region (1 outside one, or without OpenMP). */
+static int64_t thread_count(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+int64_t lepton_gemm_workspace_size(void)
+{
+    return GEMM_MC * GEMM_KC + GEMM_KC * GEMM_NC;
 }
 
 /* FN(relu_forward) -> lepton_relu_forward_f32 while SUFFIX is f32. */

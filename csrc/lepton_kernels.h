@@ -34,7 +34,7 @@
 /* cffi-cdef-begin */
 
 /* Bumped whenever a signature below changes, so the wrapper can refuse a stale build. */
-#define LEPTON_KERNELS_ABI 8
+#define LEPTON_KERNELS_ABI 9
 
 typedef struct {
     int64_t n, c;          /* samples and channels of the input                     */
@@ -243,6 +243,36 @@ void lepton_masked_softmax_backward_f32(const float *grad_y, const float *y, int
                                         float *grad_s);
 void lepton_masked_softmax_backward_f64(const double *grad_y, const double *y, int64_t rows, int64_t t_k,
                                         double *grad_s);
+
+/* ---- gemm: C (m, n) = op(A) (m, k) · op(B) (k, n), plus C itself if accumulate -------------
+ * Operands through strides (in elements, any sign; the arrays need not be contiguous):
+ *   op(A)[i, p] = a[i*a_rs + p*a_cs],  op(B)[p, j] = b[p*b_rs + j*b_cs],  C[i, j] = c[i*ldc + j]
+ * so op(A) = Aᵀ is the same call with the two strides swapped. accumulate 0 overwrites C
+ * without reading it. Every product is computed (no zero is skipped), so NaN and inf propagate
+ * as IEEE arithmetic says. c must not overlap a or b.
+ * Three algorithms, the steps of docs/benchmarks.md "Our GEMM, step by step":
+ *   naive    the triple loop of the definition;
+ *   blocked  loops reordered (i, p, j) in cache blocks;
+ *   packed   BLIS's loops: packed panels and a register-blocked micro-kernel, on up to `slots`
+ *            threads, with workspace slots x lepton_gemm_workspace_size() values (one slot each);
+ *            results do not depend on the number of threads.
+ */
+void lepton_gemm_naive_f32(int64_t m, int64_t n, int64_t k, const float *a, int64_t a_rs, int64_t a_cs,
+                           const float *b, int64_t b_rs, int64_t b_cs, int accumulate, float *c, int64_t ldc);
+void lepton_gemm_naive_f64(int64_t m, int64_t n, int64_t k, const double *a, int64_t a_rs, int64_t a_cs,
+                           const double *b, int64_t b_rs, int64_t b_cs, int accumulate, double *c, int64_t ldc);
+void lepton_gemm_blocked_f32(int64_t m, int64_t n, int64_t k, const float *a, int64_t a_rs, int64_t a_cs,
+                             const float *b, int64_t b_rs, int64_t b_cs, int accumulate, float *c, int64_t ldc);
+void lepton_gemm_blocked_f64(int64_t m, int64_t n, int64_t k, const double *a, int64_t a_rs, int64_t a_cs,
+                             const double *b, int64_t b_rs, int64_t b_cs, int accumulate, double *c, int64_t ldc);
+void lepton_gemm_packed_f32(int64_t m, int64_t n, int64_t k, const float *a, int64_t a_rs, int64_t a_cs,
+                            const float *b, int64_t b_rs, int64_t b_cs, int accumulate, float *c, int64_t ldc,
+                            int64_t slots, float *workspace);
+void lepton_gemm_packed_f64(int64_t m, int64_t n, int64_t k, const double *a, int64_t a_rs, int64_t a_cs,
+                            const double *b, int64_t b_rs, int64_t b_cs, int accumulate, double *c, int64_t ldc,
+                            int64_t slots, double *workspace);
+/* Values of one workspace slot of gemm_packed (the same for both dtypes). */
+int64_t lepton_gemm_workspace_size(void);
 
 /* cffi-cdef-end */
 

@@ -1,8 +1,8 @@
 """The kernel benchmark's cases: one fwd+bwd pass of one layer at one shape, runnable on every
 lepton_nn backend and in PyTorch, and the timer both use.
 
-Each `Case` is the MNIST CNN's layer at batch 64, a many-channel convolution, or a kernel of
-nanoGPT's baby GPT at its training batch (lepton_nn/shakespeare.py).
+Each `Case` is the MNIST CNN's layer at batch 64, a many-channel convolution, a kernel of
+nanoGPT's baby GPT at its training batch (lepton_nn/shakespeare.py), or one of our GEMMs.
 `case.make(backend)` builds seeded float32 inputs once and returns a zero-argument function that
 runs the pass through that backend's kernels and returns its outputs; `case.make_torch()` does
 the same in PyTorch. Timing calls only the returned function, so input creation is never timed
@@ -372,6 +372,55 @@ def causal_softmax_case(name, shape):
                 kernels=("masked_softmax_forward", "masked_softmax_backward"))
 
 
+# --------------------------------------------------------------------------- our GEMMs, step by step
+GEMM_STEPS = {"naive": ("naive", None), "blocked": ("blocked", None),  # step: (algorithm, threads)
+              "packed1": ("packed", 1), "packed": ("packed", None)}
+
+
+def gemm_case(name, m, k, n, trans_a, trans_b, step, what):
+    """C = op(A)·op(B), float32: the c backend's gemm with one algorithm of GEMM_STEPS (packed1:
+    the packed one on one thread), against NumPy's @ (OpenBLAS: the numpy row, so "× numpy" is the
+    fraction of OpenBLAS's rate) and torch.matmul, each on the same stored (transposed) operands."""
+    algorithm, threads = GEMM_STEPS[step]
+
+    def inputs():
+        rng = _rng()
+        return _normal(rng, (k, m) if trans_a else (m, k)), _normal(rng, (n, k) if trans_b else (k, n))
+
+    def make(backend):
+        kern = engine_kernels(backend)
+        a, b = inputs()
+        # the reference (numpy, or a backend without a GEMM of its own) has no algorithms to choose
+        ours = {"algorithm": algorithm, "threads": threads} if backend != "numpy" and "gemm" in kern.native else {}
+
+        def run():
+            return (kern.gemm(a, b, trans_a, trans_b, **ours),)
+        return run
+
+    def make_torch():
+        torch = _torch()
+        a, b = _torch_arrays(inputs())
+
+        def run():
+            return _detached(torch.matmul(a.T if trans_a else a, b.T if trans_b else b))
+        return run
+
+    stored = f"A{'ᵀ' if trans_a else ''}·B{'ᵀ' if trans_b else ''}"
+    return Case(name, f"GEMM {what} ({stored}), ours: {step}", f"{m}×{k}·{k}×{n}", 2 * m * k * n, "2·M·K·N",
+                make, make_torch, kernels=("gemm",))
+
+
+# The MNIST dense layer's three products at batch 64 (x 64×5408, W 128×5408, g 64×128), and 1024³;
+# the naive loop is left out of 1024³ (seconds per call).
+GEMM_SHAPES = [("fwd", 64, 5408, 128, False, True, "y = x·Wᵀ"),
+               ("wgrad", 128, 64, 5408, True, False, "∂W = gᵀ·x"),
+               ("igrad", 64, 128, 5408, False, False, "∂x = g·W"),
+               ("1024", 1024, 1024, 1024, False, False, "1024³")]
+GEMM_CASES = [gemm_case(f"gemm_{label}_{step}", m, k, n, trans_a, trans_b, step, what)
+              for label, m, k, n, trans_a, trans_b, what in GEMM_SHAPES for step in GEMM_STEPS
+              if not (label == "1024" and step == "naive")]
+
+
 # --------------------------------------------------------------------------- the list
 # The MNIST CNN at batch 64: Conv2D(32, 3×3) → MaxPool 2×2 → ReLU → Flatten → Dense 128 → Dense 10.
 MNIST_PARAMS = [(32, 1, 3, 3), (32,), (128, 5408), (128,), (10, 128), (10,)]  # 693,962 values
@@ -389,6 +438,7 @@ CASES = [
     gelu_case("gelu", (12, 64, 512)),
     layer_norm_case("layernorm", (12, 64, 128)),
     causal_softmax_case("softmax", (12, 4, 64, 64)),
+    *GEMM_CASES,  # our GEMMs, step by step (docs/benchmarks.md)
 ]
 
 

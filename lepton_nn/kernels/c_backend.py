@@ -14,6 +14,9 @@ and v must already be C-contiguous and writable (else ValueError).
   MB, so samples go through in chunks whose columns fit a per-thread workspace of
   WORKSPACE_BYTES, kept between calls: a training loop does not allocate the column buffer
   again at every step.
+- gemm: three GEMMs of our own (naive, blocked, packed: the steps of docs/benchmarks.md, "Our
+  GEMM, step by step"), reading their operands through strides, so transposes and sliced views
+  are never copied. The engine's layers still call np.matmul.
 - gelu and the masked softmax call the C99 erf, exp and tanh. Where the build found glibc's
   vector math library (csrc/build_ffi.py), their loops vectorise and call its SIMD versions
   of these functions, several elements per call.
@@ -25,7 +28,7 @@ import math
 
 import numpy as np
 
-from lepton_nn.checks import class_labels, indices as valid_indices
+from lepton_nn.checks import class_labels, int_at_least, indices as valid_indices
 from lepton_nn.kernels.reference import output_size
 from lepton_nn.kernels.workspace import scratch, zero_padded
 
@@ -34,7 +37,7 @@ try:
 except ImportError as err:
     raise ImportError(f"C extension not built: {err}; reinstall with a C compiler: pip install -e .") from err
 
-_ABI = 8  # must match LEPTON_KERNELS_ABI in csrc/lepton_kernels.h
+_ABI = 9  # must match LEPTON_KERNELS_ABI in csrc/lepton_kernels.h
 if lib.LEPTON_KERNELS_ABI != _ABI:
     raise ImportError(f"C extension is stale (ABI {lib.LEPTON_KERNELS_ABI}, this wrapper needs {_ABI}); "
                       "rebuild it: pip install -e .")
@@ -46,6 +49,7 @@ WORKSPACE_BYTES = 8 << 20
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 _C_ARRAY = {np.dtype(np.float32): "float[]", np.dtype(np.float64): "double[]",
             np.dtype(np.int64): "int64_t[]", np.dtype(np.int32): "int32_t[]", np.dtype(np.uint8): "uint8_t[]"}
+_C_POINTER = {np.dtype(np.float32): "float *", np.dtype(np.float64): "double *"}
 _C_POINTER_ARRAY = {np.dtype(np.float32): "float *[]", np.dtype(np.float64): "double *[]"}
 
 
@@ -542,3 +546,62 @@ def embedding_backward(grad_y, indices, num_embeddings):
     grad_w = np.empty((num_embeddings, dim), dtype)
     _kernel("embedding_backward", dtype)(_ptr(grad_y), _ptr(indices), indices.size, dim, num_embeddings, _ptr(grad_w))
     return grad_w
+
+
+# --------------------------------------------------------------------------- gemm
+GEMM_ALGORITHMS = ("naive", "blocked", "packed")
+
+
+def _strided(x, owner, name):
+    """(x, pointer to x[0, 0], row stride, column stride) of the 2-D array x, strides in elements
+    (any sign): C reads x where it lies, whatever its layout. A layout that no element stride
+    describes (a misaligned byte view) is copied first; the caller keeps the returned x alive."""
+    if x.ndim != 2:
+        raise ValueError(f"{owner}: {name} must be a matrix (2-D), got shape {x.shape}")
+    if any(s % x.itemsize for s in x.strides):
+        x = np.ascontiguousarray(x)
+    pointer = ffi.cast(_C_POINTER[x.dtype], x.ctypes.data)
+    return x, pointer, x.strides[0] // x.itemsize, x.strides[1] // x.itemsize
+
+
+def gemm(a, b, trans_a=False, trans_b=False, c=None, *, algorithm="packed", threads=None):
+    """reference.gemm: op(A) @ op(B) (+ c) in C, with one of GEMM_ALGORITHMS ("packed", the fast
+    one, by default) on up to `threads` threads (packed only; default: lepton_max_threads()).
+
+    A transpose swaps the strides C reads the operand with: nothing is copied (docs/benchmarks.md,
+    "Our GEMM, step by step", for the algorithms and their speed).
+    """
+    owner = "gemm (c)"
+    a, b = np.asarray(a), np.asarray(b)
+    dtype = a.dtype
+    if b.dtype != dtype or dtype not in _SUFFIX:
+        raise TypeError(f"{owner}: a and b must both be float32 or both float64, got {a.dtype} and {b.dtype}")
+    if algorithm not in GEMM_ALGORITHMS:
+        raise ValueError(f"{owner}: algorithm must be one of {', '.join(GEMM_ALGORITHMS)}, got {algorithm!r}")
+    slots = int(lib.lepton_max_threads()) if threads is None else int_at_least(threads, owner, "threads", 1)
+    a, a_ptr, a_rs, a_cs = _strided(a, owner, "a")
+    b, b_ptr, b_rs, b_cs = _strided(b, owner, "b")
+    (m, k), (k_b, n) = a.shape[::-1] if trans_a else a.shape, b.shape[::-1] if trans_b else b.shape
+    if trans_a:
+        a_rs, a_cs = a_cs, a_rs
+    if trans_b:
+        b_rs, b_cs = b_cs, b_rs
+    if k_b != k:
+        raise ValueError(f"{owner}: op(a) is {m}×{k} and op(b) is {k_b}×{n}: op(b) needs {k} rows "
+                         f"(a {a.shape}, trans_a={trans_a}; b {b.shape}, trans_b={trans_b})")
+    out = np.empty((m, n), dtype)
+    if c is not None:
+        try:
+            np.copyto(out, c)
+        except ValueError:
+            raise ValueError(f"{owner}: c of shape {np.shape(c)} does not broadcast to the product's "
+                             f"{(m, n)}") from None
+    if m == 0 or n == 0:
+        return out
+    args = (m, n, k, a_ptr, a_rs, a_cs, b_ptr, b_rs, b_cs, int(c is not None), _ptr(out), n)
+    if algorithm == "packed":
+        workspace = scratch("gemm packing", (slots, int(lib.lepton_gemm_workspace_size())), dtype)
+        _kernel("gemm_packed", dtype)(*args, slots, _ptr(workspace))
+    else:
+        _kernel(f"gemm_{algorithm}", dtype)(*args)
+    return out

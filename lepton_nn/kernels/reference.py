@@ -28,6 +28,7 @@ KERNELS = (
     "batch_norm_forward", "batch_norm_backward",
     "gelu_forward", "gelu_backward",
     "masked_softmax_forward", "masked_softmax_backward",
+    "gemm",
 )
 
 
@@ -506,3 +507,20 @@ def batch_norm_backward(grad_y, x, mean, rstd, weight, need_x=True, need_weight=
     if need_bias:
         grad_b = sum_g
     return grad_x, grad_w, grad_b
+
+
+# --------------------------------------------------------------------------- gemm
+def gemm(a, b, trans_a=False, trans_b=False, c=None):
+    """General matrix multiply, with either operand transposed and an optional addend:
+
+        C[i, j] = Σ_p op(A)[i, p] · op(B)[p, j]  (+ c[i, j]),    op(X) = Xᵀ if trans_x else X
+
+    a (M, K) or (K, M) if trans_a, b (K, N) or (N, K) if trans_b, c None or broadcastable to
+    (M, N) (e.g. a bias (N,)) → C (M, N), a new array of a's dtype. K = 0 gives zeros (or c).
+    Every product counts, as IEEE arithmetic says: a NaN or ±inf in a row of op(A) or a column
+    of op(B) reaches its row or column of C (0·inf is NaN), as NumPy's @ (OpenBLAS) does.
+    The dense layer's three products are gemm(x, W, trans_b=True), gemm(g, W) and
+    gemm(g, x, trans_a=True).
+    """
+    product = (a.T if trans_a else a) @ (b.T if trans_b else b)
+    return product if c is None else np.add(product, c, out=product)  # in C's dtype, as the fast GEMMs

@@ -1,0 +1,214 @@
+"""Our GEMMs (the c backend's gemm: naive, blocked, packed) against NumPy's @, the specification.
+
+C = op(A)·op(B) (+ c) is checked in float32 and float64 on shapes that reach every edge of the
+packed GEMM's blocking (a partial MR×NR tile, several KC passes over the depth, more than one
+MC block of rows and NC block of columns), with either operand transposed and with operands
+that are strided views, read in place.
+
+Tolerance. A dot product of K terms computed in another order differs by at most about
+K·u·Σ|a_ip·b_pj| (u: unit roundoff, 6e-8 in float32, 1e-16 in float64), and by ~√K·u·Σ|…| in
+practice; so each element is compared relative to its own Σ_p |op(A)[i, p]|·|op(B)[p, j]| (the
+"K-scaled magnitude"), with 1e-5 for float32 and 1e-12 for float64. An indexing mistake is an
+error of order 1 of that scale.
+"""
+import numpy as np
+import pytest
+
+from lepton_nn import kernels
+from lepton_nn.kernels import reference
+
+c_backend = pytest.importorskip("lepton_nn.kernels.c_backend", reason="the C extension is not built")
+
+ALGORITHMS = c_backend.GEMM_ALGORITHMS
+DTYPES = [np.float32, np.float64]
+RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+
+# (M, K, N): trivial; odd; a partial micro-tile in every direction; empty ones; K over several KC
+# passes (KC = 256); M over two MC blocks (MC = 128); N over two NC blocks (NC = 2048).
+SHAPES = [(1, 1, 1), (7, 13, 5), (65, 129, 33), (0, 4, 3), (3, 4, 0), (0, 0, 0), (17, 600, 40),
+          (131, 9, 19), (3, 5, 2100)]
+
+
+def op(x, trans):
+    return x.T if trans else x
+
+
+def operands(rng, m, k, n, dtype, trans_a=False, trans_b=False):
+    """a and b, stored so that op(a) is (m, k) and op(b) is (k, n)."""
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    return a, b
+
+
+def assert_gemm_close(got, a, b, trans_a=False, trans_b=False, c=None):
+    """got equals NumPy's op(a) @ op(b) (+ c), in a's dtype, within RTOL of the K-scaled magnitude."""
+    a_op, b_op = op(a, trans_a), op(b, trans_b)
+    want = a_op @ b_op if c is None else a_op @ b_op + c
+    assert isinstance(got, np.ndarray) and got.dtype == a.dtype and got.shape == want.shape
+    magnitude = np.abs(a_op).astype(np.float64) @ np.abs(b_op).astype(np.float64)
+    if c is not None:
+        magnitude = magnitude + np.abs(c)
+    error = np.abs(got.astype(np.float64) - want)
+    bound = RTOL[a.dtype] * magnitude + np.finfo(a.dtype).tiny
+    worst = np.unravel_index(np.argmax(error - bound), error.shape) if error.size else ()
+    assert np.all(error <= bound), f"worst at {worst}: got {got[worst]}, want {want[worst]}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda t: np.dtype(t).name)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("m, k, n", SHAPES, ids=lambda s: str(s))
+def test_gemm_matches_numpy(algorithm, dtype, m, k, n):
+    rng = np.random.default_rng(m * 10007 + k * 101 + n)
+    a, b = operands(rng, m, k, n, dtype)
+    got = c_backend.gemm(a, b, algorithm=algorithm)
+    assert_gemm_close(got, a, b)
+    if k == 0:  # an empty sum, written as such (the output buffer is not zeroed beforehand)
+        np.testing.assert_array_equal(got, np.zeros((m, n), dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda t: np.dtype(t).name)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("trans_a, trans_b", [(False, True), (True, False), (True, True)])
+@pytest.mark.parametrize("m, k, n", [(65, 129, 33), (17, 600, 40)], ids=lambda s: str(s))
+def test_transposed_operands(algorithm, dtype, trans_a, trans_b, m, k, n):
+    rng = np.random.default_rng(3)
+    a, b = operands(rng, m, k, n, dtype, trans_a, trans_b)
+    assert_gemm_close(c_backend.gemm(a, b, trans_a, trans_b, algorithm=algorithm), a, b, trans_a, trans_b)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_the_dense_layers_three_products(algorithm):
+    """y = x·Wᵀ, ∂x = g·W and ∂W = gᵀ·x, at the MNIST dense layer's shapes with batch 5."""
+    rng = np.random.default_rng(4)
+    x, w, g = (rng.standard_normal(s).astype(np.float32) for s in ((5, 5408), (128, 5408), (5, 128)))
+    assert_gemm_close(c_backend.gemm(x, w, trans_b=True, algorithm=algorithm), x, w, trans_b=True)
+    assert_gemm_close(c_backend.gemm(g, w, algorithm=algorithm), g, w)
+    assert_gemm_close(c_backend.gemm(g, x, trans_a=True, algorithm=algorithm), g, x, trans_a=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda t: np.dtype(t).name)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_strided_views_are_read_in_place(algorithm, dtype):
+    """Slices with steps, a reversed axis, a column of a Fortran-ordered array and a broadcast
+    (zero-stride) operand: read through their strides, and equal to NumPy's result."""
+    rng = np.random.default_rng(5)
+    big_a = rng.standard_normal((40, 90)).astype(dtype)
+    big_b = rng.standard_normal((70, 60)).astype(dtype)
+    a = big_a[1::2, ::3]                 # (20, 30), both strides > 1
+    b = big_b[::-2, 5:55][:30]           # (30, 50), negative row stride
+    assert_gemm_close(c_backend.gemm(a, b, algorithm=algorithm), a, b)
+    a_t, b_t = big_a.T[::3, 1::2], big_b.T[:50, ::-2][:, :30]  # the same kind of views, transposed
+    assert_gemm_close(c_backend.gemm(a_t, b_t, True, True, algorithm=algorithm), a_t, b_t, True, True)
+    fortran = np.asfortranarray(rng.standard_normal((30, 25)).astype(dtype))
+    assert_gemm_close(c_backend.gemm(a, fortran, algorithm=algorithm), a, fortran)
+    row = np.broadcast_to(rng.standard_normal(30).astype(dtype), (20, 30))  # strides (0, itemsize)
+    assert_gemm_close(c_backend.gemm(row, b, algorithm=algorithm), row, b)
+
+
+def test_a_misaligned_byte_view_is_copied_not_misread():
+    raw = np.zeros(4 * 6 * 4 + 1, np.uint8)[1:].view(np.float32).reshape(4, 6)  # aligned to 1 byte
+    raw[...] = np.arange(24, dtype=np.float32).reshape(4, 6)
+    b = np.ones((6, 3), np.float32)
+    np.testing.assert_array_equal(c_backend.gemm(raw, b), raw @ b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda t: np.dtype(t).name)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_the_addend_c_is_added_and_never_changed(algorithm, dtype):
+    rng = np.random.default_rng(6)
+    a, b = operands(rng, 9, 300, 37, dtype)
+    bias = rng.standard_normal(37).astype(dtype)
+    assert_gemm_close(c_backend.gemm(a, b, c=bias, algorithm=algorithm), a, b, c=bias)  # broadcast (N,)
+    full = rng.standard_normal((9, 37)).astype(dtype)
+    kept = full.copy()
+    assert_gemm_close(c_backend.gemm(a, b, c=full, algorithm=algorithm), a, b, c=full)
+    np.testing.assert_array_equal(full, kept)
+    empty_a, empty_b = np.zeros((9, 0), dtype), np.zeros((0, 37), dtype)
+    np.testing.assert_array_equal(c_backend.gemm(empty_a, empty_b, c=full, algorithm=algorithm), full)
+    with pytest.raises(ValueError, match=r"gemm \(c\): c of shape \(36,\) does not broadcast to .* \(9, 37\)"):
+        c_backend.gemm(a, b, c=bias[:36], algorithm=algorithm)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in matmul:RuntimeWarning")  # NumPy's 0·inf
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda t: np.dtype(t).name)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_nan_and_inf_propagate_as_numpy(algorithm, dtype):
+    """Every product is computed: a NaN in row i of A makes row i of C NaN, an inf times 0 is NaN,
+    an inf times numbers is ±inf; NumPy's @ (OpenBLAS) gives the same, element by element."""
+    rng = np.random.default_rng(7)
+    a, b = operands(rng, 19, 300, 40, dtype)
+    a[2, 7] = np.nan
+    b[:, 5] = 0  # column 5 of B is zero except an inf: row r of C gets a[r, 280]·inf
+    b[280, 5] = np.inf
+    a[4, 280] = 0  # … which is 0·inf = NaN in row 4
+    b[11, 33] = -np.inf
+    got, want = c_backend.gemm(a, b, algorithm=algorithm), a @ b
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    np.testing.assert_array_equal(got[np.isinf(want)], want[np.isinf(want)])
+    assert np.isnan(got[2]).all() and np.isnan(got[4, 5]) and np.isinf(got[:, 5]).sum() == 17
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-3)
+
+
+def test_the_packed_gemm_gives_the_same_bits_on_any_number_of_threads():
+    """Each thread owns a band of C and every sum runs in the same order: no thread-count drift."""
+    rng = np.random.default_rng(8)
+    for (m, k, n) in [(70, 300, 530), (530, 300, 70)]:  # split by columns, then by rows
+        a, b = operands(rng, m, k, n, np.float32)
+        one = c_backend.gemm(a, b, threads=1)
+        for threads in (2, 3):
+            np.testing.assert_array_equal(c_backend.gemm(a, b, threads=threads), one)
+
+
+def test_every_algorithm_sums_in_float64_to_the_exact_product_of_small_integers():
+    """Integer-valued operands: every partial sum is exact, so all three are bit-identical to @."""
+    rng = np.random.default_rng(9)
+    a = rng.integers(-8, 9, (33, 70)).astype(np.float64)
+    b = rng.integers(-8, 9, (70, 45)).astype(np.float64)
+    for algorithm in ALGORITHMS:
+        np.testing.assert_array_equal(c_backend.gemm(a, b, algorithm=algorithm), a @ b)
+
+
+def test_arguments_are_checked():
+    a32, b32 = np.ones((3, 4), np.float32), np.ones((4, 5), np.float32)
+    with pytest.raises(TypeError, match=r"gemm \(c\): a and b must both be float32 or both float64, got float32 an"):
+        c_backend.gemm(a32, b32.astype(np.float64))
+    with pytest.raises(TypeError, match="got int64 and int64"):
+        c_backend.gemm(np.ones((3, 4), np.int64), np.ones((4, 5), np.int64))
+    with pytest.raises(ValueError, match=r"op\(a\) is 3×4 and op\(b\) is 5×4: op\(b\) needs 4 rows"):
+        c_backend.gemm(a32, b32, trans_b=True)
+    with pytest.raises(ValueError, match=r"b must be a matrix \(2-D\), got shape \(4,\)"):
+        c_backend.gemm(a32, np.ones(4, np.float32))
+    with pytest.raises(ValueError, match="algorithm must be one of naive, blocked, packed, got 'fast'"):
+        c_backend.gemm(a32, b32, algorithm="fast")
+    with pytest.raises(ValueError, match="threads must be a positive int, got 0"):
+        c_backend.gemm(a32, b32, threads=0)
+
+
+def test_the_reference_is_the_textbook_product():
+    """reference.gemm on numbers small enough to check by hand, and its K = 0 and addend cases."""
+    a = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    b = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    np.testing.assert_array_equal(reference.gemm(a, b), [[4.0, 5.0], [10.0, 11.0]])
+    np.testing.assert_array_equal(reference.gemm(b, a, True, True), [[4.0, 10.0], [5.0, 11.0]])
+    np.testing.assert_array_equal(reference.gemm(a, b, c=np.array([10.0, 20.0])), [[14.0, 25.0], [20.0, 31.0]])
+    np.testing.assert_array_equal(reference.gemm(np.zeros((2, 0)), np.zeros((0, 3))), np.zeros((2, 3)))
+    assert reference.gemm(a.astype(np.float32), b.astype(np.float32), c=np.ones(2)).dtype == np.float32
+
+
+def test_gemm_is_a_kernel_that_the_c_backend_runs_natively():
+    assert "gemm" in kernels.KERNELS
+    assert "gemm" in kernels.get("c").native
+    if "numba" in kernels.available_backends():  # no numba GEMM yet: the reference serves it
+        assert "gemm" in kernels.get("numba").fallback
+
+
+def test_gemm_matches_pytorch_in_float64():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(10)
+    a, b = operands(rng, 65, 129, 33, np.float64, trans_a=True)
+    want = torch.matmul(torch.from_numpy(a).T, torch.from_numpy(b)).numpy()
+    for algorithm in ALGORITHMS:
+        np.testing.assert_allclose(c_backend.gemm(a, b, trans_a=True, algorithm=algorithm), want,
+                                   rtol=1e-12, atol=1e-12 * np.abs(want).max())
