@@ -29,6 +29,7 @@ from collections import Counter, namedtuple
 
 import numpy as np
 
+from lepton_nn import fileio
 from lepton_nn import functional as F
 from lepton_nn import nn
 from lepton_nn.keras import layers as klayers
@@ -382,7 +383,8 @@ def export(model, path, sample_input=None):
     proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)],
                                    ir_version=IR_VERSION, producer_name="lepton_nn")
     onnx.checker.check_model(proto, full_check=True)
-    onnx.save(proto, str(path))
+    with fileio.atomic_write(path) as f:  # a crash never leaves half a file
+        f.write(proto.SerializeToString())
     return proto
 
 

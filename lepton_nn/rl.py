@@ -262,21 +262,25 @@ def reinforce(seed=0, config=None, progress=False):
     baseline = mlp(n_states, config.hidden, 1)  # b(s) ≈ E[G | s]
     opt = optim.Adam([*policy.parameters(), *baseline.parameters()], lr=config.lr)
     bar, start = _Progress(config.episodes, "reinforce", progress), time.perf_counter()
-    for episode in range(config.episodes):
-        states, actions, rewards = [], [], []
-        state, _ = env.reset(seed=seed if episode == 0 else None)
-        done = False
-        while not done:
-            action = policy_action(policy, state, rng)
-            states.append(state)
-            actions.append(action)
-            state, reward, terminated, truncated, _ = env.step(action)
-            rewards.append(reward)
-            done = terminated or truncated
-        reinforce_update(policy, baseline, opt, np.array(states), np.array(actions), rewards, config.gamma)
-        run.env_steps, run.updates = run.env_steps + len(rewards), run.updates + 1
-        if _episode_done(run, sum(rewards), bar):
-            break
+    try:
+        for episode in range(config.episodes):
+            states, actions, rewards = [], [], []
+            state, _ = env.reset(seed=seed if episode == 0 else None)
+            done = False
+            while not done:
+                action = policy_action(policy, state, rng)
+                states.append(state)
+                actions.append(action)
+                state, reward, terminated, truncated, _ = env.step(action)
+                rewards.append(reward)
+                done = terminated or truncated
+            reinforce_update(policy, baseline, opt, np.array(states), np.array(actions), rewards, config.gamma)
+            run.env_steps, run.updates = run.env_steps + len(rewards), run.updates + 1
+            if _episode_done(run, sum(rewards), bar):
+                break
+    except BaseException:  # Ctrl-C, a NaN error, Gymnasium's: close the env and the bar, then re-raise
+        _close(env, bar)
+        raise
     return _finish(run, env, bar, start, policy)
 
 
@@ -293,23 +297,27 @@ def dqn(seed=0, config=None, progress=False):
     opt = optim.Adam(q_net.parameters(), lr=config.lr)
     buffer = ReplayBuffer(config.buffer_size, n_states)
     bar, start = _Progress(config.episodes, "dqn", progress), time.perf_counter()
-    for episode in range(config.episodes):
-        state, _ = env.reset(seed=seed if episode == 0 else None)
-        done, episode_return = False, 0.0
-        while not done:
-            epsilon = config.epsilon(run.env_steps)
-            action = int(rng.integers(n_actions)) if rng.random() < epsilon else greedy_action(q_net, state)
-            next_state, reward, terminated, truncated, _ = env.step(action)
-            buffer.push(state, action, reward, next_state, terminated)
-            state, episode_return, done = next_state, episode_return + reward, terminated or truncated
-            run.env_steps += 1
-            if run.env_steps >= config.learning_starts and run.env_steps % config.train_every == 0:
-                dqn_update(q_net, target, opt, buffer.sample(config.batch_size, rng), config.gamma, config.grad_clip)
-                run.updates += 1
-            if run.env_steps % config.target_every == 0:
-                target.load_state_dict(q_net.state_dict())
-        if _episode_done(run, episode_return, bar):
-            break
+    try:
+        for episode in range(config.episodes):
+            state, _ = env.reset(seed=seed if episode == 0 else None)
+            done, episode_return = False, 0.0
+            while not done:
+                epsilon = config.epsilon(run.env_steps)
+                action = int(rng.integers(n_actions)) if rng.random() < epsilon else greedy_action(q_net, state)
+                next_state, reward, terminated, truncated, _ = env.step(action)
+                buffer.push(state, action, reward, next_state, terminated)
+                state, episode_return, done = next_state, episode_return + reward, terminated or truncated
+                run.env_steps += 1
+                if run.env_steps >= config.learning_starts and run.env_steps % config.train_every == 0:
+                    dqn_update(q_net, target, opt, buffer.sample(config.batch_size, rng), config.gamma, config.grad_clip)
+                    run.updates += 1
+                if run.env_steps % config.target_every == 0:
+                    target.load_state_dict(q_net.state_dict())
+            if _episode_done(run, episode_return, bar):
+                break
+    except BaseException:  # Ctrl-C, a NaN error, Gymnasium's: close the env and the bar, then re-raise
+        _close(env, bar)
+        raise
     return _finish(run, env, bar, start, q_net)
 
 
@@ -322,9 +330,13 @@ def _episode_done(run, episode_return, bar):
     return run.solved_at is not None
 
 
-def _finish(run, env, bar, start, model):
+def _close(env, bar):
     bar.close()
     env.close()
+
+
+def _finish(run, env, bar, start, model):
+    _close(env, bar)
     run.seconds, run.model = time.perf_counter() - start, model
     return run
 

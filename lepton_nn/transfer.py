@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lepton_nn import checks, fileio
+from lepton_nn.train import preprocess  # noqa: F401  (transfer.preprocess: the same scaling)
 
 PRETRAIN_DIGITS = (0, 1, 2, 3, 4)
 TRANSFER_DIGITS = (5, 6, 7, 8, 9)
@@ -41,10 +42,6 @@ class Result:
     accuracy: dict = field(default_factory=dict)   # phase → test accuracy on digits 5–9
     seconds: dict = field(default_factory=dict)    # phase → training seconds
 
-
-def preprocess(images):
-    """(N, 28, 28) uint8 → (N, 28, 28, 1) float32 in [0, 1], as the Keras example does."""
-    return images.reshape(-1, 28, 28, 1).astype("float32") / 255.0
 
 
 def digits_subset(x, y, digits):
