@@ -298,6 +298,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     if x.ndim < 2:
         raise ValueError(f"{op}: input must be (N, C) or (N, C, *), got shape {x.shape}")
     channels = x.shape[1]
+    if channels == 0:  # nothing to normalise, and m = x.size / C would divide by zero
+        raise ValueError(f"{op}: input must have at least one channel (axis 1), got shape {x.shape}")
     training = checks.flag(training, op, "training")
     momentum = checks.finite_number(momentum, op, "momentum", minimum=0)
     if momentum > 1:

@@ -551,3 +551,9 @@ def test_keras_layer_refuses_an_input_it_was_not_built_for():
     with pytest.raises(ValueError, match=r"BatchNormalization 'bn': built for 3 channels on axis 1 in float32, got "
                                          r"input shape \(2, 4\) float32"):
         layer(np.zeros((2, 4), np.float32))
+
+
+def test_zero_channels_are_refused_before_any_work():
+    x = np.zeros((4, 0, 3))
+    with pytest.raises(ValueError, match="at least one channel"):
+        F.batch_norm(x, np.zeros(0), np.ones(0), training=True)
