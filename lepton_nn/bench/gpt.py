@@ -43,7 +43,7 @@ def figures(results):
     runs = [x["run"] for x in results[0]]
 
     def series(run, key):
-        return [next((x.get(key) for x in rnd if x["run"] == run and "error" not in x), None) for rnd in results]
+        return report.series(results, run, key)
     out = {f"{run} ms/iter": series(run, "iter_ms") for run in runs}
     if "torch" in runs:
         out.update({f"{run} / torch": report.ratios(series(run, "iter_ms"), series("torch", "iter_ms"))

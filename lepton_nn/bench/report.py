@@ -71,6 +71,11 @@ def round_robin(runs, rounds, launch, progress=None):
     return results
 
 
+def series(results, run, key):
+    """`key` of `run`'s result in each round (None where it failed): one figure across rounds."""
+    return [next((x.get(key) for x in rnd if x["run"] == run and "error" not in x), None) for rnd in results]
+
+
 def first_success(results, run):
     """The first round's result of `run` that did not fail, or None."""
     return next((x for rnd in results for x in rnd if x["run"] == run and "error" not in x), None)

@@ -41,7 +41,7 @@ def figures(results):
     runs = [x["run"] for x in results[0]]
 
     def series(run, key):
-        return [next((x.get(key) for x in rnd if x["run"] == run and "error" not in x), None) for rnd in results]
+        return report.series(results, run, key)
     out = {}
     for name, _ in FIGURES:
         out.update({f"{run} {name} calls/s": series(run, f"{name}_per_s") for run in runs})
