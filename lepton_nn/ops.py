@@ -298,25 +298,25 @@ class Linear(Function):
 
     With the leading axes of X flattened into M rows:
     ∂L/∂X = G·W,  ∂L/∂W = Gᵀ·X,  ∂L/∂b = Σ_rows G. One op rather than matmul + transpose + add,
-    so that backward is three GEMMs straight into the layouts the parameters have.
+    so that backward is three GEMMs straight into the layouts the parameters have. Kernel:
+    gemm, the backend's own (the bias is its addend; transposes are strides, never copies).
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias):
+        backend = kernels.active()
         rows = x.reshape(-1, x.shape[-1])
-        ctx.save(rows, weight, x.shape)
-        y = rows @ weight.T
-        if bias is not None:
-            y += bias
+        ctx.save(backend, rows, weight, x.shape)
+        y = backend.gemm(rows, weight, trans_b=True, c=bias)
         return y.reshape(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
     def backward(ctx, grad):
-        rows, weight, x_shape = ctx.saved
+        backend, rows, weight, x_shape = ctx.saved
         grad = grad.reshape(-1, weight.shape[0])
         need_x, need_weight, need_bias = ctx.needs_input_grad
-        grad_x = (grad @ weight).reshape(x_shape) if need_x else None
-        grad_weight = grad.T @ rows if need_weight else None
+        grad_x = backend.gemm(grad, weight).reshape(x_shape) if need_x else None
+        grad_weight = backend.gemm(grad, rows, trans_a=True) if need_weight else None
         grad_bias = grad.sum(axis=0) if need_bias else None
         return grad_x, grad_weight, grad_bias
 

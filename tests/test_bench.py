@@ -16,11 +16,6 @@ def test_every_case_builds_for_every_available_backend(backend):
         assert callable(case.make(backend)), case.name
 
 
-def test_a_shared_case_runs_once_for_all_backends():
-    dense = kernel_cases.CASES_BY_NAME["dense1"]
-    assert kernel_bench.case_backends(dense, ["numpy", "numba", "torch"]) == [kernel_bench.SHARED]
-
-
 def test_a_wrong_kernel_is_not_timed():
     relu = kernel_cases.CASES_BY_NAME["relu"]
 

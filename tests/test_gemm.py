@@ -1,4 +1,5 @@
-"""Our GEMMs (the c backend's gemm: naive, blocked, packed) against NumPy's @, the specification.
+"""Our GEMMs (the c and numba backends' gemm: naive, blocked, packed) against NumPy's @, the
+specification.
 
 C = op(A)·op(B) (+ c) is checked in float32 and float64 on shapes that reach every edge of the
 packed GEMM's blocking (a partial MR×NR tile, several KC passes over the depth, more than one
@@ -17,16 +18,23 @@ import pytest
 from lepton_nn import kernels
 from lepton_nn.kernels import reference
 
-c_backend = pytest.importorskip("lepton_nn.kernels.c_backend", reason="the C extension is not built")
-
-ALGORITHMS = c_backend.GEMM_ALGORITHMS
+# the backends with a GEMM of their own, each skipped where it cannot load
+BACKENDS = [pytest.param(name, marks=pytest.mark.skipif(name not in kernels.available_backends(),
+                                                        reason=f"backend {name} unavailable"))
+            for name in ("c", "numba")]
+ALGORITHMS = ("naive", "blocked", "packed")
 DTYPES = [np.float32, np.float64]
 RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 
 # (M, K, N): trivial; odd; a partial micro-tile in every direction; empty ones; K over several KC
-# passes (KC = 256); M over two MC blocks (MC = 128); N over two NC blocks (NC = 2048).
+# passes (KC = 256 in C, 1024 in numba); M over two MC blocks (MC = 128 in C, 64 in numba); N over
+# two NC blocks (NC = 2048 in C, 64 in numba); K on both sides of numba's SHORT_DEPTH (256).
 SHAPES = [(1, 1, 1), (7, 13, 5), (65, 129, 33), (0, 4, 3), (3, 4, 0), (0, 0, 0), (17, 600, 40),
-          (131, 9, 19), (3, 5, 2100)]
+          (131, 9, 19), (3, 5, 2100), (140, 300, 70), (5, 300, 150), (9, 2100, 7)]
+
+
+def gemm_of(backend):
+    return kernels.get(backend).module.gemm  # the module's own, whether or not the engine runs it
 
 
 def op(x, trans):
@@ -56,11 +64,12 @@ def assert_gemm_close(got, a, b, trans_a=False, trans_b=False, c=None):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda t: np.dtype(t).name)
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("m, k, n", SHAPES, ids=lambda s: str(s))
-def test_gemm_matches_numpy(algorithm, dtype, m, k, n):
+def test_gemm_matches_numpy(backend, algorithm, dtype, m, k, n):
     rng = np.random.default_rng(m * 10007 + k * 101 + n)
     a, b = operands(rng, m, k, n, dtype)
-    got = c_backend.gemm(a, b, algorithm=algorithm)
+    got = gemm_of(backend)(a, b, algorithm=algorithm)
     assert_gemm_close(got, a, b)
     if k == 0:  # an empty sum, written as such (the output buffer is not zeroed beforehand)
         np.testing.assert_array_equal(got, np.zeros((m, n), dtype))
@@ -68,27 +77,30 @@ def test_gemm_matches_numpy(algorithm, dtype, m, k, n):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda t: np.dtype(t).name)
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("trans_a, trans_b", [(False, True), (True, False), (True, True)])
 @pytest.mark.parametrize("m, k, n", [(65, 129, 33), (17, 600, 40)], ids=lambda s: str(s))
-def test_transposed_operands(algorithm, dtype, trans_a, trans_b, m, k, n):
+def test_transposed_operands(backend, algorithm, dtype, trans_a, trans_b, m, k, n):
     rng = np.random.default_rng(3)
     a, b = operands(rng, m, k, n, dtype, trans_a, trans_b)
-    assert_gemm_close(c_backend.gemm(a, b, trans_a, trans_b, algorithm=algorithm), a, b, trans_a, trans_b)
+    assert_gemm_close(gemm_of(backend)(a, b, trans_a, trans_b, algorithm=algorithm), a, b, trans_a, trans_b)
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_the_dense_layers_three_products(algorithm):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_dense_layers_three_products(backend, algorithm):
     """y = x·Wᵀ, ∂x = g·W and ∂W = gᵀ·x, at the MNIST dense layer's shapes with batch 5."""
     rng = np.random.default_rng(4)
     x, w, g = (rng.standard_normal(s).astype(np.float32) for s in ((5, 5408), (128, 5408), (5, 128)))
-    assert_gemm_close(c_backend.gemm(x, w, trans_b=True, algorithm=algorithm), x, w, trans_b=True)
-    assert_gemm_close(c_backend.gemm(g, w, algorithm=algorithm), g, w)
-    assert_gemm_close(c_backend.gemm(g, x, trans_a=True, algorithm=algorithm), g, x, trans_a=True)
+    assert_gemm_close(gemm_of(backend)(x, w, trans_b=True, algorithm=algorithm), x, w, trans_b=True)
+    assert_gemm_close(gemm_of(backend)(g, w, algorithm=algorithm), g, w)
+    assert_gemm_close(gemm_of(backend)(g, x, trans_a=True, algorithm=algorithm), g, x, trans_a=True)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda t: np.dtype(t).name)
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_strided_views_are_read_in_place(algorithm, dtype):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_strided_views_are_read_in_place(backend, algorithm, dtype):
     """Slices with steps, a reversed axis, a column of a Fortran-ordered array and a broadcast
     (zero-stride) operand: read through their strides, and equal to NumPy's result."""
     rng = np.random.default_rng(5)
@@ -96,43 +108,46 @@ def test_strided_views_are_read_in_place(algorithm, dtype):
     big_b = rng.standard_normal((70, 60)).astype(dtype)
     a = big_a[1::2, ::3]                 # (20, 30), both strides > 1
     b = big_b[::-2, 5:55][:30]           # (30, 50), negative row stride
-    assert_gemm_close(c_backend.gemm(a, b, algorithm=algorithm), a, b)
+    assert_gemm_close(gemm_of(backend)(a, b, algorithm=algorithm), a, b)
     a_t, b_t = big_a.T[::3, 1::2], big_b.T[:50, ::-2][:, :30]  # the same kind of views, transposed
-    assert_gemm_close(c_backend.gemm(a_t, b_t, True, True, algorithm=algorithm), a_t, b_t, True, True)
+    assert_gemm_close(gemm_of(backend)(a_t, b_t, True, True, algorithm=algorithm), a_t, b_t, True, True)
     fortran = np.asfortranarray(rng.standard_normal((30, 25)).astype(dtype))
-    assert_gemm_close(c_backend.gemm(a, fortran, algorithm=algorithm), a, fortran)
+    assert_gemm_close(gemm_of(backend)(a, fortran, algorithm=algorithm), a, fortran)
     row = np.broadcast_to(rng.standard_normal(30).astype(dtype), (20, 30))  # strides (0, itemsize)
-    assert_gemm_close(c_backend.gemm(row, b, algorithm=algorithm), row, b)
+    assert_gemm_close(gemm_of(backend)(row, b, algorithm=algorithm), row, b)
 
 
-def test_a_misaligned_byte_view_is_copied_not_misread():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_misaligned_byte_view_is_copied_not_misread(backend):
     raw = np.zeros(4 * 6 * 4 + 1, np.uint8)[1:].view(np.float32).reshape(4, 6)  # aligned to 1 byte
     raw[...] = np.arange(24, dtype=np.float32).reshape(4, 6)
     b = np.ones((6, 3), np.float32)
-    np.testing.assert_array_equal(c_backend.gemm(raw, b), raw @ b)
+    np.testing.assert_array_equal(gemm_of(backend)(raw, b), raw @ b)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda t: np.dtype(t).name)
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_the_addend_c_is_added_and_never_changed(algorithm, dtype):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_addend_c_is_added_and_never_changed(backend, algorithm, dtype):
     rng = np.random.default_rng(6)
     a, b = operands(rng, 9, 300, 37, dtype)
     bias = rng.standard_normal(37).astype(dtype)
-    assert_gemm_close(c_backend.gemm(a, b, c=bias, algorithm=algorithm), a, b, c=bias)  # broadcast (N,)
+    assert_gemm_close(gemm_of(backend)(a, b, c=bias, algorithm=algorithm), a, b, c=bias)  # broadcast (N,)
     full = rng.standard_normal((9, 37)).astype(dtype)
     kept = full.copy()
-    assert_gemm_close(c_backend.gemm(a, b, c=full, algorithm=algorithm), a, b, c=full)
+    assert_gemm_close(gemm_of(backend)(a, b, c=full, algorithm=algorithm), a, b, c=full)
     np.testing.assert_array_equal(full, kept)
     empty_a, empty_b = np.zeros((9, 0), dtype), np.zeros((0, 37), dtype)
-    np.testing.assert_array_equal(c_backend.gemm(empty_a, empty_b, c=full, algorithm=algorithm), full)
-    with pytest.raises(ValueError, match=r"gemm \(c\): c of shape \(36,\) does not broadcast to .* \(9, 37\)"):
-        c_backend.gemm(a, b, c=bias[:36], algorithm=algorithm)
+    np.testing.assert_array_equal(gemm_of(backend)(empty_a, empty_b, c=full, algorithm=algorithm), full)
+    with pytest.raises(ValueError, match=rf"gemm \({backend}\): c of shape \(36,\) does not broadcast to .* \(9, 37\)"):
+        gemm_of(backend)(a, b, c=bias[:36], algorithm=algorithm)
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered in matmul:RuntimeWarning")  # NumPy's 0·inf
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda t: np.dtype(t).name)
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_nan_and_inf_propagate_as_numpy(algorithm, dtype):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_and_inf_propagate_as_numpy(backend, algorithm, dtype):
     """Every product is computed: a NaN in row i of A makes row i of C NaN, an inf times 0 is NaN,
     an inf times numbers is ±inf; NumPy's @ (OpenBLAS) gives the same, element by element."""
     rng = np.random.default_rng(7)
@@ -142,7 +157,7 @@ def test_nan_and_inf_propagate_as_numpy(algorithm, dtype):
     b[280, 5] = np.inf
     a[4, 280] = 0  # … which is 0·inf = NaN in row 4
     b[11, 33] = -np.inf
-    got, want = c_backend.gemm(a, b, algorithm=algorithm), a @ b
+    got, want = gemm_of(backend)(a, b, algorithm=algorithm), a @ b
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
     np.testing.assert_array_equal(got[np.isinf(want)], want[np.isinf(want)])
@@ -151,39 +166,42 @@ def test_nan_and_inf_propagate_as_numpy(algorithm, dtype):
     np.testing.assert_allclose(got[finite], want[finite], rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-3)
 
 
-def test_the_packed_gemm_gives_the_same_bits_on_any_number_of_threads():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_packed_gemm_gives_the_same_bits_on_any_number_of_threads(backend):
     """Each thread owns a band of C and every sum runs in the same order: no thread-count drift."""
     rng = np.random.default_rng(8)
     for (m, k, n) in [(70, 300, 530), (530, 300, 70)]:  # split by columns, then by rows
         a, b = operands(rng, m, k, n, np.float32)
-        one = c_backend.gemm(a, b, threads=1)
+        one = gemm_of(backend)(a, b, threads=1)
         for threads in (2, 3):
-            np.testing.assert_array_equal(c_backend.gemm(a, b, threads=threads), one)
+            np.testing.assert_array_equal(gemm_of(backend)(a, b, threads=threads), one)
 
 
-def test_every_algorithm_sums_in_float64_to_the_exact_product_of_small_integers():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_algorithm_sums_in_float64_to_the_exact_product_of_small_integers(backend):
     """Integer-valued operands: every partial sum is exact, so all three are bit-identical to @."""
     rng = np.random.default_rng(9)
     a = rng.integers(-8, 9, (33, 70)).astype(np.float64)
     b = rng.integers(-8, 9, (70, 45)).astype(np.float64)
     for algorithm in ALGORITHMS:
-        np.testing.assert_array_equal(c_backend.gemm(a, b, algorithm=algorithm), a @ b)
+        np.testing.assert_array_equal(gemm_of(backend)(a, b, algorithm=algorithm), a @ b)
 
 
-def test_arguments_are_checked():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_arguments_are_checked(backend):
     a32, b32 = np.ones((3, 4), np.float32), np.ones((4, 5), np.float32)
-    with pytest.raises(TypeError, match=r"gemm \(c\): a and b must both be float32 or both float64, got float32 an"):
-        c_backend.gemm(a32, b32.astype(np.float64))
+    with pytest.raises(TypeError, match=rf"gemm \({backend}\): a and b must both be float32 or both float64, got float32 an"):
+        gemm_of(backend)(a32, b32.astype(np.float64))
     with pytest.raises(TypeError, match="got int64 and int64"):
-        c_backend.gemm(np.ones((3, 4), np.int64), np.ones((4, 5), np.int64))
+        gemm_of(backend)(np.ones((3, 4), np.int64), np.ones((4, 5), np.int64))
     with pytest.raises(ValueError, match=r"op\(a\) is 3×4 and op\(b\) is 5×4: op\(b\) needs 4 rows"):
-        c_backend.gemm(a32, b32, trans_b=True)
+        gemm_of(backend)(a32, b32, trans_b=True)
     with pytest.raises(ValueError, match=r"b must be a matrix \(2-D\), got shape \(4,\)"):
-        c_backend.gemm(a32, np.ones(4, np.float32))
+        gemm_of(backend)(a32, np.ones(4, np.float32))
     with pytest.raises(ValueError, match="algorithm must be one of naive, blocked, packed, got 'fast'"):
-        c_backend.gemm(a32, b32, algorithm="fast")
+        gemm_of(backend)(a32, b32, algorithm="fast")
     with pytest.raises(ValueError, match="threads must be a positive int, got 0"):
-        c_backend.gemm(a32, b32, threads=0)
+        gemm_of(backend)(a32, b32, threads=0)
 
 
 def test_the_reference_is_the_textbook_product():
@@ -197,18 +215,45 @@ def test_the_reference_is_the_textbook_product():
     assert reference.gemm(a.astype(np.float32), b.astype(np.float32), c=np.ones(2)).dtype == np.float32
 
 
-def test_gemm_is_a_kernel_that_the_c_backend_runs_natively():
-    assert "gemm" in kernels.KERNELS
-    assert "gemm" in kernels.get("c").native
-    if "numba" in kernels.available_backends():  # no numba GEMM yet: the reference serves it
-        assert "gemm" in kernels.get("numba").fallback
+def test_a_kernel_not_used_yet_is_served_by_the_reference():
+    """A backend module's NOT_USED_YET keeps a kernel it has out of the engine (the c backend's
+    gemm, slower than OpenBLAS in a training step): the engine calls the reference's instead."""
+    import types
+    module = types.SimpleNamespace(relu_forward=lambda x: x + 1, gemm=lambda *a, **k: None,
+                                   NOT_USED_YET=("gemm",))
+    backend = kernels.Backend("fake", module)
+    assert backend.native == ("relu_forward",) and "gemm" in backend.fallback
+    assert backend.gemm is reference.gemm and backend.relu_forward is module.relu_forward
 
 
-def test_gemm_matches_pytorch_in_float64():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gemm_matches_pytorch_in_float64(backend):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(10)
     a, b = operands(rng, 65, 129, 33, np.float64, trans_a=True)
     want = torch.matmul(torch.from_numpy(a).T, torch.from_numpy(b)).numpy()
     for algorithm in ALGORITHMS:
-        np.testing.assert_allclose(c_backend.gemm(a, b, trans_a=True, algorithm=algorithm), want,
+        np.testing.assert_allclose(gemm_of(backend)(a, b, trans_a=True, algorithm=algorithm), want,
                                    rtol=1e-12, atol=1e-12 * np.abs(want).max())
+
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_use_all_kernels_puts_our_gemm_into_the_dense_layer(backend, monkeypatch):
+    """LEPTON_NN_USE_ALL_KERNELS=1, for measuring a step on our GEMM: the dense layer's forward
+    and both gradients then run the backend's own gemm, and equal NumPy's."""
+    from lepton_nn import ops
+    module = kernels.get(backend).module
+    monkeypatch.setenv("LEPTON_NN_USE_ALL_KERNELS", "1")
+    engine = kernels.Backend(backend, module)
+    assert "gemm" in engine.native and engine.gemm is module.gemm
+    monkeypatch.setattr(kernels, "active", lambda: engine)
+    rng = np.random.default_rng(11)
+    x, w, b, g = (rng.standard_normal(s) for s in ((2, 5, 7), (3, 7), (3,), (2, 5, 3)))
+    ctx = ops.Context((True, True, True))
+    np.testing.assert_allclose(ops.Linear.forward(ctx, x, w, b), x @ w.T + b, rtol=1e-12, atol=1e-12)
+    grad_x, grad_w, grad_b = ops.Linear.backward(ctx, g)
+    rows_g, rows_x = g.reshape(-1, 3), x.reshape(-1, 7)
+    np.testing.assert_allclose(grad_x, (rows_g @ w).reshape(x.shape), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grad_w, rows_g.T @ rows_x, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grad_b, rows_g.sum(axis=0), rtol=1e-12, atol=1e-12)

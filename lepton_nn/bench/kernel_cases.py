@@ -40,6 +40,12 @@ def engine_kernels(backend):
     return kernels.get(backend)
 
 
+def own_gemm(backend):
+    """The backend's own GEMM, with its algorithm steps, whether or not the engine's dense layer
+    runs it yet (docs/benchmarks.md, "Our GEMM, step by step"); the reference's for numpy."""
+    return engine_kernels(backend).module.gemm
+
+
 @dataclass(frozen=True)
 class Case:
     name: str                 # short id: pytest id and JSON key
@@ -50,7 +56,6 @@ class Case:
     make: Callable[[str], Callable[[], tuple]]
     make_torch: Callable[[], Callable[[], tuple]]
     kernels: tuple = ()   # the lepton_nn kernels it calls: a backend lacking one runs the reference's
-    shared: bool = False  # same code for every backend (np.matmul): run once, as "shared"
 
 
 def _rng():
@@ -192,21 +197,19 @@ def relu_case(name, shape):
 
 # --------------------------------------------------------------------------- dense
 def dense_case(name, batch, n_in, n_out):
-    """Dense layer exactly as lepton_nn.ops.Linear computes it: y = x·Wᵀ + b, then
-    ∂x = g·W, ∂W = gᵀ·x, ∂b = Σ_rows g. np.matmul (BLAS) in every backend: no kernel of its own."""
+    """Dense layer exactly as lepton_nn.ops.Linear computes it, with the backend's gemm kernel:
+    y = x·Wᵀ + b, then ∂x = g·W, ∂W = gᵀ·x, ∂b = Σ_rows g."""
     def inputs():
         rng = _rng()
         return (_normal(rng, (batch, n_in)), _normal(rng, (n_out, n_in), n_in ** -0.5),
                 _normal(rng, (n_out,)), _normal(rng, (batch, n_out)))
 
     def make(backend):
-        engine_kernels(backend)  # the backend must exist, even though it is not called
+        gemm = engine_kernels(backend).gemm
         x, w, b, g = inputs()
 
         def run():
-            y = x @ w.T
-            y += b
-            return y, g @ w, g.T @ x, g.sum(axis=0)
+            return gemm(x, w, trans_b=True, c=b), gemm(g, w), gemm(g, x, trans_a=True), g.sum(axis=0)
         return run
 
     def make_torch():
@@ -220,7 +223,7 @@ def dense_case(name, batch, n_in, n_out):
 
     return Case(name, f"dense {n_in}→{n_out}, fwd+bwd (x, weight, bias)", f"x {batch}×{n_in}, W {n_out}×{n_in}",
                 3 * 2 * batch * n_in * n_out + 2 * batch * n_out, "3·2·M·K·N + 2·M·N", make, make_torch,
-                shared=True)
+                kernels=("gemm",))
 
 
 # --------------------------------------------------------------------------- loss and optimiser
@@ -378,7 +381,7 @@ GEMM_STEPS = {"naive": ("naive", None), "blocked": ("blocked", None),  # step: (
 
 
 def gemm_case(name, m, k, n, trans_a, trans_b, step, what):
-    """C = op(A)·op(B), float32: the c backend's gemm with one algorithm of GEMM_STEPS (packed1:
+    """C = op(A)·op(B), float32: the backend's own gemm (own_gemm) with one algorithm of GEMM_STEPS (packed1:
     the packed one on one thread), against NumPy's @ (OpenBLAS: the numpy row, so "× numpy" is the
     fraction of OpenBLAS's rate) and torch.matmul, each on the same stored (transposed) operands."""
     algorithm, threads = GEMM_STEPS[step]
@@ -388,13 +391,12 @@ def gemm_case(name, m, k, n, trans_a, trans_b, step, what):
         return _normal(rng, (k, m) if trans_a else (m, k)), _normal(rng, (n, k) if trans_b else (k, n))
 
     def make(backend):
-        kern = engine_kernels(backend)
+        gemm = own_gemm(backend)
         a, b = inputs()
-        # the reference (numpy, or a backend without a GEMM of its own) has no algorithms to choose
-        ours = {"algorithm": algorithm, "threads": threads} if backend != "numpy" and "gemm" in kern.native else {}
+        ours = {"algorithm": algorithm, "threads": threads} if backend != "numpy" else {}  # the reference has no steps
 
         def run():
-            return (kern.gemm(a, b, trans_a, trans_b, **ours),)
+            return (gemm(a, b, trans_a, trans_b, **ours),)
         return run
 
     def make_torch():
@@ -407,7 +409,7 @@ def gemm_case(name, m, k, n, trans_a, trans_b, step, what):
 
     stored = f"A{'ᵀ' if trans_a else ''}·B{'ᵀ' if trans_b else ''}"
     return Case(name, f"GEMM {what} ({stored}), ours: {step}", f"{m}×{k}·{k}×{n}", 2 * m * k * n, "2·M·K·N",
-                make, make_torch, kernels=("gemm",))
+                make, make_torch)
 
 
 # The MNIST dense layer's three products at batch 64 (x 64×5408, W 128×5408, g 64×128), and 1024³;

@@ -12,8 +12,7 @@ over rounds and the min–max, and each ratio is the median of per-round ratios.
 
 Before anything is timed, each function is called once (the warm-up: numba compiles or loads
 its cache) and its outputs are checked against the NumPy reference's, PyTorch's included, so a
-wrong kernel is never timed. Dense layers are `np.matmul` in every backend (the engine's Linear
-op calls BLAS directly), so they are run once, as the row "shared".
+wrong kernel is never timed.
 """
 import importlib.util
 import json
@@ -28,22 +27,18 @@ from lepton_nn import kernels, runtime
 from lepton_nn.bench import report
 from lepton_nn.bench.kernel_cases import CASES, CASES_BY_NAME, time_call
 
-SHARED = "shared"  # backend label of a case that runs the same code (np.matmul) for every backend
 PEER_WORKER = Path(__file__).with_name("kernel_cases.py")
 
 
 def case_backends(case, backends):
-    """The lepton_nn backends `case` runs on: every given one, or SHARED once for a shared case."""
-    ours = [b for b in backends if b != "torch"]
-    if case.shared:
-        return [SHARED] if ours else []
-    return ours
+    """The lepton_nn backends `case` runs on: every given one but the peer."""
+    return [b for b in backends if b != "torch"]
 
 
 def falls_back(case, backend):
     """The kernels of `case` that `backend` lacks (the reference runs them): its time would be
     the reference's again, so such a row is labelled, not timed."""
-    if backend in (SHARED, "numpy", "torch"):
+    if backend in ("numpy", "torch"):
         return ()
     return tuple(k for k in case.kernels if k in kernels.get(backend).fallback)
 
@@ -77,11 +72,11 @@ def check(case, backend, outputs):
 
 
 def prepare(case, backend):
-    """The fwd+bwd function of `case` on a lepton_nn backend (or SHARED), called once (warm-up:
-    numba compiles or loads its cache here) and checked against the reference."""
-    fn = case.make("numpy" if backend == SHARED else backend)
+    """The fwd+bwd function of `case` on a lepton_nn backend, called once (warm-up: numba
+    compiles or loads its cache here) and checked against the reference."""
+    fn = case.make(backend)
     outputs = fn()
-    if backend in ("numpy", SHARED):
+    if backend == "numpy":
         _reference.setdefault(case.name, tuple(np.array(a) for a in outputs))
     else:
         check(case, backend, outputs)
@@ -223,7 +218,7 @@ def format_table(results, gemm_gflops, info, settings, torch_hello, cases=CASES)
         lines.append(f"  {c.name:10s} {c.title}; {c.shape}; {_flop_text(c.flops)} = {c.flops_formula}")
     rows, errors, fallbacks = [], [], []
     for case in cases:
-        base = results[case.name].get(SHARED if case.shared else "numpy", {}).get("ms")
+        base = results[case.name].get("numpy", {}).get("ms")
         for i, (backend, row) in enumerate(results[case.name].items()):
             name = case.name if i == 0 else ""
             if row["error"]:
@@ -245,8 +240,7 @@ def format_table(results, gemm_gflops, info, settings, torch_hello, cases=CASES)
     lines += report.table(("case", "backend", "ms", "GFLOP/s", "% GEMM", "× numpy", "/ torch"), rows, left=2)
     lines += ["",
               "× numpy: the NumPy reference's time / this time.  / torch: this time / PyTorch's in the same round "
-              "(< 1 is faster).",
-              f"{SHARED}: dense layers are np.matmul (BLAS) in every backend, the same code: one row stands for all."]
+              "(< 1 is faster)."]
     lines += [f"not native: {text} (the backend falls back to it; not timed twice)" for text in fallbacks]
     lines += [f"WRONG: {err}" for err in errors]
     return "\n".join(lines), figs

@@ -15,6 +15,11 @@ immediately:
     LEPTON_NN_BACKEND=numpy python ...      # from the environment, at first use
 
 Without a choice, the fastest available backend is used (c, then numba, then numpy).
+
+A backend module may hold a kernel that the engine does not run yet, listed in its
+NOT_USED_YET: the c and numba GEMMs, slower than NumPy's @ (OpenBLAS) inside a training step
+so far. `LEPTON_NN_USE_ALL_KERNELS=1` runs them anyway, to measure that
+(docs/benchmarks.md, "Our GEMM, step by step").
 Backends are imported lazily: importing lepton_nn compiles nothing.
 
 The fast backends' contract, what a backend checks and what it trusts: the op layer
@@ -47,7 +52,12 @@ class Backend:
 
     def __init__(self, name, module):
         self.name, self.module = name, module
-        self.native = tuple(k for k in KERNELS if getattr(module, k, None) not in (None, getattr(reference, k)))
+        # a kernel the module has but lists in NOT_USED_YET (measured slower than the reference
+        # where the engine calls it) stays out of the engine, yet callable and benchmarked;
+        # LEPTON_NN_USE_ALL_KERNELS=1 puts it in, to measure it in a real step
+        unused = () if os.environ.get("LEPTON_NN_USE_ALL_KERNELS") == "1" else getattr(module, "NOT_USED_YET", ())
+        self.native = tuple(k for k in KERNELS
+                            if getattr(module, k, None) not in (None, getattr(reference, k)) and k not in unused)
         if module is reference:
             self.native = KERNELS
         self.fallback = tuple(k for k in KERNELS if k not in self.native)

@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 from lepton_nn.checks import class_labels, int_at_least, indices as valid_indices
-from lepton_nn.kernels.reference import output_size
+from lepton_nn.kernels.reference import gemm_output, output_size
 from lepton_nn.kernels.workspace import scratch, zero_padded
 
 try:
@@ -550,6 +550,10 @@ def embedding_backward(grad_y, indices, num_embeddings):
 
 # --------------------------------------------------------------------------- gemm
 GEMM_ALGORITHMS = ("naive", "blocked", "packed")
+# The engine's dense layer keeps NumPy's @ (OpenBLAS) until this GEMM beats it in a training
+# step; it does not yet (docs/benchmarks.md, "Our GEMM, step by step"). `lepton-nn bench
+# --kernels --case gemm_…` times it.
+NOT_USED_YET = ("gemm",)
 
 
 def _strided(x, owner, name):
@@ -572,32 +576,19 @@ def gemm(a, b, trans_a=False, trans_b=False, c=None, *, algorithm="packed", thre
     "Our GEMM, step by step", for the algorithms and their speed).
     """
     owner = "gemm (c)"
-    a, b = np.asarray(a), np.asarray(b)
-    dtype = a.dtype
-    if b.dtype != dtype or dtype not in _SUFFIX:
-        raise TypeError(f"{owner}: a and b must both be float32 or both float64, got {a.dtype} and {b.dtype}")
+    m, n, k, out = gemm_output(a, b, trans_a, trans_b, c, owner)
     if algorithm not in GEMM_ALGORITHMS:
         raise ValueError(f"{owner}: algorithm must be one of {', '.join(GEMM_ALGORITHMS)}, got {algorithm!r}")
     slots = int(lib.lepton_max_threads()) if threads is None else int_at_least(threads, owner, "threads", 1)
-    a, a_ptr, a_rs, a_cs = _strided(a, owner, "a")
-    b, b_ptr, b_rs, b_cs = _strided(b, owner, "b")
-    (m, k), (k_b, n) = a.shape[::-1] if trans_a else a.shape, b.shape[::-1] if trans_b else b.shape
+    a, a_ptr, a_rs, a_cs = _strided(np.asarray(a), owner, "a")
+    b, b_ptr, b_rs, b_cs = _strided(np.asarray(b), owner, "b")
     if trans_a:
         a_rs, a_cs = a_cs, a_rs
     if trans_b:
         b_rs, b_cs = b_cs, b_rs
-    if k_b != k:
-        raise ValueError(f"{owner}: op(a) is {m}×{k} and op(b) is {k_b}×{n}: op(b) needs {k} rows "
-                         f"(a {a.shape}, trans_a={trans_a}; b {b.shape}, trans_b={trans_b})")
-    out = np.empty((m, n), dtype)
-    if c is not None:
-        try:
-            np.copyto(out, c)
-        except ValueError:
-            raise ValueError(f"{owner}: c of shape {np.shape(c)} does not broadcast to the product's "
-                             f"{(m, n)}") from None
     if m == 0 or n == 0:
         return out
+    dtype = out.dtype
     args = (m, n, k, a_ptr, a_rs, a_cs, b_ptr, b_rs, b_cs, int(c is not None), _ptr(out), n)
     if algorithm == "packed":
         workspace = scratch("gemm packing", (slots, int(lib.lepton_gemm_workspace_size())), dtype)

@@ -28,8 +28,13 @@ import numpy as np
 from numba import njit, prange
 
 from lepton_nn.checks import class_labels, indices as valid_indices
+from lepton_nn.kernels.numba_gemm import GEMM_ALGORITHMS, gemm  # noqa: F401 (this backend's GEMM)
 from lepton_nn.kernels.reference import output_size
 from lepton_nn.kernels.workspace import scratch, zero_padded
+
+# The engine's dense layer keeps NumPy's @ (OpenBLAS) until this GEMM beats it in a training
+# step; it does not yet (docs/benchmarks.md, "Our GEMM, step by step").
+NOT_USED_YET = ("gemm",)
 
 # --------------------------------------------------------------------------- shared helpers
 # The reference's formula ⌊(size + 2·pad − kernel) / stride⌋ + 1, compiled so loops can call it.
@@ -415,11 +420,20 @@ def softmax_cross_entropy_backward(grad_loss, probs, labels):
 
 
 # --------------------------------------------------------------------------- adam
-@njit(parallel=True, cache=True)
-def _adam(param, grad, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2,
-          bias_correction1, bias_correction2, eps, weight_decay):
-    """One pass over the flat arrays; the same operations in the same order as the reference."""
-    for k in prange(param.size):
+# All of a model's parameter arrays in one parallel kernel, as in the C backend: the threads
+# start once per optimizer step instead of once per array (docs/benchmarks.md, "Measurements
+# behind the code"). The arrays arrive as tuples, since numba has no arrays of arrays; the
+# threads share a table of jobs (array, start, stop). Numba compiles the kernel once per number
+# of arrays (and caches it on disk).
+_ADAM_JOB = 16384  # elements per job: enough to pay for handing it out, few enough to share out well
+
+
+@njit(cache=True, error_model="numpy")
+def _adam_update(param, grad, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2,
+                 bias_correction1, bias_correction2, eps, weight_decay):
+    """One pass over flat arrays; the same operations in the same order as the reference.
+    error_model="numpy": numba's default checks every divisor for zero, and the loop would not vectorise."""
+    for k in range(param.size):
         g = grad[k]
         m[k] = beta1 * m[k] + one_minus_beta1 * g
         v[k] = beta2 * v[k] + one_minus_beta2 * g * g
@@ -428,167 +442,401 @@ def _adam(param, grad, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2,
         param[k] = param[k] - lr * (m_hat / (np.sqrt(v_hat) + eps) + weight_decay * param[k])
 
 
+@njit(parallel=True, cache=True)
+def _adam(params, grads, ms, vs, jobs, lr, beta1, beta2, one_minus_beta1, one_minus_beta2,
+          bias_correction1, bias_correction2, eps, weight_decay):
+    """_adam_update on every job: jobs[j] = (index into the tuples, start, stop)."""
+    for j in prange(jobs.shape[0]):
+        a, start, stop = jobs[j, 0], jobs[j, 1], jobs[j, 2]
+        # slices from start: _adam_update's index then counts from 0, and numba needs no
+        # negative-index check, which would keep the loop scalar
+        _adam_update(params[a][start:stop], grads[a][start:stop], ms[a][start:stop], vs[a][start:stop],
+                     lr, beta1, beta2, one_minus_beta1, one_minus_beta2,
+                     bias_correction1, bias_correction2, eps, weight_decay)
+
+
+_adam_job_tables = {}  # by array sizes: a model's are the same at every step
+
+
+def _adam_jobs(sizes):
+    """The job table of arrays of these sizes: (array, start, stop) rows of at most _ADAM_JOB elements."""
+    jobs = _adam_job_tables.get(sizes)
+    if jobs is None:
+        rows = [(a, start, min(start + _ADAM_JOB, size)) for a, size in enumerate(sizes)
+                for start in range(0, size, _ADAM_JOB)]
+        if len(_adam_job_tables) >= 64:  # many models in one process (the tests): start again
+            _adam_job_tables.clear()
+        jobs = _adam_job_tables[sizes] = np.array(rows, dtype=np.int64).reshape(len(rows), 3)
+    return jobs
+
+
 def adam_step(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
     """One AdamW update in place on param, m and v (C-contiguous); see reference.adam_step."""
-    for name, array in (("param", param), ("m", m), ("v", v)):
-        if not array.flags.c_contiguous:  # reshape(-1) would copy, and the update would be lost
-            raise ValueError(f"adam_step: {name} is updated in place and must be C-contiguous")
-    # The reference mixes Python floats into float32 arrays, which NumPy rounds to float32
-    # first; rounding the scalars here the same way makes float32 results match it exactly.
-    real = param.dtype.type
-    _adam(param.reshape(-1), np.ascontiguousarray(grad, dtype=param.dtype).reshape(-1), m.reshape(-1), v.reshape(-1),
-          real(lr), real(beta1), real(beta2), real(1 - beta1), real(1 - beta2),
-          real(1 - beta1 ** step), real(1 - beta2 ** step), real(eps), real(weight_decay))
+    adam_steps([param], [grad], [m], [v], lr, beta1, beta2, eps, step, weight_decay)
 
 
 def adam_steps(params, grads, ms, vs, lr, beta1, beta2, eps, step, weight_decay=0.0):
-    """reference.adam_steps: adam_step on each array, each call one parallel pass."""
-    for param, grad, m, v in zip(params, grads, ms, vs, strict=True):
-        adam_step(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay)
+    """reference.adam_steps: every array in one parallel kernel call (one per dtype)."""
+    if not len(params) == len(grads) == len(ms) == len(vs):
+        raise ValueError(f"adam_steps: {len(params)} params, {len(grads)} grads, {len(ms)} m and {len(vs)} v")
+    by_dtype = {}
+    for param, grad, m, v in zip(params, grads, ms, vs):
+        for name, array in (("param", param), ("m", m), ("v", v)):
+            # reshape(-1) of a strided array would copy, and the update would be lost
+            if not (array.flags.c_contiguous and array.flags.writeable):
+                raise ValueError(f"adam_step: {name} is updated in place and must be writable and C-contiguous")
+            if array.dtype != param.dtype:
+                raise TypeError(f"adam_step: {name} is {array.dtype}, param is {param.dtype}")
+        if not param.size == np.size(grad) == m.size == v.size:
+            raise ValueError(f"adam_step: param, grad, m and v must have one size, got "
+                             f"{param.size}, {np.size(grad)}, {m.size} and {v.size}")
+        grad = np.ascontiguousarray(grad, dtype=param.dtype)
+        if not grad.flags.writeable:  # a read-only array is another numba type, and a tuple holds one type
+            grad = grad.copy()
+        group = by_dtype.setdefault(param.dtype, ([], [], [], []))
+        for arrays, array in zip(group, (param, grad, m, v)):
+            arrays.append(array.reshape(-1))
+    for dtype, (flat_params, flat_grads, flat_ms, flat_vs) in by_dtype.items():
+        # The reference mixes Python floats into float32 arrays, which NumPy rounds to float32
+        # first; rounding the scalars here the same way makes float32 results match it exactly.
+        real = dtype.type
+        _adam(tuple(flat_params), tuple(flat_grads), tuple(flat_ms), tuple(flat_vs),
+              _adam_jobs(tuple(p.size for p in flat_params)),
+              real(lr), real(beta1), real(beta2), real(1 - beta1), real(1 - beta2),
+              real(1 - beta1 ** step), real(1 - beta2 ** step), real(eps), real(weight_decay))
 
 
 # --------------------------------------------------------------------------- fused conv → relu → max-pool
-# When a window's taps are few (the first layer of a CNN: C_in·kH·kW = 9), a direct loop beats
-# im2col + GEMM: each (sample, channel) plane of the convolution is computed into a small
-# buffer that stays in L1 cache, pooled and clamped from there, and never written to memory.
-# With many taps the GEMM wins, so the fused kernel falls back to conv2d_forward + pooling.
+# With few taps (C_in·kH·kW ≤ _DIRECT_CONV_MAX_TAPS; 9 in the first layer of an MNIST CNN) a
+# direct convolution beats im2col + GEMM. These are the C backend's kernels (how they work:
+# c_backend.py's comment on them) in numba. They run along output channels, _CHANNEL_BLOCK of
+# them side by side in the lanes of a SIMD vector, so each input value is loaded once and
+# broadcast to all of them, and pooling compares whole vectors of channels. The forward computes
+# the few conv rows a row of pooling windows reads into a small buffer, pools and clamps them
+# there, and never stores the conv output; it stores y and argmax (int32) channels-last and
+# returns NCHW-shaped views of that memory, as the C backend does. With many taps the GEMM
+# wins, and the op runs as its composition.
+#
+# Making numba vectorise them: numba turns LLVM's SLP vectoriser off, and LLVM unrolls a loop of
+# 16 short iterations completely before its loop vectoriser sees it. So each loop over the lanes
+# (`for c in range(_CHANNEL_BLOCK)`) does the work of a block of pixels or windows, a body long
+# enough to stay a loop, which becomes a few vector instructions; its accumulators are
+# _stack_array()s, which LLVM keeps in vector registers (it must assume that an np.empty array
+# on the heap may alias the inputs, and keeps that in memory). docs/benchmarks.md, "The fused
+# conv kernels", has the measurements.
+from lepton_nn.kernels.numba_stack import stack_array as _stack_array  # noqa: E402 (this section's tool)
+
 _DIRECT_CONV_MAX_TAPS = 64
+_CHANNEL_BLOCK = 16  # output channels side by side, as in C for both dtypes: one AVX-512 vector of float32
+_PIXEL_BLOCK = 8  # conv pixels per step: independent chains of multiply-adds, each weight vector loaded once
+_PIXEL_BLOCK_VALUES = _PIXEL_BLOCK * _CHANNEL_BLOCK  # a global, so that numba sees a constant (_stack_array)
+_WINDOW_BLOCK = 4  # pooling windows per step
+_CORRELATION_PIXELS = 128  # conv pixels whose weight-gradient terms are summed in the array's type, then in float64
+
+
+def _pack_channel_blocks(weight, bias, dtype):
+    """weight (C_out, C_in, kH, kW) → (blocks, taps, _CHANNEL_BLOCK): [b, t, c] = weight of output
+    channel b·_CHANNEL_BLOCK + c at tap t (tap-major, as the lanes read it), and the bias as
+    (blocks, _CHANNEL_BLOCK); lanes past C_out are zero."""
+    c_out, taps = weight.shape[0], math.prod(weight.shape[1:])
+    blocks = -(-c_out // _CHANNEL_BLOCK)
+    lanes = np.zeros((blocks * _CHANNEL_BLOCK, taps), dtype)
+    lanes[:c_out] = weight.reshape(c_out, taps)
+    biases = np.zeros(blocks * _CHANNEL_BLOCK, dtype)
+    if bias is not None:
+        biases[:c_out] = bias
+    packed = lanes.reshape(blocks, _CHANNEL_BLOCK, taps).transpose(0, 2, 1)
+    return np.ascontiguousarray(packed), biases.reshape(blocks, _CHANNEL_BLOCK)
+
+
+def _tap_offsets(c_in, kh, kw, h, w):
+    """Offset of tap (c, p, q) from a window's origin in a flattened (C_in, H, W) sample: c·H·W + p·W + q."""
+    return (np.arange(c_in)[:, None, None] * (h * w) + np.arange(kh)[:, None] * w + np.arange(kw)).reshape(-1)
+
+
+@njit(cache=True, fastmath={"contract"})
+def _conv_row(x, s, start, step, weights, biases, tap_at, count, rows, out):
+    """rows[out + u·_CHANNEL_BLOCK + c] = biases[c] + Σ_t weights[t, c] · x[s, start + u·step + tap_at[t]]
+    for u < count: a row of conv outputs of one channel block, _PIXEL_BLOCK pixels at a time.
+    fastmath "contract" allows fused multiply-adds (MUL_ADD in the C kernels) and nothing else."""
+    taps = tap_at.size
+    if count < _PIXEL_BLOCK:  # a row narrower than a block, one pixel at a time
+        for u in range(count):
+            for c in range(_CHANNEL_BLOCK):
+                total = biases[c]
+                for t in range(taps):
+                    total += weights[t, c] * x[s, start + u * step + tap_at[t]]
+                rows[out + u * _CHANNEL_BLOCK + c] = total
+        return
+    acc = _stack_array(_PIXEL_BLOCK_VALUES, rows.dtype)  # [u·_CHANNEL_BLOCK + c]: pixel u, lane c
+    values = _stack_array(_PIXEL_BLOCK, rows.dtype)
+    u0 = 0
+    while u0 < count:
+        u0 = min(u0, count - _PIXEL_BLOCK)  # a last, partial block starts earlier, recomputing a few pixels
+        first = start + u0 * step
+        # indices cast to unsigned: numba checks a signed index for a negative value, a step per load
+        for u in range(_PIXEL_BLOCK):
+            values[u] = x[s, np.uint64(first + u * step + tap_at[0])]
+        for c in range(_CHANNEL_BLOCK):  # the first tap sets the accumulators
+            w = weights[0, c]
+            for u in range(_PIXEL_BLOCK):
+                acc[u * _CHANNEL_BLOCK + c] = biases[c] + w * values[u]
+        for t in range(1, taps):
+            for u in range(_PIXEL_BLOCK):
+                values[u] = x[s, np.uint64(first + u * step + tap_at[t])]
+            for c in range(_CHANNEL_BLOCK):
+                w = weights[t, c]
+                for u in range(_PIXEL_BLOCK):
+                    acc[u * _CHANNEL_BLOCK + c] += w * values[u]
+        at = out + u0 * _CHANNEL_BLOCK
+        for k in range(_PIXEL_BLOCK_VALUES):  # a copy of constant size: a few vector moves, not a call to memcpy
+            rows[np.uint64(at + k)] = acc[k]
+        u0 += _PIXEL_BLOCK
 
 
 @njit(cache=True)
-def _conv_plane(x_pad_b, weight_o, bias_o, sh, sw, conv):
-    """conv[i, j] = bias_o + Σ_c Σ_p Σ_q x_pad_b[c, i·sh + p, j·sw + q] · weight_o[c, p, q] for one
-    (sample, output channel). A function of its own, so LLVM optimises it as a plain loop nest."""
-    h_c, w_c = conv.shape
-    c_in, kh, kw = weight_o.shape
-    conv[:, :] = bias_o
-    for c in range(c_in):
-        for p in range(kh):
-            for q in range(kw):
-                tap = weight_o[c, p, q]
-                if sw == 1:  # unit stride: the inner loop is contiguous and LLVM vectorises it
-                    for i in range(h_c):
-                        for j in range(w_c):
-                            conv[i, j] += tap * x_pad_b[c, i * sh + p, j + q]
-                else:
-                    for i in range(h_c):
-                        for j in range(w_c):
-                            conv[i, j] += tap * x_pad_b[c, i * sh + p, j * sw + q]
-
-
-@njit(cache=True)
-def _relu_max_pool_plane(conv, pkh, pkw, psh, psw, y, argmax):
-    """y[i, j] = max(0, max of conv over window (i, j)), argmax its flat index in conv."""
-    w_c = conv.shape[1]
-    for i in range(y.shape[0]):
-        for j in range(y.shape[1]):
-            r0, c0 = i * psh, j * psw
-            best, best_at = conv[r0, c0], r0 * w_c + c0
-            for p in range(pkh):
-                for q in range(pkw):
-                    value = conv[r0 + p, c0 + q]
-                    # strict >: the first maximum in row-major order wins; every NaN is taken, so
-                    # the last NaN wins (PyTorch's rule, see reference.max_pool2d_forward)
-                    if value > best or value != value:
-                        best, best_at = value, (r0 + p) * w_c + c0 + q
-            y[i, j] = 0 if best < 0 else best  # not max(best, 0): NaN must pass through
-            argmax[i, j] = best_at
+def _relu_max_pool_row(rows, room, pkh, pkw, psw, w_c, top_at, y, argmax, out, w_p, c_out, c0):
+    """y[out + j·C_out + c] = max(0, largest of window j of rows), argmax[...] its flat index in the
+    conv plane, for lanes c < C_out - c0; rows holds pkh conv rows of `room` pixels (room for a
+    block of windows even where W_p is narrower), top_at is the plane index of its first pixel.
+    _WINDOW_BLOCK windows at a time."""
+    width = min(_CHANNEL_BLOCK, c_out - c0)
+    best = _stack_array((_WINDOW_BLOCK, _CHANNEL_BLOCK), rows.dtype)
+    best_at = _stack_array((_WINDOW_BLOCK, _CHANNEL_BLOCK), np.int32)
+    j0 = 0
+    while j0 < w_p:
+        j0 = max(min(j0, w_p - _WINDOW_BLOCK), 0)  # a last, partial block starts earlier
+        for c in range(_CHANNEL_BLOCK):
+            for u in range(_WINDOW_BLOCK):
+                left = (j0 + u) * psw
+                best[u, c] = rows[np.uint64(left * _CHANNEL_BLOCK + c)]
+                best_at[u, c] = top_at + left
+        for r in range(pkh):
+            for q in range(pkw):
+                if r == 0 and q == 0:
+                    continue
+                for c in range(_CHANNEL_BLOCK):
+                    for u in range(_WINDOW_BLOCK):
+                        col = (j0 + u) * psw + q
+                        v = rows[np.uint64((r * room + col) * _CHANNEL_BLOCK + c)]
+                        # max-pool's rules lane by lane: strict > keeps the first of equal values,
+                        # and every NaN is taken, so the last NaN wins (PyTorch's rule)
+                        take = (v > best[u, c]) | (v != v)
+                        best[u, c] = v if take else best[u, c]
+                        best_at[u, c] = top_at + r * w_c + col if take else best_at[u, c]
+        # relu is monotone: max_pool(relu(c)) = relu(max_pool(c)), so clamp after pooling; not
+        # with max(): NaN passes. A whole block of lanes and windows is stored by a loop like those
+        # above (a runtime count of lanes makes a call to memcpy of each window's argmax).
+        at = out + j0 * c_out
+        if width == _CHANNEL_BLOCK and j0 + _WINDOW_BLOCK <= w_p:
+            for c in range(_CHANNEL_BLOCK):
+                for u in range(_WINDOW_BLOCK):
+                    y[np.uint64(at + u * c_out + c)] = 0 if best[u, c] < 0 else best[u, c]
+                    argmax[np.uint64(at + u * c_out + c)] = best_at[u, c]
+        else:
+            for u in range(min(_WINDOW_BLOCK, w_p - j0)):
+                for c in range(width):
+                    y[np.uint64(at + u * c_out + c)] = 0 if best[u, c] < 0 else best[u, c]
+                    argmax[np.uint64(at + u * c_out + c)] = best_at[u, c]
+        j0 += _WINDOW_BLOCK
 
 
 @njit(parallel=True, cache=True)
-def _conv_relu_max_pool(x_pad, weight, bias, sh, sw, h_c, w_c, pkh, pkw, psh, psw, y, argmax):
-    n, c_out = y.shape[:2]
-    h_p, w_p = y.shape[2:]
-    for b in prange(n):
-        conv = np.empty((h_c, w_c), dtype=y.dtype)  # one plane, reused for every output channel
-        for o in range(c_out):
-            _conv_plane(x_pad[b], weight[o], bias[o], sh, sw, conv)
-            _relu_max_pool_plane(conv, pkh, pkw, psh, psw, y[b, o], argmax[b, o])
+def _conv_relu_max_pool(x, weight_blocks, bias_blocks, tap_at, sh, sw, w_in, w_c, pkh, pkw, psh, psw, y, argmax):
+    """x (N, C_in·H·W) zero-padded; weights and biases from _pack_channel_blocks; y, argmax (N, H_p, W_p, C_out).
+    A job is (channel block, sample), block-major as in C. The helpers index flat arrays, with
+    offsets LLVM knows: a multi-dimensional index multiplies by the array's strides at each access."""
+    n, h_p, w_p, c_out = y.shape
+    blocks = weight_blocks.shape[0]
+    cols = (w_p - 1) * psw + pkw  # the conv columns some pooling window reads
+    room = max(cols, (_WINDOW_BLOCK - 1) * psw + pkw)
+    for job in prange(blocks * n):
+        block, s = job // n, job % n
+        weights, biases = weight_blocks[block], bias_blocks[block]
+        y_flat, argmax_flat = y.reshape(-1), argmax.reshape(-1)
+        rows = np.empty(pkh * room * _CHANNEL_BLOCK, y.dtype)  # the conv rows that one row of windows reads
+        for i in range(h_p):
+            for r in range(pkh):
+                _conv_row(x, s, (i * psh + r) * sh * w_in, sw, weights, biases, tap_at, cols,
+                          rows, r * room * _CHANNEL_BLOCK)
+            _relu_max_pool_row(rows, room, pkh, pkw, psw, w_c, i * psh * w_c, y_flat, argmax_flat,
+                               (s * h_p + i) * w_p * c_out + block * _CHANNEL_BLOCK, w_p, c_out, block * _CHANNEL_BLOCK)
+
+
+def _fused_is_direct(weight_shape, conv_hw):
+    """Whether the fused op runs the direct kernels: few taps, and conv planes that int32 indexes."""
+    return math.prod(weight_shape[1:]) <= _DIRECT_CONV_MAX_TAPS and math.prod(conv_hw) < 2 ** 31
 
 
 def conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel, pool_stride):
-    """Direct fused loop for few taps, else conv2d_forward then max-pool and relu."""
+    """(relu(max_pool2d(conv2d(x))), argmax in the conv plane); see reference.conv2d_relu_max_pool2d_forward.
+    The direct kernels return views of channels-last memory and an int32 argmax, as the C backend."""
     c_out, c_in, kh, kw = weight.shape
-    if c_in * kh * kw > _DIRECT_CONV_MAX_TAPS:
+    n, _, h, w = x.shape
+    h_c, w_c = output_size(h, kh, stride[0], padding[0]), output_size(w, kw, stride[1], padding[1])
+    if not _fused_is_direct(weight.shape, (h_c, w_c)):
         pooled, argmax = max_pool2d_forward(conv2d_forward(x, weight, bias, stride, padding),
                                             pool_kernel, pool_stride, (0, 0))
         return relu_forward(pooled), argmax
-    n, _, h, w = x.shape
-    h_c, w_c = output_size(h, kh, stride[0], padding[0]), output_size(w, kw, stride[1], padding[1])
-    out_shape = (n, c_out, output_size(h_c, pool_kernel[0], pool_stride[0], 0),
-                 output_size(w_c, pool_kernel[1], pool_stride[1], 0))
-    y = np.empty(out_shape, dtype=x.dtype)
-    argmax = np.empty(out_shape, dtype=np.int64)
-    bias = np.zeros(c_out, x.dtype) if bias is None else np.ascontiguousarray(bias)
-    _conv_relu_max_pool(zero_padded(x, padding), np.ascontiguousarray(weight), bias, *stride, h_c, w_c,
+    x_pad = zero_padded(x, padding)
+    h_pad, w_pad = x_pad.shape[2:]
+    h_p, w_p = output_size(h_c, pool_kernel[0], pool_stride[0], 0), output_size(w_c, pool_kernel[1], pool_stride[1], 0)
+    y = np.empty((n, h_p, w_p, c_out), dtype=x.dtype)
+    argmax = np.empty((n, h_p, w_p, c_out), dtype=np.int32)
+    weight_blocks, bias_blocks = _pack_channel_blocks(weight, bias, x.dtype)
+    _conv_relu_max_pool(x_pad.reshape(n, c_in * h_pad * w_pad), weight_blocks, bias_blocks,
+                        _tap_offsets(c_in, kh, kw, h_pad, w_pad), *stride, w_pad, w_c,
                         *pool_kernel, *pool_stride, y, argmax)
-    return y, argmax
+    return y.transpose(0, 3, 1, 2), argmax.transpose(0, 3, 1, 2)
 
 
-# Backward from the winners alone. Pooled value (b, o, i, j) with g = grad_y·[¬(y ≤ 0)] came from
-# conv position (hc, wc) = divmod(argmax, W_c), which read x_pad[b, c, hc·sh + p, wc·sw + q]
-# with weight w[o, c, p, q]; every other conv position has zero gradient. Threads split the
-# weight gradient by output channel and the input gradient by sample, so no two write the
-# same element.
+# Backward, from the winners: pooled value (s, o, i, j) with g = grad_y·[¬(y ≤ 0)] (relu's
+# backward, a select) came from conv position (hc, wc) = divmod(argmax, W_c), which read
+# x_pad[s, c, hc·sh + p, wc·sw + q] with weight w[o, c, p, q]. Weight and bias: a job (channel
+# block, sample) scatters each g to its winner in a conv-shaped tile[hc, wc, lane] (max-pool's
+# backward), then correlates the tile with x, every x value broadcast to the block's lanes. Sums
+# run in the array's type over _CORRELATION_PIXELS or so (a few conv rows, in registers), then
+# in float64: in float32 a whole plane's sum drifts by ~1e-5. Each job keeps its own float64
+# sums, added over the samples in order afterwards, so the result does not depend on the
+# threads. Input: threads split the samples, each owning grad_x[s]; only the winners are visited.
+@njit(cache=True)
+def _conv_row_of(at, w_c, inv_w_c):
+    """at // w_c, without an integer division (the slowest step of the loops below): (at + 0.5)/W_c
+    is 0.5/W_c away from any integer, far more than rounding in float64 moves it (at < 2³¹)."""
+    return int((at + 0.5) * inv_w_c)
+
+
+@njit(cache=True)
+def _scatter_to_tile(grad_y, y, argmax, s, c0, plane, tile, bias_sums):
+    """Max-pool's and relu's backward for one job: tile[at·_CHANNEL_BLOCK + c] += g for every
+    pooled value of sample s and channel c0 + c, at its winner at (none outside the conv plane),
+    and bias_sums[c] += g, in float64: a bias's terms often cancel. All read flat, as below."""
+    pooled, c_out = grad_y.shape[1], grad_y.shape[2]
+    grad_flat, y_flat, at_flat = grad_y.reshape(-1), y.reshape(-1), argmax.reshape(-1)
+    for k in range(pooled):
+        first = (s * pooled + k) * c_out + c0
+        for c in range(min(_CHANNEL_BLOCK, c_out - c0)):
+            at = at_flat[np.uint64(first + c)]
+            if y_flat[np.uint64(first + c)] <= 0 or at < 0 or at >= plane:  # g = 0, or no winner
+                continue
+            g = grad_flat[np.uint64(first + c)]
+            tile[np.uint64(at * _CHANNEL_BLOCK + c)] += g
+            bias_sums[c] += g
+
+
+@njit(cache=True, fastmath={"contract"})
+def _correlate_tile(tile, x, s, tap_at, sh, sw, w_in, h_c, w_c, sums):
+    """sums[t, c] += Σ_hc Σ_wc tile[(hc·W_c + wc)·_CHANNEL_BLOCK + c] · x[s, hc·sh·w_in + wc·sw + tap_at[t]]:
+    one job's weight gradient, _PIXEL_BLOCK pixels at a time, summed in the tile's type over
+    groups of conv rows, then in float64. The tile has a block of spare pixels at its end."""
+    lanes = sums.shape[1]  # = _CHANNEL_BLOCK, unknown to LLVM: the loop summing over it stays a vector loop
+    acc = _stack_array((_PIXEL_BLOCK, _CHANNEL_BLOCK), tile.dtype)
+    values = _stack_array(_PIXEL_BLOCK, tile.dtype)
+    group = max(1, -(-_CORRELATION_PIXELS // w_c))
+    for h0 in range(0, h_c, group):
+        for t in range(tap_at.size):
+            acc[:, :] = 0  # a constant size: a few vector stores
+            for hc in range(h0, min(h0 + group, h_c)):
+                row = hc * sh * w_in + tap_at[t]
+                for wc0 in range(0, w_c, _PIXEL_BLOCK):
+                    at = (hc * w_c + wc0) * _CHANNEL_BLOCK  # tile read flat: offsets LLVM knows, not strides
+                    inside = w_c - wc0
+                    if inside >= _PIXEL_BLOCK:
+                        for u in range(_PIXEL_BLOCK):
+                            values[u] = x[s, np.uint64(row + (wc0 + u) * sw)]
+                        for c in range(_CHANNEL_BLOCK):
+                            for u in range(_PIXEL_BLOCK):
+                                acc[u, c] += tile[np.uint64(at + u * _CHANNEL_BLOCK + c)] * values[u]
+                    else:  # the row's last block: the tile past the row is left out, not times 0 (inf·0 is NaN)
+                        for u in range(_PIXEL_BLOCK):
+                            values[u] = x[s, np.uint64(row + (wc0 + u) * sw)] if u < inside else 0
+                        zero = tile.dtype.type(0)  # a literal 0 would make the sums float64
+                        for c in range(_CHANNEL_BLOCK):
+                            for u in range(_PIXEL_BLOCK):
+                                term = tile[np.uint64(at + u * _CHANNEL_BLOCK + c)] * values[u]
+                                acc[u, c] += term if u < inside else zero
+            for c in range(lanes):
+                group_sum = acc[0, c]
+                for u in range(1, _PIXEL_BLOCK):
+                    group_sum += acc[u, c]
+                sums[t, c] += group_sum
+
+
 @njit(parallel=True, cache=True)
-def _conv_relu_max_pool_grad_weight(grad_y, y, argmax, x_pad, sh, sw, w_c, grad_w, grad_b):
-    n, c_out, h_p, w_p = grad_y.shape
-    c_in, kh, kw = grad_w.shape[1:]
-    for o in prange(c_out):
-        acc_w = np.zeros((c_in, kh, kw))  # float64 accumulators: sums of tens of thousands of terms
-        acc_b = 0.0
-        for b in range(n):
-            for i in range(h_p):
-                for j in range(w_p):
-                    if not y[b, o, i, j] <= 0:  # relu's backward: see reference.relu_backward
-                        g = grad_y[b, o, i, j]
-                        r0, c0 = (argmax[b, o, i, j] // w_c) * sh, (argmax[b, o, i, j] % w_c) * sw
-                        acc_b += g
-                        for c in range(c_in):
-                            for p in range(kh):
-                                for q in range(kw):
-                                    acc_w[c, p, q] += g * x_pad[b, c, r0 + p, c0 + q]
-        grad_b[o] = acc_b
-        for c in range(c_in):
-            for p in range(kh):
-                for q in range(kw):
-                    grad_w[o, c, p, q] = acc_w[c, p, q]
+def _conv_relu_max_pool_grad_params(grad_y, y, argmax, x, tap_at, sh, sw, w_in, h_c, w_c, sums):
+    """sums[b, s, t, c] = Σ over sample s's conv positions of g_conv · x at tap t, for output channel
+    b·_CHANNEL_BLOCK + c, and sums[b, s, taps, c] = Σ g_conv (the bias); grad_y, y, argmax (N, H_p·W_p, C_out)."""
+    n = grad_y.shape[0]
+    blocks, taps = sums.shape[0], tap_at.size
+    for job in prange(blocks * n):
+        block, s = job // n, job % n
+        job_sums = sums[block, s]
+        job_sums[:, :] = 0
+        tile = np.zeros((h_c * w_c + _PIXEL_BLOCK) * _CHANNEL_BLOCK, grad_y.dtype)
+        _scatter_to_tile(grad_y, y, argmax, s, block * _CHANNEL_BLOCK, h_c * w_c, tile, job_sums[taps])
+        _correlate_tile(tile, x, s, tap_at, sh, sw, w_in, h_c, w_c, job_sums)
 
 
 @njit(parallel=True, cache=True)
-def _conv_relu_max_pool_grad_input(grad_y, y, argmax, weight, sh, sw, w_c, grad_x_pad):
-    n, c_out, h_p, w_p = grad_y.shape
-    c_in, kh, kw = weight.shape[1:]
-    for b in prange(n):
-        grad_x_pad[b] = 0
-        for o in range(c_out):
-            for i in range(h_p):
-                for j in range(w_p):
-                    if not y[b, o, i, j] <= 0:  # relu's backward: see reference.relu_backward
-                        g = grad_y[b, o, i, j]
-                        r0, c0 = (argmax[b, o, i, j] // w_c) * sh, (argmax[b, o, i, j] % w_c) * sw
-                        for c in range(c_in):
-                            for p in range(kh):
-                                for q in range(kw):
-                                    grad_x_pad[b, c, r0 + p, c0 + q] += g * weight[o, c, p, q]
+def _conv_relu_max_pool_grad_input(grad_y, y, argmax, weight, tap_at, sh, sw, w_in, h_c, w_c, grad_x):
+    """grad_x (N, C_in·H·W) of the zero-padded input; weight (C_out, taps); the rest as above."""
+    n, pooled, c_out = grad_y.shape
+    taps = tap_at.size
+    plane, inv_w_c = h_c * w_c, 1.0 / w_c
+    for s in prange(n):
+        grad_x[s] = 0
+        for k in range(pooled):
+            for o in range(c_out):
+                at = argmax[s, k, o]
+                if y[s, k, o] <= 0 or at < 0 or at >= plane:
+                    continue
+                g = grad_y[s, k, o]
+                hc = _conv_row_of(at, w_c, inv_w_c)
+                origin = hc * sh * w_in + (at - hc * w_c) * sw
+                for t in range(taps):
+                    grad_x[s, np.uint64(origin + tap_at[t])] += g * weight[o, t]
 
 
 def conv2d_relu_max_pool2d_backward(grad_y, y, argmax, x, weight, stride, padding,
                                     need_x=True, need_weight=True, need_bias=True):
-    """Gradients accumulated from each pooling window's winner (see the comment above)."""
-    grad_y, y, argmax = (np.ascontiguousarray(a) for a in (grad_y, y, argmax))
-    n, _, h, w = x.shape
-    c_out, c_in, kh, kw = weight.shape
-    (ph, pw), w_c = padding, output_size(w, kw, stride[1], padding[1])
+    """(grad_x, grad_w, grad_b), None where not needed; see reference.conv2d_relu_max_pool2d_backward.
+    y and argmax may come from this backend's forward (channels-last views, int32) or any other."""
+    n, c_in, h, w = x.shape
+    c_out, _, kh, kw = weight.shape
+    (sh, sw), (ph, pw) = stride, padding
+    h_c, w_c = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
+    grad_y, y, argmax = np.asarray(grad_y), np.asarray(y), np.asarray(argmax)
+    if not (grad_y.shape == y.shape == argmax.shape and grad_y.ndim == 4 and grad_y.shape[:2] == (n, c_out)):
+        raise ValueError(f"grad_y {grad_y.shape}, y {y.shape} and argmax {argmax.shape} must be equal "
+                         f"and start with (N, C_out) = {(n, c_out)}")
+    if not _fused_is_direct(weight.shape, (h_c, w_c)):  # the composition, as the forward
+        grad_conv = max_pool2d_backward(relu_backward(grad_y, y), argmax, (n, c_out, h_c, w_c))
+        return conv2d_backward(grad_conv, x, weight, stride, padding, need_x, need_weight, need_bias)
+    # channels-last, as the kernels read them: no copy for what this backend's forward returned
+    pooled = grad_y.shape[2] * grad_y.shape[3]
+    grad_y, y, argmax = (np.ascontiguousarray(a.transpose(0, 2, 3, 1), dtype).reshape(n, pooled, c_out)
+                         for a, dtype in ((grad_y, x.dtype), (y, None), (argmax, None)))
+    x_pad = zero_padded(x, padding)
+    h_pad, w_pad = x_pad.shape[2:]
+    tap_at, taps = _tap_offsets(c_in, kh, kw, h_pad, w_pad), c_in * kh * kw
     grad_x = grad_w = grad_b = None
     if need_weight or need_bias:
-        grad_w, grad_b = np.empty(weight.shape, x.dtype), np.empty(c_out, x.dtype)
-        _conv_relu_max_pool_grad_weight(grad_y, y, argmax, zero_padded(x, padding), *stride, w_c, grad_w, grad_b)
+        blocks = -(-c_out // _CHANNEL_BLOCK)
+        sums = np.empty((blocks, n, taps + 1, _CHANNEL_BLOCK))
+        _conv_relu_max_pool_grad_params(grad_y, y, argmax, x_pad.reshape(n, c_in * h_pad * w_pad), tap_at,
+                                        sh, sw, w_pad, h_c, w_c, sums)
+        totals = sums.sum(axis=1)  # over the samples, in order: the same for any number of threads
+        if need_weight:
+            by_channel = totals[:, :taps].transpose(0, 2, 1).reshape(blocks * _CHANNEL_BLOCK, taps)
+            grad_w = by_channel[:c_out].reshape(weight.shape).astype(x.dtype)
+        if need_bias:
+            grad_b = totals[:, taps].reshape(blocks * _CHANNEL_BLOCK)[:c_out].astype(x.dtype)
     if need_x:
-        grad_x_pad = np.empty((n, c_in, h + 2 * ph, w + 2 * pw), x.dtype)
-        _conv_relu_max_pool_grad_input(grad_y, y, argmax, np.ascontiguousarray(weight), *stride, w_c, grad_x_pad)
-        grad_x = np.ascontiguousarray(grad_x_pad[:, :, ph:ph + h, pw:pw + w])
-    return grad_x, grad_w if need_weight else None, grad_b if need_bias else None
+        grad_x_pad = np.empty((n, c_in, h_pad, w_pad), x.dtype)
+        _conv_relu_max_pool_grad_input(grad_y, y, argmax, np.ascontiguousarray(weight, x.dtype).reshape(c_out, taps),
+                                       tap_at, sh, sw, w_pad, h_c, w_c, grad_x_pad.reshape(n, c_in * h_pad * w_pad))
+        grad_x = grad_x_pad if (ph, pw) == (0, 0) else np.ascontiguousarray(grad_x_pad[:, :, ph:ph + h, pw:pw + w])
+    return grad_x, grad_w, grad_b
 
 
 # --------------------------------------------------------------------------- sequence models

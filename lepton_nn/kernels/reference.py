@@ -524,3 +524,27 @@ def gemm(a, b, trans_a=False, trans_b=False, c=None):
     """
     product = (a.T if trans_a else a) @ (b.T if trans_b else b)
     return product if c is None else np.add(product, c, out=product)  # in C's dtype, as the fast GEMMs
+
+
+def gemm_output(a, b, trans_a, trans_b, c, owner):
+    """What a fast GEMM checks before it runs, in one place: a and b both float32 or both float64
+    matrices whose inner sizes agree, c broadcastable to the product. Returns (m, n, k, out):
+    out (M, N) of a's dtype holding c (its addend, so the GEMM adds into it) or zeros."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype != b.dtype or a.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{owner}: a and b must both be float32 or both float64, got {a.dtype} and {b.dtype}")
+    for name, x in (("a", a), ("b", b)):
+        if x.ndim != 2:
+            raise ValueError(f"{owner}: {name} must be a matrix (2-D), got shape {x.shape}")
+    (m, k), (k_b, n) = a.shape[::-1] if trans_a else a.shape, b.shape[::-1] if trans_b else b.shape
+    if k_b != k:
+        raise ValueError(f"{owner}: op(a) is {m}×{k} and op(b) is {k_b}×{n}: op(b) needs {k} rows "
+                         f"(a {a.shape}, trans_a={trans_a}; b {b.shape}, trans_b={trans_b})")
+    out = np.empty((m, n), a.dtype)
+    if c is not None:
+        try:
+            np.copyto(out, c)
+        except ValueError:
+            raise ValueError(f"{owner}: c of shape {np.shape(c)} does not broadcast to the product's "
+                             f"{(m, n)}") from None
+    return m, n, k, out

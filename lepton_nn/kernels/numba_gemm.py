@@ -1,0 +1,193 @@
+"""The Numba backend's GEMM, C (m, n) = op(A) (m, k) · op(B) (k, n) (+ c), in the steps of the C
+backend's (docs/benchmarks.md, "Our GEMM, step by step"): `naive`, `blocked`, and `packed`
+(threaded), the same algorithms as csrc/lepton_kernels_generic.inc "gemm". reference.gemm is
+the specification.
+
+Operands are read as flat arrays through strides, op(A)[i, p] = a[i·a_rs + p·a_cs], so a
+transpose is a swap of the strides and each loop compiles once per dtype, whatever the layout.
+Loops that LLVM should vectorise start at 0: numba then knows the index is not negative and
+drops its wrap-around check, without which nothing vectorises.
+"""
+import numpy as np
+from llvmlite import binding as llvm
+from numba import get_num_threads, njit, prange
+
+from lepton_nn.checks import int_at_least
+from lepton_nn.kernels.numba_stack import stack_array as _stack_array
+from lepton_nn.kernels.reference import gemm_output
+
+GEMM_ALGORITHMS = ("naive", "blocked", "packed")
+# The micro-kernel's tile, MR × NR: with AVX-512, 8 rows of 2 vectors of 16 floats are 16 of its
+# 32 registers (C's choice too); with 16 registers, 8 rows of one 8-float AVX vector.
+MR, NR = 8, (32 if "avx512f" in llvm.get_host_cpu_features().flatten() else 16)
+_TILE_VALUES = MR * NR       # a global, so that numba sees a constant (_stack_array)
+KC, MC, NC = 256, 128, 2048   # a packed block: depth KC of MC rows of op(A) and NC columns of op(B), as in C
+BLOCKED_KC, BLOCKED_NC = 128, 512
+
+
+@njit(cache=True)
+def _gemm_naive(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c):
+    """Step 1, the definition: c[i, j] += Σ_p op(A)[i, p]·op(B)[p, j], one dot product per output."""
+    zero = np.zeros(1, c.dtype)[0]  # sums run in c's dtype, as in C
+    for i in range(m):
+        for j in range(n):
+            total = zero
+            for p in range(k):
+                total += a[i * a_rs + p * a_cs] * b[p * b_rs + j * b_cs]
+            c[i, j] += total
+
+
+@njit(cache=True, fastmath={"contract"})
+def _gemm_blocked(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c):
+    """Step 2: loops i, p, j, so the innermost runs along a row of C and a row of op(B), in blocks
+    of BLOCKED_KC × BLOCKED_NC of op(B) that stay in cache while every row of C is updated."""
+    for j0 in range(0, n, BLOCKED_NC):
+        width = min(BLOCKED_NC, n - j0)
+        for p0 in range(0, k, BLOCKED_KC):
+            for i in range(m):
+                c_row = c[i, j0:j0 + width]
+                for p in range(p0, min(k, p0 + BLOCKED_KC)):
+                    a_ip = a[i * a_rs + p * a_cs]
+                    start = p * b_rs + j0 * b_cs
+                    if b_cs == 1:  # contiguous: vectorised
+                        b_row = b[start:start + width]
+                        for j in range(width):
+                            c_row[j] += a_ip * b_row[j]
+                    else:
+                        for j in range(width):
+                            c_row[j] += a_ip * b[start + j * b_cs]
+
+
+@njit(cache=True)
+def _pack(x, rs, cs, first, count, p0, depth, width, panels):
+    """Step 3, packing: `count` rows of op(A) (rs, cs = a's strides; width = MR) or columns of op(B)
+    (rs, cs = b's swapped; width = NR) from `first`, depth [p0, p0 + depth), into panels of
+    `width`: panels[q, p·width + r] = element (first + q·width + r, p0 + p), in the order the
+    micro-kernel reads them, whatever the strides. Lines past `count` are zeros (they reach only
+    outputs that are never stored). Each loop runs along the source's contiguous axis."""
+    for q in range(panels.shape[0]):
+        dst = panels[q]
+        lines = min(width, count - q * width)
+        if lines < width:
+            dst[:] = 0
+        if cs == 1:  # each line contiguous along the depth
+            for r in range(lines):
+                start = (first + q * width + r) * rs + p0
+                src = x[start:start + depth]
+                for p in range(depth):
+                    dst[p * width + r] = src[p]
+        else:  # lines side by side (rs == 1 when contiguous): a run of `width` per step of depth
+            for p in range(depth):
+                start = (p0 + p) * cs + (first + q * width) * rs
+                out = dst[p * width:p * width + lines]
+                if rs == 1:
+                    src = x[start:start + lines]
+                    for r in range(lines):
+                        out[r] = src[r]
+                else:
+                    for r in range(lines):
+                        out[r] = x[start + r * rs]
+
+
+@njit(cache=True, fastmath={"contract"})
+def _micro_kernel(depth, a_panel, b_panel, c, i0, j0, rows, cols, add):
+    """The MR × NR tile of C at (i0, j0) from a packed panel of A (depth × MR) and one of B
+    (depth × NR), as `depth` rank-1 updates of an accumulator tile that LLVM keeps in vector
+    registers (a _stack_array: on the heap, LLVM would have to assume it may alias the panels, and
+    keep it in memory). The loop over j does MR multiply-adds per column, a body long enough that
+    LLVM vectorises it along j instead of unrolling it. Only rows × cols of the tile are stored,
+    added to C if add."""
+    acc = _stack_array(_TILE_VALUES, c.dtype)  # [r·NR + j]
+    for j in range(_TILE_VALUES):
+        acc[j] = 0
+    for p in range(depth):
+        a = a_panel[p * MR:p * MR + MR]
+        b = b_panel[p * NR:p * NR + NR]
+        a0, a1, a2, a3, a4, a5, a6, a7 = a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]
+        for j in range(NR):
+            v = b[j]
+            acc[j] += a0 * v
+            acc[NR + j] += a1 * v
+            acc[2 * NR + j] += a2 * v
+            acc[3 * NR + j] += a3 * v
+            acc[4 * NR + j] += a4 * v
+            acc[5 * NR + j] += a5 * v
+            acc[6 * NR + j] += a6 * v
+            acc[7 * NR + j] += a7 * v
+    if cols == NR:  # a loop of constant length: vector stores (a runtime length became a memcpy call)
+        for r in range(rows):
+            row = c[i0 + r, j0:j0 + NR]
+            if add:
+                for j in range(NR):
+                    row[j] += acc[r * NR + j]
+            else:
+                for j in range(NR):
+                    row[j] = acc[r * NR + j]
+        return
+    for r in range(rows):
+        row = c[i0 + r, j0:j0 + cols]
+        for j in range(cols):
+            row[j] = row[j] + acc[r * NR + j] if add else acc[r * NR + j]
+
+
+@njit(parallel=True, cache=True)
+def _gemm_packed(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, accumulate, c, threads):
+    """Steps 3 and 4: BLIS's loops around the micro-kernel, as in the C backend. For each block of
+    NC columns and KC of depth, op(B) is packed once; for each block of MC rows in it, op(A) is;
+    then each MR × NR tile is one micro-kernel call. The first depth block overwrites C (unless
+    accumulate), later ones add to it. Threads split C into bands, of columns when m <= n and of
+    rows otherwise; each packs into its own panels and writes its own band, so every sum runs in
+    the same order on any number of threads."""
+    by_columns = m <= n
+    unit = NR if by_columns else MR
+    extent = n if by_columns else m
+    units = (extent + unit - 1) // unit
+    for t in prange(threads):
+        lo = units * t // threads * unit
+        hi = min(units * (t + 1) // threads * unit, extent)
+        m0, m1 = (0, m) if by_columns else (lo, hi)
+        n0, n1 = (lo, hi) if by_columns else (0, n)
+        a_panels = np.empty((MC // MR, KC * MR), c.dtype)
+        b_panels = np.empty((NC // NR, KC * NR), c.dtype)
+        for jc in range(n0, n1, NC):
+            nc = min(NC, n1 - jc)
+            for pc in range(0, k, KC):
+                kc = min(KC, k - pc)
+                add = accumulate or pc > 0
+                b_used = b_panels[:(nc + NR - 1) // NR]
+                _pack(b, b_cs, b_rs, jc, nc, pc, kc, NR, b_used)
+                for ic in range(m0, m1, MC):
+                    mc = min(MC, m1 - ic)
+                    a_used = a_panels[:(mc + MR - 1) // MR]
+                    _pack(a, a_rs, a_cs, ic, mc, pc, kc, MR, a_used)
+                    for jr in range(0, nc, NR):
+                        for ir in range(0, mc, MR):
+                            _micro_kernel(kc, a_used[ir // MR], b_used[jr // NR], c, ic + ir, jc + jr,
+                                          min(MR, mc - ir), min(NR, nc - jr), add)
+
+
+def gemm(a, b, trans_a=False, trans_b=False, c=None, *, algorithm="packed", threads=None):
+    """reference.gemm in Numba, with one of GEMM_ALGORITHMS ("packed", the fast one, by default)
+    on up to `threads` threads (packed only; default: numba's thread count)."""
+    owner = "gemm (numba)"
+    m, n, k, out = gemm_output(a, b, trans_a, trans_b, c, owner)
+    if algorithm not in GEMM_ALGORITHMS:
+        raise ValueError(f"{owner}: algorithm must be one of {', '.join(GEMM_ALGORITHMS)}, got {algorithm!r}")
+    threads = get_num_threads() if threads is None else int_at_least(threads, owner, "threads", 1)
+    if m == 0 or n == 0:
+        return out
+    if k == 0 and c is None:  # an empty sum
+        out[...] = 0
+        return out
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    a_rs, a_cs = (1, m) if trans_a else (k, 1)  # a is (k, m) if trans_a, else (m, k)
+    b_rs, b_cs = (1, k) if trans_b else (n, 1)
+    args = (m, n, k, a.reshape(-1), a_rs, a_cs, b.reshape(-1), b_rs, b_cs)
+    if algorithm == "packed":
+        # a thread gets at least ~2 M multiply-adds, or waking it costs more than it saves
+        _gemm_packed(*args, c is not None, out, max(1, min(threads, m * n * k // (1 << 21))))
+    else:
+        if c is None:
+            out[...] = 0  # these two add into out
+        (_gemm_naive if algorithm == "naive" else _gemm_blocked)(*args, out)
+    return out
