@@ -18,7 +18,8 @@ from lepton_nn.kernels.reference import gemm_output
 
 GEMM_ALGORITHMS = ("naive", "blocked", "packed")
 # The micro-kernel's tile, MR × NR: with AVX-512, 8 rows of 2 vectors of 16 floats are 16 of its
-# 32 registers (C's choice too); with 16 registers, 8 rows of one 8-float AVX vector.
+# 32 registers (C's choice too); with 16 registers, 8 rows of one 8-float AVX vector. float64
+# uses the same tile, twice the registers, so some accumulators spill: it is for checking, not speed.
 MR, NR = 8, (32 if "avx512f" in llvm.get_host_cpu_features().flatten() else 16)
 _TILE_VALUES = MR * NR       # a global, so that numba sees a constant (_stack_array)
 KC, MC, NC = 256, 128, 2048   # a packed block: depth KC of MC rows of op(A) and NC columns of op(B), as in C
