@@ -423,9 +423,12 @@ def softmax_cross_entropy_backward(grad_loss, probs, labels):
 # All of a model's parameter arrays in one parallel kernel, as in the C backend: the threads
 # start once per optimizer step instead of once per array (docs/benchmarks.md, "Measurements
 # behind the code"). The arrays arrive as tuples, since numba has no arrays of arrays; the
-# threads share a table of jobs (array, start, stop). Numba compiles the kernel once per number
-# of arrays (and caches it on disk).
+# threads share a table of jobs (array, start, stop). A tuple's length is part of its type, and
+# numba's compile time grows steeply with it (0.4 s for 6 arrays, 557 s for 50), so the arrays go
+# in groups of _ADAM_GROUP, the last one padded with empty arrays: one compilation, cached on
+# disk, serves every model, and a model of up to _ADAM_GROUP arrays takes one call.
 _ADAM_JOB = 16384  # elements per job: enough to pay for handing it out, few enough to share out well
+_ADAM_GROUP = 8    # the MNIST CNN's 6 arrays in one call
 
 
 @njit(cache=True, error_model="numpy")
@@ -496,14 +499,17 @@ def adam_steps(params, grads, ms, vs, lr, beta1, beta2, eps, step, weight_decay=
         group = by_dtype.setdefault(param.dtype, ([], [], [], []))
         for arrays, array in zip(group, (param, grad, m, v)):
             arrays.append(array.reshape(-1))
-    for dtype, (flat_params, flat_grads, flat_ms, flat_vs) in by_dtype.items():
+    for dtype, arrays in by_dtype.items():
         # The reference mixes Python floats into float32 arrays, which NumPy rounds to float32
         # first; rounding the scalars here the same way makes float32 results match it exactly.
         real = dtype.type
-        _adam(tuple(flat_params), tuple(flat_grads), tuple(flat_ms), tuple(flat_vs),
-              _adam_jobs(tuple(p.size for p in flat_params)),
-              real(lr), real(beta1), real(beta2), real(1 - beta1), real(1 - beta2),
-              real(1 - beta1 ** step), real(1 - beta2 ** step), real(eps), real(weight_decay))
+        count, padding = len(arrays[0]), [np.empty(0, dtype)] * _ADAM_GROUP
+        for start in range(0, count, _ADAM_GROUP):
+            params_, grads_, ms_, vs_ = (tuple((group[start:start + _ADAM_GROUP] + padding)[:_ADAM_GROUP])
+                                         for group in arrays)
+            _adam(params_, grads_, ms_, vs_, _adam_jobs(tuple(p.size for p in params_)),
+                  real(lr), real(beta1), real(beta2), real(1 - beta1), real(1 - beta2),
+                  real(1 - beta1 ** step), real(1 - beta2 ** step), real(eps), real(weight_decay))
 
 
 # --------------------------------------------------------------------------- fused conv → relu → max-pool
