@@ -195,6 +195,9 @@ static void conv_tap_offsets(const lepton_window *conv, int64_t *tap_at)
 #define BLOCKED_KC 128
 #define BLOCKED_MC 64
 #define BLOCKED_NC 256
+/* Outputs up to which a long-depth packed GEMM splits its depth between two threads, and the
+ * values each workspace slot keeps for the second half's C. */
+#define GEMM_SPLIT_MAX_OUTPUTS (64 * 256)
 /* Multiply-adds below which the packed GEMM stays on one thread. */
 #define GEMM_PARALLEL_MIN_MACS (1 << 21)
 
@@ -237,7 +240,7 @@ static int64_t thread_count(void)
 
 int64_t lepton_gemm_workspace_size(void)
 {
-    return GEMM_MC * GEMM_KC + GEMM_KC * GEMM_NC;
+    return GEMM_MC * GEMM_KC + GEMM_KC * GEMM_NC + GEMM_SPLIT_MAX_OUTPUTS;
 }
 
 /* FN(relu_forward) -> lepton_relu_forward_f32 while SUFFIX is f32. */

@@ -170,7 +170,8 @@ def test_nan_and_inf_propagate_as_numpy(backend, algorithm, dtype):
 def test_the_packed_gemm_gives_the_same_bits_on_any_number_of_threads(backend):
     """Each thread owns a band of C and every sum runs in the same order: no thread-count drift."""
     rng = np.random.default_rng(8)
-    for (m, k, n) in [(70, 300, 530), (530, 300, 70)]:  # split by columns, then by rows
+    # split by columns, then by rows, then along the depth (a small C, a long depth)
+    for (m, k, n) in [(70, 300, 530), (530, 300, 70), (30, 1300, 50)]:
         a, b = operands(rng, m, k, n, np.float32)
         one = gemm_of(backend)(a, b, threads=1)
         for threads in (2, 3):
