@@ -142,7 +142,7 @@ class GradcheckReport:
             lines += r.lines()
         if not self.passed and self.ops:
             built_in = [op for op in self.ops if op in self.built_in_ops]
-            where = [f"built-in ops' forward and backward: lepton_nn/ops.py"] if built_in else []
+            where = ["built-in ops' forward and backward: lepton_nn/ops.py"] if built_in else []
             sections = sorted({EQUATIONS[op] for op in built_in if op in EQUATIONS})
             where += [f"derivations: docs/equations.md § {', § '.join(sections)}"] if sections else []
             lines.append(f"  ops in the graph: {', '.join(self.ops)}" + (f" ({'; '.join(where)})" if where else ""))
@@ -256,7 +256,6 @@ def _unit_directions(rng, shape, count):
 def _central(i, x, analytic, loss_at, at_kinks, eps, atol, rtol, max_full_size, directions, rng):
     """Central differences along every element (if x is small) and random directions; at a kink,
     the interval test on L⁺ (at_kinks: its analytic gradient and its loss function)."""
-    base = loss_at(x)
     kink_analytic, kink_loss_at = at_kinks
     kink_base = kink_loss_at(x)
     steps = []  # (where, direction)
