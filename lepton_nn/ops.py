@@ -299,7 +299,8 @@ class Linear(Function):
     With the leading axes of X flattened into M rows:
     ∂L/∂X = G·W,  ∂L/∂W = Gᵀ·X,  ∂L/∂b = Σ_rows G. One op rather than matmul + transpose + add,
     so that backward is three GEMMs straight into the layouts the parameters have. Kernel:
-    gemm, the backend's own (the bias is its addend; transposes are strides, never copies).
+    gemm (the bias is its addend; transposes are strides, never copies), which every backend
+    serves with NumPy's @ for now (lepton_nn/kernels/__init__.py, NOT_USED_YET).
     """
 
     @staticmethod

@@ -40,12 +40,6 @@ def engine_kernels(backend):
     return kernels.get(backend)
 
 
-def own_gemm(backend):
-    """The backend's own GEMM, with its algorithm steps, whether or not the engine's dense layer
-    runs it yet (docs/benchmarks.md, "Our GEMM, step by step"); the reference's for numpy."""
-    return engine_kernels(backend).module.gemm
-
-
 @dataclass(frozen=True)
 class Case:
     name: str                 # short id: pytest id and JSON key
@@ -381,7 +375,7 @@ GEMM_STEPS = {"naive": ("naive", None), "blocked": ("blocked", None),  # step: (
 
 
 def gemm_case(name, m, k, n, trans_a, trans_b, step, what):
-    """C = op(A)·op(B), float32: the backend's own gemm (own_gemm) with one algorithm of GEMM_STEPS (packed1:
+    """C = op(A)·op(B), float32: the backend's own gemm with one algorithm of GEMM_STEPS (packed1:
     the packed one on one thread), against NumPy's @ (OpenBLAS: the numpy row, so "× numpy" is the
     fraction of OpenBLAS's rate) and torch.matmul, each on the same stored (transposed) operands."""
     algorithm, threads = GEMM_STEPS[step]
@@ -391,7 +385,7 @@ def gemm_case(name, m, k, n, trans_a, trans_b, step, what):
         return _normal(rng, (k, m) if trans_a else (m, k)), _normal(rng, (n, k) if trans_b else (k, n))
 
     def make(backend):
-        gemm = own_gemm(backend)
+        gemm = engine_kernels(backend).module.gemm  # the backend's own, whether or not the engine runs it yet
         a, b = inputs()
         ours = {"algorithm": algorithm, "threads": threads} if backend != "numpy" else {}  # the reference has no steps
 

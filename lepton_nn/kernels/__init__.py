@@ -15,12 +15,12 @@ immediately:
     LEPTON_NN_BACKEND=numpy python ...      # from the environment, at first use
 
 Without a choice, the fastest available backend is used (c, then numba, then numpy).
+Backends are imported lazily: importing lepton_nn compiles nothing.
 
 A backend module may hold a kernel that the engine does not run yet, listed in its
 NOT_USED_YET: the c and numba GEMMs, slower than NumPy's @ (OpenBLAS) inside a training step
 so far. `LEPTON_NN_USE_ALL_KERNELS=1` runs them anyway, to measure that
 (docs/benchmarks.md, "Our GEMM, step by step").
-Backends are imported lazily: importing lepton_nn compiles nothing.
 
 The fast backends' contract, what a backend checks and what it trusts: the op layer
 (lepton_nn.functional) checks what the arguments mean before it calls a kernel: float32 or

@@ -529,7 +529,8 @@ def gemm(a, b, trans_a=False, trans_b=False, c=None):
 def gemm_output(a, b, trans_a, trans_b, c, owner):
     """What a fast GEMM checks before it runs, in one place: a and b both float32 or both float64
     matrices whose inner sizes agree, c broadcastable to the product. Returns (m, n, k, out):
-    out (M, N) of a's dtype holding c (its addend, so the GEMM adds into it) or zeros."""
+    out (M, N) of a's dtype holding c (its addend, so the GEMM adds into it), or uninitialised
+    when c is None (the GEMM overwrites it)."""
     a, b = np.asarray(a), np.asarray(b)
     if a.dtype != b.dtype or a.dtype not in (np.float32, np.float64):
         raise TypeError(f"{owner}: a and b must both be float32 or both float64, got {a.dtype} and {b.dtype}")
