@@ -141,6 +141,11 @@ def _bench_runs():
     return BACKENDS + PEERS + ("peers",)
 
 
+def _bench_models():
+    from lepton_nn.bench.train_worker import MODELS
+    return tuple(MODELS)
+
+
 def _bench_cases():
     from lepton_nn.bench.kernel_cases import CASES_BY_NAME
     return tuple(CASES_BY_NAME)
@@ -173,6 +178,8 @@ def _bench(args):
     backends = args.backend.split(",") if args.backend != "all" else None
     common = dict(json_path=args.json, rounds=args.rounds, compare=args.compare)
     status, plotted = 0, {}
+    if args.model and not (args.train or args.profile):
+        raise ValueError("--model chooses the CNN of --train (and --profile): give --train")
     if args.plot:
         if args.profile or not (args.kernels or args.train or not (args.shakespeare or args.rl)):
             raise ValueError("--plot draws the tables of --kernels and --train (not --profile, --shakespeare or --rl): "
@@ -194,7 +201,8 @@ def _bench(args):
                                                    cases=cases, progress=_progress("timing"), **common)
     if args.train or args.profile:
         from lepton_nn.bench import train as train_bench
-        options = dict(steps=args.steps or 200, data=args.data, threads=args.threads, progress=_progress(""))
+        options = dict(steps=args.steps or 200, data=args.data, threads=args.threads, progress=_progress(""),
+                       model=args.model or "article")
         if args.profile:
             status = train_bench.profile_main(backends, json_path=args.json, **options) or status
         else:
@@ -384,8 +392,12 @@ def build_parser():
     p.add_argument("--compare", metavar="OLD.json", type=existing_file,
                    help="compare with an earlier run's --json: each figure's change, flagged when it is beyond "
                    "the spread of the two runs")
-    p.add_argument("--train", action="store_true", help="train and evaluate the classic MNIST CNN per backend and "
-                   "in each peer framework, each in a fresh process: ms/step, images/s, GFLOP/s, peak RSS, first step")
+    p.add_argument("--train", action="store_true", help="train and evaluate the classic MNIST CNN (or --model's) "
+                   "per backend and in each peer framework, each in a fresh process: ms/step, images/s, GFLOP/s, "
+                   "peak RSS, first step")
+    p.add_argument("--model", type=one_of(_bench_models), help="--train, --profile: article (default), the classic "
+                   "Keras MNIST CNN, or deep: Conv2D 32 → MaxPool → Conv2D 64 → MaxPool (3×3, padding same) → "
+                   "Dense 128 → Dense 10")
     p.add_argument("--profile", action="store_true", help="with --train: where a step's time goes, per op and kernel")
     p.add_argument("--steps", type=positive_int,
                    help="--train: timed training steps of batch 64 (default 200); --shakespeare: timed iterations "

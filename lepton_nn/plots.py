@@ -209,6 +209,7 @@ def _train_bars(ax, data):
             ax.annotate(f"{ratio[0]:.2f}× torch", (n, high), ha="center", va="bottom", fontsize=8,
                         xytext=(0, 2), textcoords="offset points")
     ax.set_xticks(range(len(shown)), shown)
-    ax.set(ylabel="ms per step (batch 64)",
-           title="training the classic MNIST CNN: ms per step (blue lepton_nn, orange the peers)")
+    model = data.get("settings", {}).get("model", "article")  # bench --train --model
+    what = "the classic MNIST CNN" if model == "article" else f"the {model} CNN (--model {model})"
+    ax.set(ylabel="ms per step (batch 64)", title=f"training {what}: ms per step (blue lepton_nn, orange the peers)")
     ax.grid(axis="y", alpha=0.3)

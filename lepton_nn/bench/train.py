@@ -1,7 +1,7 @@
-"""Training benchmark: the classic Keras MNIST CNN trained and evaluated by every lepton_nn
-backend and by the peer frameworks, each run alone in a fresh process.
+"""Training benchmark: the classic Keras MNIST CNN (or, with --model deep, a deeper CNN) trained
+and evaluated by every lepton_nn backend and by the peer frameworks, each run alone in a fresh process.
 
-    lepton-nn bench --train [--rounds 3] [--json NEW.json] [--compare OLD.json]
+    lepton-nn bench --train [--model deep] [--rounds 3] [--json NEW.json] [--compare OLD.json]
     lepton-nn bench --train --profile    where one lepton_nn step's time goes, per op and kernel
 
 Each run is one `train_worker.py` process (the model, the runs and the timing protocol are
@@ -27,7 +27,8 @@ import numpy as np
 
 from lepton_nn import runtime
 from lepton_nn.bench import report
-from lepton_nn.bench.train_worker import BATCH, BLOCKS, EVAL_BATCH, EVAL_PASSES, LEPTON_RUNS, PEER_MODULES, PEERS
+from lepton_nn.bench.train_worker import (BATCH, BLOCKS, EVAL_BATCH, EVAL_PASSES, LEPTON_RUNS, MODEL_TITLES, MODELS,
+                                          PEER_MODULES, PEERS, conv_shapes)
 
 WORKER = Path(__file__).with_name("train_worker.py")
 STEPS_PER_EPOCH = -(-60000 // BATCH)  # 938: the last batch of an epoch is a partial one
@@ -35,22 +36,32 @@ PEERS_EXTRA = 'pip install -e ".[peers]"'  # tensorflow-cpu and jax, pinned in p
 TORCH_EXTRA = 'pip install -e ".[torch]"'
 
 
-def flops_per_image():
-    """FLOP per image of the classic CNN, counting 2 per multiply-add of each GEMM-shaped pass.
+def flops_per_image(model="article"):
+    """FLOP per image of a model of MODELS, counting 2 per multiply-add of each GEMM-shaped pass:
+    a 3×3 conv is 2 · H_out·W_out · C_out · 3·3·C_in (padded cells counted, as im2col's GEMM
+    multiplies them), a dense layer 2 · in · out.
 
-    Forward, from the layer shapes (28×28×1 input, 3×3 conv to 26×26×32, pool to 13×13×32 = 5408):
+    The article's CNN (28×28×1 input, 3×3 conv to 26×26×32, pool to 13×13×32 = 5408):
         conv    2 · 26·26 · 32 · 3·3·1  =   389,376
         dense1  2 · 5408 · 128          = 1,384,448
         dense2  2 · 128 · 10            =     2,560
         F                               = 1,776,384
+    The deep CNN (28×28×1, 'same' conv to 28×28×32, pool to 14×14×32, 'same' conv to 14×14×64,
+    pool to 7×7×64 = 3136):
+        conv1   2 · 28·28 · 32 · 3·3·1  =   451,584
+        conv2   2 · 14·14 · 64 · 3·3·32 = 7,225,344
+        dense1  2 · 3136 · 128          =   802,816
+        dense2  2 · 128 · 10            =     2,560
+        F                               = 8,482,304
     Backward: every layer computes its weight gradient (as many FLOP as its forward) and its
     input gradient (as many again), except the first layer, whose input needs no gradient:
-        backward = 2F − conv = 3,163,392,   training step = 3F − conv = 4,939,776.
+        training step = 3F − first conv: 4,939,776 (article), 24,995,328 (deep).
     Bias adds, relu, pooling, the loss and Adam are left out: under 1 % of the total.
     """
-    conv, dense1, dense2 = 2 * 26 * 26 * 32 * 9, 2 * 5408 * 128, 2 * 128 * 10
-    forward = conv + dense1 + dense2
-    return {"forward": forward, "train": 3 * forward - conv}
+    convs, flat = conv_shapes(model)
+    layers = [2 * out * out * c_out * 9 * c_in for out, c_in, c_out in convs] + [2 * flat * 128, 2 * 128 * 10]
+    forward = sum(layers)
+    return {"forward": forward, "train": 3 * forward - layers[0]}
 
 
 # =========================================================================== which runs
@@ -106,10 +117,10 @@ def error_line(stderr, returncode):
 
 
 def launch(run, mnist=None, steps=200, warmup=10, threads=None, env=None, first_step_only=False, full=False,
-           profile=False, probe=False):
+           profile=False, probe=False, model="article"):
     """Run one worker process; its JSON result, or {"run", "error"} with the line that says why."""
-    cmd = [sys.executable, str(WORKER), "--run", run, "--steps", str(steps), "--warmup", str(warmup),
-           "--launched", repr(time.time())]
+    cmd = [sys.executable, str(WORKER), "--run", run, "--model", model, "--steps", str(steps),
+           "--warmup", str(warmup), "--launched", repr(time.time())]
     cmd += ["--mnist", str(mnist)] if mnist else []
     cmd += ["--threads", str(threads)] if threads else []
     cmd += [flag for flag, on in (("--first-step-only", first_step_only), ("--full", full),
@@ -121,11 +132,13 @@ def launch(run, mnist=None, steps=200, warmup=10, threads=None, env=None, first_
     return json.loads(lines[-1])
 
 
-def run_rounds(runs, rounds, mnist, steps, warmup, threads, full=False, startup=True, progress=None):
+def run_rounds(runs, rounds, mnist, steps, warmup, threads, full=False, startup=True, progress=None,
+               model="article"):
     """[[result of each run] for each round], the runs round-robin; then, once per run, the warm
     and (lepton_nn's) cold time-to-first-step probes, added to the first round's results."""
     results = report.round_robin(
-        runs, rounds, lambda run, r: launch(run, mnist, steps, warmup, threads, full=full and r == 0), progress)
+        runs, rounds, lambda run, r: launch(run, mnist, steps, warmup, threads, full=full and r == 0, model=model),
+        progress)
     if startup:
         for result in results[0]:
             run = result["run"]
@@ -133,11 +146,12 @@ def run_rounds(runs, rounds, mnist, steps, warmup, threads, full=False, startup=
                 continue
             if progress:
                 progress(f"{run}: time to first step")
-            probes = {"warm": launch(run, mnist, steps, warmup, threads, first_step_only=True)}
+            probes = {"warm": launch(run, mnist, steps, warmup, threads, first_step_only=True, model=model)}
             if run in LEPTON_RUNS:  # an empty numba cache: numba compiles every kernel
                 with tempfile.TemporaryDirectory(prefix="lepton_nn_cold_") as cache:
                     env = dict(worker_env(run, threads), NUMBA_CACHE_DIR=cache)
-                    probes["cold"] = launch(run, mnist, steps, warmup, threads, env=env, first_step_only=True)
+                    probes["cold"] = launch(run, mnist, steps, warmup, threads, env=env, first_step_only=True,
+                                            model=model)
             for kind, probe in probes.items():
                 result[f"first_step_{kind}_s"] = probe.get("first_step_s")
                 if "error" in probe:
@@ -196,7 +210,8 @@ def environment_lines(results):
 
 
 def format_report(results, info, settings, gemm_gflops, missing):
-    flops = flops_per_image()
+    model = settings.get("model", "article")
+    flops = flops_per_image(model)
     rounds = len(results)
     runs = [r["run"] for r in results[0]]
     peer_runs = [r for r in runs if r in PEERS]
@@ -204,8 +219,7 @@ def format_report(results, info, settings, gemm_gflops, missing):
     figs = figures(results, best_peer)
     by_round = {run: [next(x for x in rnd if x["run"] == run) for rnd in results] for run in runs}
     frameworks = sorted({x["framework"] for rnd in results for x in rnd if "framework" in x and x["run"] in PEERS})
-    lines = ["lepton-nn bench --train: the classic Keras MNIST CNN (Conv2D 32 3×3 relu → MaxPool 2×2 → Dense 128 "
-             "relu → Dense 10 softmax; Adam), batch 64, float32",
+    lines = [f"lepton-nn bench --train --model {model}: {MODEL_TITLES[model]}, batch 64, float32",
              f"every run alone in a fresh process, {rounds} round(s) round-robin; per run: 1 + {settings['warmup']} "
              f"warm-up steps excluded, {settings['steps']} timed steps (median of {BLOCKS} blocks); evaluation: the "
              f"test set at batch {EVAL_BATCH}, median of {EVAL_PASSES} passes",
@@ -266,25 +280,42 @@ def format_report(results, info, settings, gemm_gflops, missing):
     return "\n".join(lines), figs
 
 
+def check_model(model):
+    if model not in MODELS:
+        raise ValueError(f"--model: expected one of {', '.join(MODELS)}, got {model!r}")
+
+
+def read_old(path, model):
+    """--compare's earlier run, refused unless it trained the same model (a file written before
+    --model existed trained the article's): figures of two models are never compared."""
+    old = report.read_json(path, "train")
+    old_model = old.get("settings", {}).get("model", "article")
+    if old_model != model:
+        raise ValueError(f"--compare {path}: that run trained --model {old_model}, this one --model {model}; "
+                         f"compare runs of one model")
+    return old
+
+
 def main(backends=None, steps=200, warmup=10, data=None, threads=None, full=False, json_path=None,
-         startup=True, progress=None, rounds=3, compare=None):
-    """What `lepton-nn bench --train` does; returns the exit status (1 if a run failed)."""
+         startup=True, progress=None, rounds=3, compare=None, model="article"):
+    """What `lepton-nn bench --train [--model MODEL]` does; returns the exit status (1 if a run failed)."""
+    check_model(model)
     if rounds < 1:
         raise ValueError(f"--rounds must be at least 1, got {rounds}")
-    old = report.read_json(compare, "train") if compare else None  # before the long work, not after
+    old = read_old(compare, model) if compare else None  # before the long work, not after
     runs, missing = selected_runs(backends)
     info = report.machine_info()
     gemm = report.gemm_rate()
     with tempfile.TemporaryDirectory(prefix="lepton_nn_bench_") as tmp:
         mnist = Path(tmp) / "mnist.npz"
         write_mnist(data, mnist)
-        results = run_rounds(runs, rounds, mnist, steps, warmup, threads, full, startup, progress)
+        results = run_rounds(runs, rounds, mnist, steps, warmup, threads, full, startup, progress, model)
     gemm = max(gemm, report.gemm_rate())  # before and after: other work only ever slows it down
-    settings = {"steps": steps, "warmup": warmup, "threads": threads, "full": full, "batch": BATCH,
+    settings = {"model": model, "steps": steps, "warmup": warmup, "threads": threads, "full": full, "batch": BATCH,
                 "eval_batch": EVAL_BATCH, "rounds": rounds}
     text, figs = format_report(results, info, settings, gemm, missing)
     data_out = {"kind": "train", "machine": info, "settings": settings, "gemm_gflops": gemm,
-                "flops_per_image": flops_per_image(), "rounds": results, "figures": figs}
+                "flops_per_image": flops_per_image(model), "rounds": results, "figures": figs}
     if old:
         text += "\n\n" + "\n".join(report.compare_lines(old, data_out, compare))
     print(text)
@@ -320,9 +351,9 @@ PYTHON_OVERHEAD_TARGET = 0.15  # the share of a step spent outside ops and the o
 
 
 def format_profile(results):
-    steps = results[0]["steps"]
-    lines = [f"lepton-nn bench --train --profile: {steps} training steps of batch 64 under lepton_nn.profiler, "
-             f"after warm-up", ""]
+    steps, model = results[0]["steps"], results[0].get("model", "article")
+    lines = [f"lepton-nn bench --train --profile --model {model}: {steps} training steps of batch 64 of "
+             f"{MODEL_TITLES[model]} under lepton_nn.profiler, after warm-up", ""]
     for r in results:
         lines += [f"backend {r['run']}: {1e3 * r['wall_s'] / steps:.2f} ms/step", r["table"], ""]
     # one table across backends: where the fast path wins, op by op
@@ -352,8 +383,10 @@ def format_profile(results):
                               "limit": PYTHON_OVERHEAD_TARGET, "met": share <= PYTHON_OVERHEAD_TARGET}
 
 
-def profile_main(backends=None, steps=200, warmup=10, data=None, threads=None, json_path=None, progress=None):
+def profile_main(backends=None, steps=200, warmup=10, data=None, threads=None, json_path=None, progress=None,
+                 model="article"):
     """What `lepton-nn bench --train --profile` does: each lepton_nn backend profiled in its own process."""
+    check_model(model)
     runs = [r for r in selected_runs(backends)[0] if r in LEPTON_RUNS]
     if not runs:
         raise ValueError("--profile needs a lepton_nn backend (numpy, numba, c); peers are not profiled")
@@ -364,14 +397,15 @@ def profile_main(backends=None, steps=200, warmup=10, data=None, threads=None, j
         for run in runs:
             if progress:
                 progress(f"profiling {run}: {steps} steps")
-            results.append(launch(run, mnist, steps, warmup, threads, profile=True))
+            results.append(launch(run, mnist, steps, warmup, threads, profile=True, model=model))
     failed = [r for r in results if "error" in r]
     results = [r for r in results if "error" not in r]
     if results:
         text, verdict = format_profile(results)
         print(text)
         if json_path:
-            report.write_json(json_path, {"kind": "profile", "runs": results, "python_overhead": verdict})
+            report.write_json(json_path, {"kind": "profile", "model": model, "runs": results,
+                                          "python_overhead": verdict})
     for r in failed:
         print(f"FAILED {r['run']}: {r['error']}")
     return 1 if failed else 0

@@ -1,7 +1,8 @@
-"""One run of the training benchmark, alone in a fresh process: the classic Keras MNIST CNN
-trained and evaluated by lepton_nn or by a peer framework, figures printed as one JSON line.
+"""One run of the training benchmark, alone in a fresh process: a CNN (the classic Keras MNIST
+CNN, or a deeper one) trained and evaluated by lepton_nn or by a peer framework, figures printed
+as one JSON line.
 
-    python lepton_nn/bench/train_worker.py --run torch --mnist mnist.npz [--steps 200]
+    python lepton_nn/bench/train_worker.py --run torch --mnist mnist.npz [--steps 200] [--model deep]
 
 This file is run as a script, never imported by the engine, and imports nothing of lepton_nn
 at module level: a peer (PyTorch, TensorFlow, JAX) starts in a process that lepton_nn never
@@ -9,13 +10,17 @@ touched, with the environment its parent hands it, which for a peer is the user'
 (`runtime.environ_without_our_settings()`). Only the lepton_nn runs import lepton_nn, and with it
 its thread and memory settings (lepton_nn/runtime.py). The parent is lepton_nn/bench/train.py.
 
-The runs, one model: Conv2D(32, 3×3, relu) → MaxPooling2D(2×2) → Flatten → Dense(128, relu) →
-Dense(10, softmax), Adam (lr 1e-3), cross-entropy, batch 64, float32.
+The models (MODELS; `--model`), each conv block a Conv2D(3×3, relu) → MaxPooling2D(2×2), then
+Flatten → Dense(128, relu) → Dense(10, softmax), Adam (lr 1e-3), cross-entropy, batch 64, float32:
+    article   the classic Keras MNIST CNN: one block, 32 filters, padding 'valid' (28² → 26² → 13²)
+    deep      two blocks, 32 then 64 filters, padding 'same' (28² → 14² → 7², Flatten 64·7·7 = 3136)
+The runs, each building the chosen model in its own framework:
     numpy, numba, c   lepton_nn's Keras API on that backend: Sequential.fit / evaluate
     torch, torch-cl   torch.nn.Sequential, NCHW or channels-last, torch.optim.Adam, the loop a
                       PyTorch user writes (shuffled batches, cross_entropy on the logits, loss.item())
-    tf-keras          the classic program itself in TensorFlow's Keras: compile('adam',
-                      'sparse_categorical_crossentropy', ['accuracy']), fit, evaluate
+    tf-keras          the Keras program in TensorFlow's Keras (for the article's model, the classic
+                      program itself): compile('adam', 'sparse_categorical_crossentropy',
+                      ['accuracy']), fit, evaluate
     jax               a jax.jit train step of the same model, NHWC, Adam written out (Keras's ε)
 
 The protocol, the same for every run: build the model, read the data (MNIST as uint8 from the
@@ -44,9 +49,27 @@ BLOCKS = 10
 LEPTON_RUNS = ("numpy", "numba", "c")
 PEERS = ("torch", "torch-cl", "tf-keras", "jax")
 PEER_MODULES = {"torch": "torch", "torch-cl": "torch", "tf-keras": "tensorflow", "jax": "jax"}
+# Each model's conv blocks as (filters, padding), every block Conv2D 3×3 relu → MaxPool 2×2; then
+# Flatten → Dense 128 relu → Dense 10. Every run below builds its model from this table.
+MODELS = {"article": ((32, "valid"),), "deep": ((32, "same"), (64, "same"))}
+MODEL_TITLES = {"article": "the classic Keras MNIST CNN (Conv2D 32 3×3 relu → MaxPool 2×2 → Dense 128 relu → "
+                           "Dense 10 softmax; Adam)",
+                "deep": "the deep CNN (Conv2D 32 3×3 same relu → MaxPool 2×2 → Conv2D 64 3×3 same relu → "
+                        "MaxPool 2×2 → Dense 128 relu → Dense 10 softmax; Adam)"}
 # What the isolation check reads in every worker: lepton_nn's settings (lepton_nn/runtime.py)
 # and the thread counts, as the process started (/proc/self/environ) and as Python sees them.
 WATCHED_PREFIXES = ("OMP_", "OPENBLAS_", "MALLOC_", "MKL_", "NUMBA_", "XLA_FLAGS", "TF_NUM_")
+
+
+def conv_shapes(model):
+    """[(H_out, C_in, C_out) of each conv] and the Flatten size, from 28×28×1 images: a 3×3 conv
+    gives H_out = H with padding 'same', H − 2 with 'valid'; a 2×2 pool then ⌊H_out / 2⌋."""
+    size, channels, convs = 28, 1, []
+    for filters, padding in MODELS[model]:
+        out = size if padding == "same" else size - 2
+        convs.append((out, channels, filters))
+        size, channels = out // 2, filters
+    return convs, size * size * channels
 
 
 def peak_rss_mb():
@@ -85,19 +108,31 @@ def load_mnist(path):
 
 
 # =========================================================================== the runs
-# Each run: __init__(threads) builds the seeded model (threads None: the framework's own default);
-# fit(x, y, epochs, batch_end) trains in shuffled batches of BATCH, calling batch_end() after each
-# step is complete; evaluate(x, y) returns [loss, accuracy] at batch EVAL_BATCH; info() describes it.
+# Each run: __init__(threads, model) builds the seeded model named in MODELS (threads None: the
+# framework's own default); fit(x, y, epochs, batch_end) trains in shuffled batches of BATCH,
+# calling batch_end() after each step is complete; evaluate(x, y) returns [loss, accuracy] at
+# batch EVAL_BATCH; info() describes it.
 
 class LeptonRun:
-    """The classic model through lepton_nn's public Keras API on one backend."""
+    """The model through lepton_nn's public Keras API on one backend; the article's is the very
+    model `lepton-nn train` builds (lepton_nn.train.build_model)."""
 
-    def __init__(self, backend, threads):
+    def __init__(self, backend, threads, model="article"):
         import lepton_nn
-        from lepton_nn import kernels, train
+        from lepton_nn import keras, kernels, train
         kernels.set_backend(backend)
         lepton_nn.seed(0)
-        self.model = train.build_model()
+        if model == "article":
+            self.model = train.build_model()
+        else:
+            blocks = []
+            for filters, padding in MODELS[model]:
+                blocks += [keras.layers.Conv2D(filters, (3, 3), padding=padding, activation="relu"),
+                           keras.layers.MaxPooling2D((2, 2))]
+            self.model = keras.Sequential([keras.layers.Input((28, 28, 1)), *blocks, keras.layers.Flatten(),
+                                           keras.layers.Dense(128, activation="relu"),
+                                           keras.layers.Dense(10, activation="softmax")])
+            self.model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         self.version = lepton_nn.__version__
 
     def fit(self, x, y, epochs=1, batch_end=None):
@@ -113,16 +148,19 @@ class LeptonRun:
 
 
 class TorchRun:
-    """The same model in PyTorch, NCHW or channels-last."""
+    """The same model in PyTorch, NCHW or channels-last (padding 'same' as padding=1 of a 3×3 conv)."""
 
-    def __init__(self, variant, threads):
+    def __init__(self, variant, threads, model="article"):
         import torch
         if threads:
             torch.set_num_threads(threads)
         torch.manual_seed(0)
         self.torch, nn = torch, torch.nn
-        self.model = nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                                   nn.Linear(5408, 128), nn.ReLU(), nn.Linear(128, 10))
+        convs, flat = conv_shapes(model)
+        blocks = []
+        for (_, c_in, c_out), (_, padding) in zip(convs, MODELS[model]):
+            blocks += [nn.Conv2d(c_in, c_out, 3, padding=1 if padding == "same" else 0), nn.ReLU(), nn.MaxPool2d(2)]
+        self.model = nn.Sequential(*blocks, nn.Flatten(), nn.Linear(flat, 128), nn.ReLU(), nn.Linear(128, 10))
         self.memory_format = torch.channels_last if variant == "torch-cl" else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
@@ -168,9 +206,9 @@ class TorchRun:
 
 
 class KerasTFRun:
-    """The classic program in TensorFlow's own Keras, as the classic Keras example writes it."""
+    """The model in TensorFlow's own Keras, as the classic Keras example writes its program."""
 
-    def __init__(self, threads):
+    def __init__(self, threads, model="article"):
         import tensorflow as tf
         if threads:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -178,10 +216,13 @@ class KerasTFRun:
         tf.keras.utils.set_random_seed(0)
         keras = tf.keras
         self.tf, self.keras = tf, keras
+        blocks = []
+        for filters, padding in MODELS[model]:
+            blocks += [keras.layers.Conv2D(filters, (3, 3), padding=padding, activation="relu"),
+                       keras.layers.MaxPooling2D((2, 2))]
         self.model = keras.Sequential([
             keras.layers.Input((28, 28, 1)),
-            keras.layers.Conv2D(32, (3, 3), activation="relu"),
-            keras.layers.MaxPooling2D((2, 2)),
+            *blocks,
             keras.layers.Flatten(),
             keras.layers.Dense(128, activation="relu"),
             keras.layers.Dense(10, activation="softmax")])
@@ -203,27 +244,32 @@ class JaxRun:
     """The same model as a jax.jit train step: NHWC, Adam written out with Keras's defaults
     (β 0.9/0.999, ε 1e-7), Glorot-uniform weights and zero biases as Keras initialises them."""
 
-    def __init__(self, threads):
+    def __init__(self, threads, model="article"):
         import jax
         import jax.numpy as jnp
         self.jax, self.jnp = jax, jnp
-        keys = jax.random.split(jax.random.PRNGKey(0), 3)
+        convs, flat = conv_shapes(model)
+        paddings = [padding.upper() for _, padding in MODELS[model]]  # lax's "VALID" / "SAME"
+        keys = jax.random.split(jax.random.PRNGKey(0), len(convs) + 2)
 
         def glorot(key, shape, fan_in, fan_out):
             limit = math.sqrt(6 / (fan_in + fan_out))
             return jax.random.uniform(key, shape, jnp.float32, -limit, limit)
-        self.params = {"conv_w": glorot(keys[0], (3, 3, 1, 32), 9, 9 * 32), "conv_b": jnp.zeros(32),
-                       "w1": glorot(keys[1], (5408, 128), 5408, 128), "b1": jnp.zeros(128),
-                       "w2": glorot(keys[2], (128, 10), 128, 10), "b2": jnp.zeros(10)}
+        self.params = {"convs": [{"w": glorot(key, (3, 3, c_in, c_out), 9 * c_in, 9 * c_out), "b": jnp.zeros(c_out)}
+                                 for key, (_, c_in, c_out) in zip(keys, convs)],
+                       "w1": glorot(keys[-2], (flat, 128), flat, 128), "b1": jnp.zeros(128),
+                       "w2": glorot(keys[-1], (128, 10), 128, 10), "b2": jnp.zeros(10)}
         self.m = jax.tree_util.tree_map(jnp.zeros_like, self.params)
         self.v = jax.tree_util.tree_map(jnp.zeros_like, self.params)
         self.t = 0
         self.order_rng = np.random.default_rng(0)
 
         def logits(p, x):
-            y = jax.lax.conv_general_dilated(x, p["conv_w"], (1, 1), "VALID",
-                                             dimension_numbers=("NHWC", "HWIO", "NHWC")) + p["conv_b"]
-            y = jax.lax.reduce_window(jax.nn.relu(y), -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+            y = x
+            for conv, padding in zip(p["convs"], paddings):
+                y = jax.lax.conv_general_dilated(y, conv["w"], (1, 1), padding,
+                                                 dimension_numbers=("NHWC", "HWIO", "NHWC")) + conv["b"]
+                y = jax.lax.reduce_window(jax.nn.relu(y), -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
             y = jax.nn.relu(y.reshape(y.shape[0], -1) @ p["w1"] + p["b1"])
             return y @ p["w2"] + p["b2"]
 
@@ -269,15 +315,17 @@ class JaxRun:
         return f"jax {self.jax.__version__} ({self.jax.default_backend()})"
 
 
-def make_run(run, threads):
+def make_run(run, threads, model="article"):
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}: one of {', '.join(MODELS)}")
     if run in LEPTON_RUNS:
-        return LeptonRun(run, threads)
+        return LeptonRun(run, threads, model)
     if run in ("torch", "torch-cl"):
-        return TorchRun(run, threads)
+        return TorchRun(run, threads, model)
     if run == "tf-keras":
-        return KerasTFRun(threads)
+        return KerasTFRun(threads, model)
     if run == "jax":
-        return JaxRun(threads)
+        return JaxRun(threads, model)
     raise ValueError(f"unknown run {run!r}: one of {', '.join(LEPTON_RUNS + PEERS)}")
 
 
@@ -291,18 +339,19 @@ def block_times(stamps, warmup, steps):
     return float(np.median(per_step))
 
 
-def measure(run, mnist, steps=200, warmup=10, threads=None, launched=None, first_step_only=False, full=False):
-    """One run in this process; its figures as a dict. launched: time.time() at process launch."""
+def measure(run, mnist, steps=200, warmup=10, threads=None, launched=None, first_step_only=False, full=False,
+            model="article"):
+    """One run of `model` in this process; its figures as a dict. launched: time.time() at process launch."""
     if warmup < 1 or steps < 1:
         raise ValueError(f"need at least one warm-up and one timed step, got warmup={warmup}, steps={steps}")
     launched = time.time() if launched is None else launched
-    model = make_run(run, threads)
+    name, model = model, make_run(run, threads, model)
     start = time.perf_counter()
     (x_train, y_train), (x_test, y_test) = load_mnist(mnist)
     data_s = time.perf_counter() - start
     if (1 + warmup + steps) * BATCH > len(x_train) and not first_step_only:
         raise ValueError(f"{len(x_train)} training images are too few for 1 + {warmup} + {steps} steps of {BATCH}")
-    result = {"run": run, "threads": threads, "data_load_s": data_s, "framework": model.info()}
+    result = {"run": run, "model": name, "threads": threads, "data_load_s": data_s, "framework": model.info()}
     model.fit(x_train[:BATCH], y_train[:BATCH])
     result["first_step_s"] = time.time() - launched - data_s
     if first_step_only:
@@ -325,7 +374,7 @@ def measure(run, mnist, steps=200, warmup=10, threads=None, launched=None, first
     result["eval_images_per_s"] = len(x_test) / float(np.median(times))
 
     if full:  # the whole classic run, from a fresh model: its accuracy and the memory of a real run
-        model = make_run(run, threads)
+        model = make_run(run, threads, name)
         start = time.perf_counter()
         model.fit(x_train, y_train, epochs=5)
         result["full_train_s"] = time.perf_counter() - start
@@ -336,10 +385,10 @@ def measure(run, mnist, steps=200, warmup=10, threads=None, launched=None, first
     return result
 
 
-def profile(backend, mnist, steps=200, warmup=10):
-    """`steps` training steps of one lepton_nn backend under lepton_nn's profiler: per-op seconds."""
+def profile(backend, mnist, steps=200, warmup=10, model="article"):
+    """`steps` training steps of `model` on one lepton_nn backend under lepton_nn's profiler: per-op seconds."""
     from lepton_nn import profiler
-    model = LeptonRun(backend, None)
+    name, model = model, LeptonRun(backend, None, model)
     (x_train, y_train), _ = load_mnist(mnist)
     if (1 + warmup + steps) * BATCH > len(x_train):
         raise ValueError(f"{len(x_train)} training images are too few for 1 + {warmup} + {steps} steps of {BATCH}")
@@ -347,7 +396,8 @@ def profile(backend, mnist, steps=200, warmup=10):
     used = (1 + warmup) * BATCH
     with profiler.Profiler() as prof:
         model.fit(x_train[used:used + steps * BATCH], y_train[used:used + steps * BATCH])
-    return {"run": backend, "steps": steps, "table": prof.table(steps=steps), "wall_s": prof.wall_seconds,
+    return {"run": backend, "model": name, "steps": steps, "table": prof.table(steps=steps),
+            "wall_s": prof.wall_seconds,
             "ops": [{"op": name, "phase": phase, "calls": prof.calls[name, phase], "s": s}
                     for (name, phase), s in sorted(prof.seconds.items(), key=lambda kv: -kv[1])]}
 
@@ -356,6 +406,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="one training-benchmark run in this process; prints one JSON line")
     p.add_argument("--run", required=True, help=f"one of {', '.join(LEPTON_RUNS + PEERS)}")
     p.add_argument("--mnist", help="the parent's .npz of MNIST (uint8 images, labels)")
+    p.add_argument("--model", choices=tuple(MODELS), default="article", help="which CNN (default: article)")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--threads", type=int, help="pin the framework's threads (default: its own default)")
@@ -368,9 +419,10 @@ def main(argv=None):
     if a.probe:
         result = {"run": a.run, "environment": environment_report()}
     elif a.profile:
-        result = profile(a.run, a.mnist, a.steps, a.warmup)
+        result = profile(a.run, a.mnist, a.steps, a.warmup, a.model)
     else:
-        result = measure(a.run, a.mnist, a.steps, a.warmup, a.threads, a.launched, a.first_step_only, a.full)
+        result = measure(a.run, a.mnist, a.steps, a.warmup, a.threads, a.launched, a.first_step_only, a.full,
+                         a.model)
     print(json.dumps(result), flush=True)
 
 
