@@ -198,6 +198,12 @@ static void conv_tap_offsets(const lepton_window *conv, int64_t *tap_at)
 /* Outputs up to which a long-depth packed GEMM splits its depth between two threads, and the
  * values each workspace slot keeps for the second half's C. */
 #define GEMM_SPLIT_MAX_OUTPUTS (64 * 256)
+/* Output pixels at most per block of the convolutions by GEMM (conv2d_gemm_*): a block of
+ * KC rows of im2col, packed, stays in L2 (docs/benchmarks.md, "General convolution"). */
+#define CONV_GEMM_PIXELS 512
+/* Tiles (2x2 outputs each) per block of the Winograd convolution: its 16 transformed inputs
+ * and 16 products, (c + c_out) x 16 x WINOGRAD_TILES values, stay in L2 for 32 -> 64 channels. */
+#define WINOGRAD_TILES 64
 /* Multiply-adds below which the packed GEMM stays on one thread. */
 #define GEMM_PARALLEL_MIN_MACS (1 << 21)
 

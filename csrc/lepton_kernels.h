@@ -34,7 +34,7 @@
 /* cffi-cdef-begin */
 
 /* Bumped whenever a signature below changes, so the wrapper can refuse a stale build. */
-#define LEPTON_KERNELS_ABI 9
+#define LEPTON_KERNELS_ABI 10
 
 typedef struct {
     int64_t n, c;          /* samples and channels of the input                     */
@@ -56,7 +56,7 @@ typedef struct {
 /* The most threads a parallel region of these kernels uses (1 when built without OpenMP). */
 int64_t lepton_max_threads(void);
 
-/* ---- conv2d: im2col / col2im; the GEMMs run in NumPy (BLAS) -----------------------------
+/* ---- conv2d: im2col / col2im, for the "blas" algorithm (its GEMMs run in NumPy) ----------
  * im2col: x (n, c, h, w) -> cols (n, c*kh*kw, h_out*w_out),
  *   cols[s, (ci*kh + p)*kw + q, i*w_out + j] = x_pad[s, ci, i*sh + p, j*sw + q]  (0 in padding)
  *   so that conv2d is y[s] = weight.reshape(c_out, c*kh*kw) @ cols[s].
@@ -86,6 +86,42 @@ void lepton_conv2d_direct_forward_f32(const float *x, const float *weight, const
 void lepton_conv2d_direct_forward_f64(const double *x, const double *weight, const double *bias,
                                       const lepton_window *conv, int64_t c_out,
                                       int64_t slots, double *workspace, double *y);
+
+/* ---- conv2d as GEMMs of our own (the packed GEMM's blocks, below) -----------------------
+ * rows = c * kh * kw, P = h_out * w_out; im2col as above, but never stored whole: each kernel
+ * packs the blocks of it that its GEMM needs straight from x.
+ * forward: y (n, c_out, P) = weight (c_out, rows) . im2col(x[s]) + bias (bias may be NULL).
+ * backward_weight: grad_w (c_out, rows) = sum over s of grad_y[s] . im2col(x[s])ᵀ, the samples summed
+ *   in `groups` runs of consecutive ones, runs 1.. into partials (groups - 1, c_out, rows), then added.
+ * backward_input: grad_x = col2im(weightᵀ . grad_y[s]) per sample. Overwrites grad_x.
+ * workspace: slots x conv2d_gemm_workspace_size(g) values. Results do not depend on slots. */
+int64_t lepton_conv2d_gemm_workspace_size_f32(const lepton_window *g);
+int64_t lepton_conv2d_gemm_workspace_size_f64(const lepton_window *g);
+void lepton_conv2d_gemm_forward_f32(const float *x, const float *weight, const float *bias, const lepton_window *g,
+                                    int64_t c_out, int64_t slots, float *workspace, float *y);
+void lepton_conv2d_gemm_forward_f64(const double *x, const double *weight, const double *bias, const lepton_window *g,
+                                    int64_t c_out, int64_t slots, double *workspace, double *y);
+void lepton_conv2d_gemm_backward_weight_f32(const float *grad_y, const float *x, const lepton_window *g,
+                                            int64_t c_out, int64_t groups, float *partials, int64_t slots, float *workspace, float *grad_w);
+void lepton_conv2d_gemm_backward_weight_f64(const double *grad_y, const double *x, const lepton_window *g,
+                                            int64_t c_out, int64_t groups, double *partials, int64_t slots, double *workspace, double *grad_w);
+void lepton_conv2d_gemm_backward_input_f32(const float *grad_y, const float *weight, const lepton_window *g,
+                                           int64_t c_out, int64_t slots, float *workspace, float *grad_x);
+void lepton_conv2d_gemm_backward_input_f64(const double *grad_y, const double *weight, const lepton_window *g,
+                                           int64_t c_out, int64_t slots, double *workspace, double *grad_x);
+
+/* ---- conv2d, Winograd F(2x2, 3x3): 3x3 kernels, stride 1 --------------------------------
+ * winograd_filter_transform: u (16, c_out, c) = G g Gᵀ of each filter of weight (c_out, c, 3, 3).
+ * forward: y (n, c_out, h_out, w_out) = conv2d(x, weight) + bias (bias may be NULL), from u;
+ *   g->kh = g->kw = 3, g->sh = g->sw = 1. workspace: slots x conv2d_winograd_workspace_size(c, c_out). */
+void lepton_winograd_filter_transform_f32(const float *weight, int64_t c_out, int64_t c, float *u);
+void lepton_winograd_filter_transform_f64(const double *weight, int64_t c_out, int64_t c, double *u);
+int64_t lepton_conv2d_winograd_workspace_size_f32(int64_t c, int64_t c_out);
+int64_t lepton_conv2d_winograd_workspace_size_f64(int64_t c, int64_t c_out);
+void lepton_conv2d_winograd_forward_f32(const float *x, const float *u, const float *bias, const lepton_window *g,
+                                        int64_t c_out, int64_t slots, float *workspace, float *y);
+void lepton_conv2d_winograd_forward_f64(const double *x, const double *u, const double *bias, const lepton_window *g,
+                                        int64_t c_out, int64_t slots, double *workspace, double *y);
 
 /* ---- max_pool2d ---------------------------------------------------------------------------
  * forward: x (n, c, h, w) -> y, argmax (n, c, h_out, w_out). argmax is the flat index h*W + w

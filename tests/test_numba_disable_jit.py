@@ -30,6 +30,14 @@ for got, expected in zip(nb.conv2d_relu_max_pool2d_backward(g, y, argmax, x, w, 
 for algorithm in nb.GEMM_ALGORITHMS:
     a, c = rng.standard_normal((11, 7)), rng.standard_normal((9, 7))
     np.testing.assert_allclose(nb.gemm(a, c, trans_b=True, algorithm=algorithm), a @ c.T, rtol=1e-12, atol=1e-12)
+x, w, b = rng.standard_normal((2, 2, 7, 6)), rng.standard_normal((9, 2, 3, 2)), rng.standard_normal(9)
+for stride, padding in (((1, 1), (1, 1)), ((2, 1), (0, 1))):  # 9 output channels: a partial MR tile
+    y = nb.conv2d_forward(x, w, b, stride, padding, algorithm="gemm")
+    np.testing.assert_allclose(y, ref.conv2d_forward(x, w, b, stride, padding), rtol=1e-12, atol=1e-12)
+    g = rng.standard_normal(y.shape)
+    for got, expected in zip(nb.conv2d_backward(g, x, w, stride, padding, algorithm="gemm"),
+                             ref.conv2d_backward(g, x, w, stride, padding)):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
 params, grads = [rng.standard_normal(5), rng.standard_normal((2, 3))], [rng.standard_normal(5), rng.standard_normal((2, 3))]
 mine = [p.copy() for p in params], [np.zeros_like(p) for p in params], [np.zeros_like(p) for p in params]
 theirs = [p.copy() for p in params], [np.zeros_like(p) for p in params], [np.zeros_like(p) for p in params]

@@ -50,6 +50,7 @@ class Case:
     make: Callable[[str], Callable[[], tuple]]
     make_torch: Callable[[], Callable[[], tuple]]
     kernels: tuple = ()   # the lepton_nn kernels it calls: a backend lacking one runs the reference's
+    algorithm: str = None  # the conv2d algorithm it names: a backend without it has no row
 
 
 def _rng():
@@ -82,8 +83,9 @@ def _detached(*tensors):
 
 
 # --------------------------------------------------------------------------- convolution
-def conv_case(name, n, c_in, c_out, size, pad, need_x):
-    """conv2d 3×3, stride 1: forward, then the gradients of weight and bias (and of x if need_x)."""
+def conv_case(name, n, c_in, c_out, size, pad, need_x, algorithm=None):
+    """conv2d 3×3, stride 1: forward, then the gradients of weight and bias (and of x if need_x), by
+    the backend's own choice, or by `algorithm` (one of its CONV_ALGORITHMS; the reference has one way)."""
     k, stride, padding = 3, (1, 1), (pad, pad)
     out = size + 2 * pad - k + 1
 
@@ -94,11 +96,14 @@ def conv_case(name, n, c_in, c_out, size, pad, need_x):
 
     def make(backend):
         kern = engine_kernels(backend)
+        ours = {}
+        if algorithm is not None and backend != "numpy":
+            kern, ours = kern.module, {"algorithm": algorithm}  # the module's own, by name
         x, w, b, g = inputs()
 
         def run():
-            y = kern.conv2d_forward(x, w, b, stride, padding)
-            grad_x, grad_w, grad_b = kern.conv2d_backward(g, x, w, stride, padding, need_x=need_x)
+            y = kern.conv2d_forward(x, w, b, stride, padding, **ours)
+            grad_x, grad_w, grad_b = kern.conv2d_backward(g, x, w, stride, padding, need_x=need_x, **ours)
             return (y, grad_w, grad_b) + ((grad_x,) if need_x else ())
         return run
 
@@ -116,10 +121,10 @@ def conv_case(name, n, c_in, c_out, size, pad, need_x):
     passes = 3 if need_x else 2
     grads = "x, weight, bias" if need_x else "weight, bias; no input grad"
     return Case(
-        name, f"conv {c_in}→{c_out} 3×3 pad {pad}, fwd+bwd ({grads})",
+        name, f"conv {c_in}→{c_out} 3×3 pad {pad}, fwd+bwd ({grads})" + (f", ours: {algorithm}" if algorithm else ""),
         f"x {n}×{c_in}×{size}×{size}, w {c_out}×{c_in}×3×3", passes * per_pass + 2 * per_output,
         f"{passes}·2·N·Co·Ho·Wo·Ci·kH·kW + 2·N·Co·Ho·Wo", make, make_torch,
-        kernels=("conv2d_forward", "conv2d_backward"))
+        kernels=("conv2d_forward", "conv2d_backward"), algorithm=algorithm)
 
 
 # --------------------------------------------------------------------------- pooling and relu
@@ -430,6 +435,10 @@ CASES = [
     cross_entropy_case("xent", batch=64, classes=10),
     adam_case("adam", MNIST_PARAMS),
     conv_case("conv32x64", n=64, c_in=32, c_out=64, size=28, pad=1, need_x=True),
+    # the same layer by each algorithm, by name (docs/benchmarks.md, "General convolution")
+    conv_case("conv32x64_gemm", n=64, c_in=32, c_out=64, size=28, pad=1, need_x=True, algorithm="gemm"),
+    conv_case("conv32x64_blas", n=64, c_in=32, c_out=64, size=28, pad=1, need_x=True, algorithm="blas"),
+    conv_case("conv32x64_winograd", n=64, c_in=32, c_out=64, size=28, pad=1, need_x=True, algorithm="winograd"),
     # nanoGPT's baby GPT at its batch (12 sequences of 64 characters, 128 channels, 4 heads)
     gelu_case("gelu", (12, 64, 512)),
     layer_norm_case("layernorm", (12, 64, 128)),

@@ -40,6 +40,9 @@ def falls_back(case, backend):
     the reference's again, so such a row is labelled, not timed."""
     if backend in ("numpy", "torch"):
         return ()
+    module = kernels.get(backend).module
+    if case.algorithm and case.algorithm not in getattr(module, "CONV_ALGORITHMS", ()):
+        return (f"conv2d by {case.algorithm}",)
     return tuple(k for k in case.kernels if k in kernels.get(backend).fallback)
 
 
@@ -227,7 +230,7 @@ def format_table(results, gemm_gflops, info, settings, torch_hello, cases=CASES)
                 continue
             if row["fallback"]:
                 rows.append([name, backend, "(numpy reference)", "", "", "", "not native"])
-                fallbacks.append(f"{case.name} on {backend}: {', '.join(row['fallback'])} run the numpy reference")
+                fallbacks.append(f"{case.name} on {backend}: {', '.join(row['fallback'])}")
                 continue
             ms = report.median(row["ms"])
             gflops = case.flops / (ms * 1e-3) / 1e9
@@ -241,7 +244,8 @@ def format_table(results, gemm_gflops, info, settings, torch_hello, cases=CASES)
     lines += ["",
               "× numpy: the NumPy reference's time / this time.  / torch: this time / PyTorch's in the same round "
               "(< 1 is faster)."]
-    lines += [f"not native: {text} (the backend falls back to it; not timed twice)" for text in fallbacks]
+    lines += [f"not native: {text} (the backend has no such kernel: the reference would run it; not timed twice)"
+              for text in fallbacks]
     lines += [f"WRONG: {err}" for err in errors]
     return "\n".join(lines), figs
 

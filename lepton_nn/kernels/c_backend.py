@@ -8,15 +8,14 @@ What it checks and what it trusts: the fast backends' contract in lepton_nn/kern
 Here: mixed or non-float dtypes raise TypeError; adam_step updates in place, so its param, m
 and v must already be C-contiguous and writable (else ValueError).
 
-- conv2d: the forward with few taps (C_in·kH·kW ≤ DIRECT_MAX_TAPS) is a direct convolution
-  in C; otherwise, and for every gradient, im2col in C, then one GEMM per sample with
-  np.matmul (BLAS beats a hand-written GEMM). The columns of a whole batch can be hundreds of
-  MB, so samples go through in chunks whose columns fit a per-thread workspace of
-  WORKSPACE_BYTES, kept between calls: a training loop does not allocate the column buffer
-  again at every step.
+- conv2d: by one of CONV_ALGORITHMS (below): by default, a direct convolution for a forward
+  with few taps (C_in·kH·kW ≤ DIRECT_MAX_TAPS), else im2col packed block by block straight into
+  the panels of our packed GEMM ("gemm"), forward and both gradients; "blas" (im2col in C, then
+  np.matmul per sample, in chunks of samples whose columns fit WORKSPACE_BYTES) and "winograd"
+  (F(2×2, 3×3)) by name. Why: docs/benchmarks.md, "General convolution".
 - gemm: three GEMMs of our own (naive, blocked, packed: the steps of docs/benchmarks.md, "Our
   GEMM, step by step"), reading their operands through strides, so transposes and sliced views
-  are never copied. The engine's layers still call np.matmul.
+  are never copied. The engine's dense layer still runs np.matmul (NOT_USED_YET).
 - gelu and the masked softmax call the C99 erf, exp and tanh. Where the build found glibc's
   vector math library (csrc/build_ffi.py), their loops vectorise and call its SIMD versions
   of these functions, several elements per call.
@@ -37,7 +36,7 @@ try:
 except ImportError as err:
     raise ImportError(f"C extension not built: {err}; reinstall with a C compiler: pip install -e .") from err
 
-_ABI = 9  # must match LEPTON_KERNELS_ABI in csrc/lepton_kernels.h
+_ABI = 10  # must match LEPTON_KERNELS_ABI in csrc/lepton_kernels.h
 if lib.LEPTON_KERNELS_ABI != _ABI:
     raise ImportError(f"C extension is stale (ABI {lib.LEPTON_KERNELS_ABI}, this wrapper needs {_ABI}); "
                       "rebuild it: pip install -e .")
@@ -112,16 +111,81 @@ def _conv_shapes(x, weight, stride, padding):
     return window, rows, window.h_out * window.w_out
 
 
-def conv2d_forward(x, weight, bias, stride, padding):
-    """reference.conv2d_forward: y[n] = weight (C_out, C_in·kH·kW) @ im2col(x[n]) + bias.
+# How conv2d_forward and conv2d_backward compute (algorithm=None picks, as measured in
+# docs/benchmarks.md, "General convolution"):
+#   "direct"  the forward only, for few taps (C_in·kH·kW ≤ DIRECT_MAX_TAPS): each output plane
+#             summed tap by tap, no columns written (a GEMM of so few rows is bound by memory);
+#   "gemm"    im2col packed block by block straight into the panels of our packed GEMM (csrc,
+#             conv2d_gemm_*): the columns are never stored whole;
+#   "blas"    im2col into a workspace, then one np.matmul (OpenBLAS) per sample;
+#   "winograd" Winograd F(2×2, 3×3), for 3×3 kernels, stride 1, padding ≤ 2: 16 GEMMs over
+#             transformed tiles, 2.25× fewer multiplications (the weight gradient by "gemm").
+CONV_ALGORITHMS = ("direct", "gemm", "blas", "winograd")
 
-    With few taps computed directly instead (see DIRECT_MAX_TAPS): a GEMM with K = C_in·kH·kW
-    rows that small is bound by memory traffic of the columns, which the direct loop never writes.
-    """
+
+def _conv_algorithm(algorithm, weight, stride, padding, backward):
+    owner = f"conv2d_{'backward' if backward else 'forward'} (c)"
+    taps = math.prod(weight.shape[1:])
+    if algorithm is None:
+        return "direct" if taps <= DIRECT_MAX_TAPS and not backward else "gemm"
+    if algorithm not in CONV_ALGORITHMS or (backward and algorithm == "direct"):
+        choices = [a for a in CONV_ALGORITHMS if not (backward and a == "direct")]
+        raise ValueError(f"{owner}: algorithm must be None or one of {', '.join(choices)}, got {algorithm!r}")
+    if algorithm == "direct" and taps > DIRECT_MAX_TAPS:
+        raise ValueError(f"{owner}: the direct algorithm takes at most {DIRECT_MAX_TAPS} taps "
+                         f"(C_in·kH·kW), this convolution has {taps}")
+    if algorithm == "winograd" and (tuple(weight.shape[2:]) != (3, 3) or tuple(stride) != (1, 1)
+                                    or not all(0 <= p <= 2 for p in padding)):
+        raise ValueError(f"{owner}: the winograd algorithm takes 3×3 kernels, stride 1 and padding ≤ 2; "
+                         f"got kernel {tuple(weight.shape[2:])}, stride {tuple(stride)}, padding {tuple(padding)}")
+    return algorithm
+
+
+def _conv2d_winograd_into(x, weight, bias, window, y, threads, owner):
+    """conv2d_forward by Winograd F(2×2, 3×3) of checked, contiguous arrays, written into y; returns y."""
+    dtype, (c_out, c) = x.dtype, weight.shape[:2]
+    slots = int(lib.lepton_max_threads()) if threads is None else int_at_least(threads, owner, "threads", 1)
+    if y.size == 0 or c == 0:  # nothing to compute, or an empty sum: the bias alone
+        y[...] = 0 if bias is None else bias.reshape(-1, 1, 1)
+        return y
+    u = np.empty((16, c_out, c), dtype)
+    _kernel("winograd_filter_transform", dtype)(_ptr(weight), c_out, c, _ptr(u))
+    workspace = scratch("winograd tiles", (slots, int(_kernel("conv2d_winograd_workspace_size", dtype)(c, c_out))),
+                        dtype)
+    _kernel("conv2d_winograd_forward", dtype)(_ptr(x), _ptr(u), ffi.NULL if bias is None else _ptr(bias), window,
+                                              c_out, slots, _ptr(workspace), _ptr(y))
+    return y
+
+
+def _conv_workspace(window, dtype, threads, owner):
+    """The number of slots (threads at most) and the per-thread workspace of the conv2d_gemm_* kernels."""
+    slots = int(lib.lepton_max_threads()) if threads is None else int_at_least(threads, owner, "threads", 1)
+    size = int(_kernel("conv2d_gemm_workspace_size", dtype)(window))
+    return slots, scratch("conv gemm packing", (slots, size), dtype)
+
+
+# The weight gradient by "gemm" sums the batch in up to WEIGHT_GROUPS runs of samples, one
+# thread's each, then adds the runs' sums: as many runs whatever the thread count, so the same
+# bits; fewer when the partial sums would pass WEIGHT_PARTIALS_MAX values.
+WEIGHT_GROUPS, WEIGHT_PARTIALS_MAX = 8, 1 << 22
+
+
+def _weight_groups(n, weight_size):
+    return max(1, min(n, WEIGHT_GROUPS, WEIGHT_PARTIALS_MAX // max(1, weight_size) + 1))
+
+
+def conv2d_forward(x, weight, bias, stride, padding, *, algorithm=None, threads=None):
+    """reference.conv2d_forward: y[n] = weight (C_out, C_in·kH·kW) @ im2col(x[n]) + bias, by one of
+    CONV_ALGORITHMS (None: "direct" for few taps, else "gemm"; "gemm" on up to `threads` threads,
+    default lepton_max_threads())."""
     dtype, x, weight, bias = _floats(x=x, weight=weight, bias=bias)
     window, taps, _ = _conv_shapes(x, weight, stride, padding)
+    algorithm = _conv_algorithm(algorithm, weight, stride, padding, backward=False)
     y = np.empty((x.shape[0], weight.shape[0], window.h_out, window.w_out), dtype)
-    if taps <= DIRECT_MAX_TAPS:
+    if y.size == 0 or taps == 0:  # nothing to compute, or an empty sum: the bias alone
+        y[...] = 0 if bias is None else bias.reshape(-1, 1, 1)
+        return y
+    if algorithm == "direct":
         x_pad = zero_padded(x, padding)
         conv = _window(x_pad.shape, weight.shape[2:], stride, (0, 0))
         slots = int(lib.lepton_max_threads())
@@ -130,11 +194,24 @@ def conv2d_forward(x, weight, bias, stride, padding):
             _ptr(x_pad), _ptr(weight), ffi.NULL if bias is None else _ptr(bias), conv, weight.shape[0],
             slots, _ptr(planes), _ptr(y))
         return y
+    if algorithm == "gemm":
+        return _conv2d_gemm_into(x, weight, bias, window, y, threads)
+    if algorithm == "winograd":
+        return _conv2d_winograd_into(x, weight, bias, window, y, threads, "conv2d_forward (c)")
     return _conv2d_into(x, weight, bias, stride, padding, y)
 
 
+def _conv2d_gemm_into(x, weight, bias, window, y, threads=None):
+    """conv2d_forward of checked, contiguous arrays of one dtype, written into y, by "gemm"; returns y."""
+    slots, workspace = _conv_workspace(window, x.dtype, threads, "conv2d_forward (c)")
+    _kernel("conv2d_gemm_forward", x.dtype)(_ptr(x), _ptr(weight), ffi.NULL if bias is None else _ptr(bias),
+                                            window, weight.shape[0], slots, _ptr(workspace), _ptr(y))
+    return y
+
+
 def _conv2d_into(x, weight, bias, stride, padding, y):
-    """conv2d_forward of checked, contiguous arrays of one dtype, written into y; returns y."""
+    """conv2d_forward of checked, contiguous arrays of one dtype, written into y, by im2col and
+    np.matmul ("blas"); returns y."""
     dtype = x.dtype
     window, rows, pixels = _conv_shapes(x, weight, stride, padding)
     n, c_out = x.shape[0], weight.shape[0]
@@ -150,46 +227,73 @@ def _conv2d_into(x, weight, bias, stride, padding, y):
     return y
 
 
-def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight=True, need_bias=True):
+def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight=True, need_bias=True, *,
+                    algorithm=None, threads=None):
     """reference.conv2d_backward, per sample n with cols = im2col(x[n]), g = grad_y[n]:
 
         grad_w += g @ colsᵀ,   grad_x[n] = col2im(weightᵀ @ g),   grad_b = Σ over n, H_out, W_out of g
 
-    Always by GEMM: a direct weight gradient for few taps (like the forward's) is slower
-    (docs/benchmarks.md, "Measurements behind the code").
+    by "gemm" (the default, on up to `threads` threads) or "blas" (CONV_ALGORITHMS).
     """
     dtype, grad_y, x, weight = _floats(grad_y=grad_y, x=x, weight=weight)
     window, rows, pixels = _conv_shapes(x, weight, stride, padding)
+    algorithm = _conv_algorithm(algorithm, weight, stride, padding, backward=True)
     n, c_out = x.shape[0], weight.shape[0]
     if grad_y.shape != (n, c_out, window.h_out, window.w_out):
         raise ValueError(f"grad_y has shape {grad_y.shape}, the output of this conv2d has "
                          f"{(n, c_out, window.h_out, window.w_out)}")
-    g_mat, w_mat = grad_y.reshape(n, c_out, pixels), weight.reshape(c_out, rows)
     grad_x = np.empty_like(x) if need_x else None
-    grad_w_mat = np.zeros((c_out, rows), dtype) if need_weight else None
-    im2col, col2im = _kernel("im2col", dtype), _kernel("col2im", dtype)
-    if need_x or need_weight:
-        for start, stop in _sample_chunks(n, rows * pixels * dtype.itemsize):
-            window.n = stop - start
-            g = g_mat[start:stop]
-            if need_weight:
-                cols = scratch("columns", (stop - start, rows, pixels), dtype)
-                im2col(_ptr(x[start:stop]), window, _ptr(cols))
-                # one GEMM per sample (g[s] @ cols[s]ᵀ), into a workspace: a single GEMM over all
-                # samples would need g and cols transposed first, which costs more (docs/benchmarks.md)
-                per_sample = scratch("per-sample weight gradients", (stop - start, c_out, rows), dtype)
-                np.matmul(g, cols.transpose(0, 2, 1), out=per_sample)
-                grad_w_mat += per_sample.sum(axis=0)
-            if need_x:
-                grad_cols = scratch("column gradients", (stop - start, rows, pixels), dtype)
-                np.matmul(w_mat.T, g, out=grad_cols)
-                col2im(_ptr(grad_cols), window, _ptr(grad_x[start:stop]))
+    grad_w = np.empty_like(weight) if need_weight else None
+    x_by_gemm = need_x and algorithm != "blas"
+    if algorithm == "winograd" and need_x:
+        # ∂x = the full correlation of grad_y with each filter turned 180° and C_in, C_out swapped:
+        # a 3×3 stride-1 convolution padded by 2 − padding, whose output is x's plane
+        flipped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+        adjoint = _window(grad_y.shape, (3, 3), (1, 1), tuple(2 - p for p in padding))
+        _conv2d_winograd_into(grad_y, flipped, None, adjoint, grad_x, threads, "conv2d_backward (c)")
+        x_by_gemm = False
+    if algorithm != "blas" and (x_by_gemm or need_weight):
+        slots, workspace = _conv_workspace(window, dtype, threads, "conv2d_backward (c)")
+        if need_weight:
+            groups = _weight_groups(n, grad_w.size)
+            partials = scratch("conv weight partial sums", (max(groups - 1, 1), grad_w.size), dtype)
+            _kernel("conv2d_gemm_backward_weight", dtype)(_ptr(grad_y), _ptr(x), window, c_out, groups,
+                                                          _ptr(partials), slots, _ptr(workspace), _ptr(grad_w))
+        if x_by_gemm:
+            _kernel("conv2d_gemm_backward_input", dtype)(_ptr(grad_y), _ptr(weight), window, c_out, slots,
+                                                         _ptr(workspace), _ptr(grad_x))
+    elif algorithm == "blas" and (need_x or need_weight):
+        _conv2d_backward_blas(grad_y, x, weight, window, rows, grad_x, grad_w)
     grad_b = None
     if need_bias:
         grad_b = np.empty(c_out, dtype)
         _kernel("bias_grad", dtype)(_ptr(grad_y), n, c_out, pixels, _ptr(grad_b))
-    grad_w = grad_w_mat.reshape(weight.shape) if need_weight else None
     return grad_x, grad_w, grad_b
+
+
+def _conv2d_backward_blas(grad_y, x, weight, window, rows, grad_x, grad_w):
+    """conv2d_backward's grad_x and grad_w (those not None), by im2col and np.matmul, in place."""
+    dtype, (n, c_out), pixels = x.dtype, grad_y.shape[:2], window.h_out * window.w_out
+    g_mat, w_mat = grad_y.reshape(n, c_out, pixels), weight.reshape(c_out, rows)
+    if grad_w is not None:
+        grad_w_mat = grad_w.reshape(c_out, rows)
+        grad_w_mat[...] = 0
+    im2col, col2im = _kernel("im2col", dtype), _kernel("col2im", dtype)
+    for start, stop in _sample_chunks(n, rows * pixels * dtype.itemsize):
+        window.n = stop - start
+        g = g_mat[start:stop]
+        if grad_w is not None:
+            cols = scratch("columns", (stop - start, rows, pixels), dtype)
+            im2col(_ptr(x[start:stop]), window, _ptr(cols))
+            # one GEMM per sample (g[s] @ cols[s]ᵀ), into a workspace: a single GEMM over all
+            # samples would need g and cols transposed first, which costs more (docs/benchmarks.md)
+            per_sample = scratch("per-sample weight gradients", (stop - start, c_out, rows), dtype)
+            np.matmul(g, cols.transpose(0, 2, 1), out=per_sample)
+            grad_w_mat += per_sample.sum(axis=0)
+        if grad_x is not None:
+            grad_cols = scratch("column gradients", (stop - start, rows, pixels), dtype)
+            np.matmul(w_mat.T, g, out=grad_cols)
+            col2im(_ptr(grad_cols), window, _ptr(grad_x[start:stop]))
 
 
 # --------------------------------------------------------------------------- max_pool2d
@@ -381,9 +485,10 @@ def conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel
         return y.transpose(0, 3, 1, 2), argmax.transpose(0, 3, 1, 2)
     y, argmax = np.empty(out_shape, dtype), np.empty(out_shape, np.int64)
     max_pool = _kernel("max_pool2d_forward", dtype)
-    for start, stop in _sample_chunks(n, (taps + c_out) * conv.h_out * conv.w_out * dtype.itemsize):
+    for start, stop in _sample_chunks(n, c_out * conv_plane * dtype.itemsize):
         conv_out = scratch("conv output", (stop - start, c_out, conv.h_out, conv.w_out), dtype)
-        _conv2d_into(x[start:stop], weight, bias, stride, padding, conv_out)
+        conv.n = stop - start
+        _conv2d_gemm_into(x[start:stop], weight, bias, conv, conv_out)
         pool.n = stop - start
         max_pool(_ptr(conv_out), pool, _ptr(y[start:stop]), _ptr(argmax[start:stop]))
     np.maximum(y, 0, out=y)  # relu after pooling: the two commute

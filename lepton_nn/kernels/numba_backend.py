@@ -16,8 +16,10 @@ How this file is organised:
   output element is written by exactly one thread, so there are no races and no locks.
   The cross-entropy loops over (N, K) logits stay serial: waking threads costs more than
   the work at classifier sizes.
-* Convolution is im2col (a numba loop gathering every window into a column) followed by a
-  matrix product in `np.matmul`, i.e. BLAS, which beats any hand-written loop. Its backward
+* Convolution has two algorithms (CONV_ALGORITHMS). "gemm", the default, is our own packed
+  GEMM (numba_gemm) over blocks of im2col packed straight from the image, never stored whole
+  (lepton_nn/kernels/numba_conv.py). "blas" is im2col of the whole batch (a numba loop
+  gathering every window into a column) followed by one `np.matmul` (OpenBLAS); its backward
   reuses the same im2col for the weight gradient and the adjoint col2im for the input one.
 
 What it checks and what it trusts: the fast backends' contract in lepton_nn/kernels/__init__.py.
@@ -25,9 +27,11 @@ What it checks and what it trusts: the fast backends' contract in lepton_nn/kern
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
-from lepton_nn.checks import class_labels, indices as valid_indices
+from lepton_nn.checks import class_labels, indices as valid_indices, int_at_least
+from lepton_nn.kernels import numba_conv
+from lepton_nn.kernels.numba_conv import _inside_outputs
 from lepton_nn.kernels.numba_gemm import GEMM_ALGORITHMS, gemm  # noqa: F401 (this backend's GEMM)
 from lepton_nn.kernels.reference import output_size
 from lepton_nn.kernels.workspace import scratch, zero_padded
@@ -50,21 +54,23 @@ def _window_span(start, kernel, size):
     return max(start, 0), min(start + kernel, size)
 
 
-@njit(cache=True)
-def _inside_outputs(offset, stride, size, n_out):
-    """The outputs j in [0, n_out) whose input position j·stride + offset lies in [0, size).
-
-    For a fixed kernel tap, these are the outputs that read real input rather than padding.
-    Returned as a range [lo, hi); empty (lo == hi) when every output reads padding.
-    """
-    lo = 0 if offset >= 0 else (-offset + stride - 1) // stride  # ⌈−offset / stride⌉
-    last_inside = size - 1 - offset
-    hi = 0 if last_inside < 0 else min(n_out, last_inside // stride + 1)
-    return lo, max(lo, hi)
-
-
 # --------------------------------------------------------------------------- conv2d
-# Layout of the im2col matrix, for the whole batch at once:
+# How conv2d_forward and conv2d_backward compute (algorithm=None: "gemm"; numba has no direct conv):
+#   "gemm"  our packed GEMM over im2col blocks packed straight from the image (numba_conv.py);
+#   "blas"  im2col of the whole batch, then one np.matmul (OpenBLAS), as below.
+CONV_ALGORITHMS = ("gemm", "blas")
+
+
+def _conv_options(algorithm, threads, owner):
+    """The algorithm to run (None: "gemm") and the thread count (None: numba's), checked."""
+    if algorithm is not None and algorithm not in CONV_ALGORITHMS:
+        raise ValueError(f"{owner}: algorithm must be None or one of {', '.join(CONV_ALGORITHMS)}, "
+                         f"got {algorithm!r}")
+    threads = get_num_threads() if threads is None else int_at_least(threads, owner, "threads", 1)
+    return algorithm or "gemm", threads
+
+
+# "blas": layout of the im2col matrix, for the whole batch at once:
 #
 #     cols[(c·kH + p)·kW + q,  n,  i·W_out + j]  =  x_pad[n, c, i·sh + p, j·sw + q]
 #
@@ -133,8 +139,13 @@ def _columns_shape(x_shape, kernel, stride, padding):
     return c * kernel[0] * kernel[1], n, h_out * w_out
 
 
-def conv2d_forward(x, weight, bias, stride, padding):
-    """y = w2d @ im2col(x) (+ b), then reordered from (C_out, N, H_out·W_out) to NCHW."""
+def conv2d_forward(x, weight, bias, stride, padding, *, algorithm=None, threads=None):
+    """reference.conv2d_forward by one of CONV_ALGORITHMS ("gemm" on up to `threads` threads,
+    default numba's count). "blas": y = w2d @ im2col(x) (+ b), then reordered from
+    (C_out, N, H_out·W_out) to NCHW."""
+    algorithm, threads = _conv_options(algorithm, threads, "conv2d_forward (numba)")
+    if algorithm == "gemm":
+        return numba_conv.conv2d_forward(x, weight, bias, stride, padding, threads)
     x = np.ascontiguousarray(x)
     c_out = weight.shape[0]
     cols = scratch("columns", _columns_shape(x.shape, weight.shape[2:], stride, padding), x.dtype)
@@ -151,12 +162,19 @@ def conv2d_forward(x, weight, bias, stride, padding):
     return y.reshape(n, c_out, h_out, w_out)  # sizes spelled out: reshape cannot infer -1 when N = 0
 
 
-def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight=True, need_bias=True):
-    """With g2d = grad_y reordered to (C_out, N·H_out·W_out):
+def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight=True, need_bias=True, *,
+                    algorithm=None, threads=None):
+    """reference.conv2d_backward by one of CONV_ALGORITHMS ("gemm" on up to `threads` threads,
+    default numba's count; numba_conv.py). "blas", with g2d = grad_y reordered to (C_out, N·H_out·W_out):
 
         grad_w = g2d @ im2col(x)ᵀ      grad_b = g2d summed over its columns
         grad_x = col2im(w2dᵀ @ g2d)    (each column's gradient scattered back over its window)
     """
+    algorithm, threads = _conv_options(algorithm, threads, "conv2d_backward (numba)")
+    if algorithm == "gemm":
+        grad_x, grad_w = numba_conv.conv2d_backward(grad_y, x, weight, stride, padding, need_x, need_weight,
+                                                    threads)
+        return grad_x, grad_w, np.asarray(grad_y).sum(axis=(0, 2, 3)) if need_bias else None
     x = np.ascontiguousarray(x)
     n, c_out = x.shape[0], weight.shape[0]
     cols_shape = _columns_shape(x.shape, weight.shape[2:], stride, padding)

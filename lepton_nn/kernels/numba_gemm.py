@@ -131,14 +131,29 @@ def _micro_kernel(depth, a_panel, b_panel, c, i0, j0, rows, cols, add):
             row[j] = row[j] + acc[r * NR + j] if add else acc[r * NR + j]
 
 
+@njit(cache=True)
+def _gemm_packed_block(m0, m1, nc, pc, kc, a, a_rs, a_cs, b_panels, add, c, c_col0, a_panels):
+    """The loops inside one packed block of op(B) (kc × nc, in `b_panels` as _pack writes them):
+    C[m0:m1, c_col0:c_col0 + nc] (+ if add)= op(A)[m0:m1, pc:pc + kc] · block. For each block of
+    MC rows, op(A) is packed once into a_panels (MC/MR × KC·MR); then every MR × NR tile is one
+    micro-kernel call. numba_conv packs its own B blocks, straight from the image."""
+    for ic in range(m0, m1, MC):
+        mc = min(MC, m1 - ic)
+        a_used = a_panels[:(mc + MR - 1) // MR]
+        _pack(a, a_rs, a_cs, ic, mc, pc, kc, MR, a_used)
+        for jr in range(0, nc, NR):
+            for ir in range(0, mc, MR):
+                _micro_kernel(kc, a_used[ir // MR], b_panels[jr // NR], c, ic + ir, c_col0 + jr,
+                              min(MR, mc - ir), min(NR, nc - jr), add)
+
+
 @njit(parallel=True, cache=True)
 def _gemm_packed(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, accumulate, c, threads):
     """Steps 3 and 4: BLIS's loops around the micro-kernel, as in the C backend. For each block of
-    NC columns and KC of depth, op(B) is packed once; for each block of MC rows in it, op(A) is;
-    then each MR × NR tile is one micro-kernel call. The first depth block overwrites C (unless
-    accumulate), later ones add to it. Threads split C into bands, of columns when m <= n and of
-    rows otherwise; each packs into its own panels and writes its own band, so every sum runs in
-    the same order on any number of threads."""
+    NC columns and KC of depth, op(B) is packed once, then _gemm_packed_block runs the loops over
+    it. The first depth block overwrites C (unless accumulate), later ones add to it. Threads
+    split C into bands, of columns when m <= n and of rows otherwise; each packs into its own
+    panels and writes its own band, so every sum runs in the same order on any number of threads."""
     by_columns = m <= n
     unit = NR if by_columns else MR
     extent = n if by_columns else m
@@ -157,14 +172,7 @@ def _gemm_packed(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, accumulate, c, threads):
                 add = accumulate or pc > 0
                 b_used = b_panels[:(nc + NR - 1) // NR]
                 _pack(b, b_cs, b_rs, jc, nc, pc, kc, NR, b_used)
-                for ic in range(m0, m1, MC):
-                    mc = min(MC, m1 - ic)
-                    a_used = a_panels[:(mc + MR - 1) // MR]
-                    _pack(a, a_rs, a_cs, ic, mc, pc, kc, MR, a_used)
-                    for jr in range(0, nc, NR):
-                        for ir in range(0, mc, MR):
-                            _micro_kernel(kc, a_used[ir // MR], b_used[jr // NR], c, ic + ir, jc + jr,
-                                          min(MR, mc - ir), min(NR, nc - jr), add)
+                _gemm_packed_block(m0, m1, nc, pc, kc, a, a_rs, a_cs, b_used, add, c, jc, a_panels)
 
 
 def gemm(a, b, trans_a=False, trans_b=False, c=None, *, algorithm="packed", threads=None):
