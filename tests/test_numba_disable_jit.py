@@ -38,6 +38,14 @@ for stride, padding in (((1, 1), (1, 1)), ((2, 1), (0, 1))):  # 9 output channel
     for got, expected in zip(nb.conv2d_backward(g, x, w, stride, padding, algorithm="gemm"),
                              ref.conv2d_backward(g, x, w, stride, padding)):
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+x, w, b = rng.standard_normal((2, 3, 5, 7)), rng.standard_normal((9, 3, 3, 3)), rng.standard_normal(9)
+for padding in ((1, 1), (0, 2)):  # odd planes: the last row and column of 2×2 tiles half outside
+    y = nb.conv2d_forward(x, w, b, (1, 1), padding, algorithm="winograd")
+    np.testing.assert_allclose(y, ref.conv2d_forward(x, w, b, (1, 1), padding), rtol=1e-12, atol=1e-12)
+    g = rng.standard_normal(y.shape)
+    for got, expected in zip(nb.conv2d_backward(g, x, w, (1, 1), padding, algorithm="winograd"),
+                             ref.conv2d_backward(g, x, w, (1, 1), padding)):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
 params, grads = [rng.standard_normal(5), rng.standard_normal((2, 3))], [rng.standard_normal(5), rng.standard_normal((2, 3))]
 mine = [p.copy() for p in params], [np.zeros_like(p) for p in params], [np.zeros_like(p) for p in params]
 theirs = [p.copy() for p in params], [np.zeros_like(p) for p in params], [np.zeros_like(p) for p in params]

@@ -16,11 +16,13 @@ How this file is organised:
   output element is written by exactly one thread, so there are no races and no locks.
   The cross-entropy loops over (N, K) logits stay serial: waking threads costs more than
   the work at classifier sizes.
-* Convolution has two algorithms (CONV_ALGORITHMS). "gemm", the default, is our own packed
+* Convolution has three algorithms (CONV_ALGORITHMS). "gemm", the default, is our own packed
   GEMM (numba_gemm) over blocks of im2col packed straight from the image, never stored whole
   (lepton_nn/kernels/numba_conv.py). "blas" is im2col of the whole batch (a numba loop
   gathering every window into a column) followed by one `np.matmul` (OpenBLAS); its backward
   reuses the same im2col for the weight gradient and the adjoint col2im for the input one.
+  "winograd", by name only, is Winograd F(2×2, 3×3) for 3×3 kernels at stride 1 (numba_conv.py,
+  as the C backend's).
 
 What it checks and what it trusts: the fast backends' contract in lepton_nn/kernels/__init__.py.
 """
@@ -56,16 +58,22 @@ def _window_span(start, kernel, size):
 
 # --------------------------------------------------------------------------- conv2d
 # How conv2d_forward and conv2d_backward compute (algorithm=None: "gemm"; numba has no direct conv):
-#   "gemm"  our packed GEMM over im2col blocks packed straight from the image (numba_conv.py);
-#   "blas"  im2col of the whole batch, then one np.matmul (OpenBLAS), as below.
-CONV_ALGORITHMS = ("gemm", "blas")
+#   "gemm"     our packed GEMM over im2col blocks packed straight from the image (numba_conv.py);
+#   "blas"     im2col of the whole batch, then one np.matmul (OpenBLAS), as below;
+#   "winograd" Winograd F(2×2, 3×3), for 3×3 kernels, stride 1, padding ≤ 2: 16 GEMMs over
+#              transformed tiles, 2.25× fewer multiplications (the weight gradient by "gemm").
+CONV_ALGORITHMS = ("gemm", "blas", "winograd")
 
 
-def _conv_options(algorithm, threads, owner):
+def _conv_options(algorithm, threads, owner, weight, stride, padding):
     """The algorithm to run (None: "gemm") and the thread count (None: numba's), checked."""
     if algorithm is not None and algorithm not in CONV_ALGORITHMS:
         raise ValueError(f"{owner}: algorithm must be None or one of {', '.join(CONV_ALGORITHMS)}, "
                          f"got {algorithm!r}")
+    if algorithm == "winograd" and (tuple(weight.shape[2:]) != (3, 3) or tuple(stride) != (1, 1)
+                                    or not all(0 <= p <= 2 for p in padding)):
+        raise ValueError(f"{owner}: the winograd algorithm takes 3×3 kernels, stride 1 and padding ≤ 2; "
+                         f"got kernel {tuple(weight.shape[2:])}, stride {tuple(stride)}, padding {tuple(padding)}")
     threads = get_num_threads() if threads is None else int_at_least(threads, owner, "threads", 1)
     return algorithm or "gemm", threads
 
@@ -140,12 +148,14 @@ def _columns_shape(x_shape, kernel, stride, padding):
 
 
 def conv2d_forward(x, weight, bias, stride, padding, *, algorithm=None, threads=None):
-    """reference.conv2d_forward by one of CONV_ALGORITHMS ("gemm" on up to `threads` threads,
-    default numba's count). "blas": y = w2d @ im2col(x) (+ b), then reordered from
+    """reference.conv2d_forward by one of CONV_ALGORITHMS ("gemm" and "winograd" on up to `threads`
+    threads, default numba's count; numba_conv.py). "blas": y = w2d @ im2col(x) (+ b), then reordered from
     (C_out, N, H_out·W_out) to NCHW."""
-    algorithm, threads = _conv_options(algorithm, threads, "conv2d_forward (numba)")
+    algorithm, threads = _conv_options(algorithm, threads, "conv2d_forward (numba)", weight, stride, padding)
     if algorithm == "gemm":
         return numba_conv.conv2d_forward(x, weight, bias, stride, padding, threads)
+    if algorithm == "winograd":
+        return numba_conv.winograd_forward(x, weight, bias, padding, threads)
     x = np.ascontiguousarray(x)
     c_out = weight.shape[0]
     cols = scratch("columns", _columns_shape(x.shape, weight.shape[2:], stride, padding), x.dtype)
@@ -164,16 +174,19 @@ def conv2d_forward(x, weight, bias, stride, padding, *, algorithm=None, threads=
 
 def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight=True, need_bias=True, *,
                     algorithm=None, threads=None):
-    """reference.conv2d_backward by one of CONV_ALGORITHMS ("gemm" on up to `threads` threads,
-    default numba's count; numba_conv.py). "blas", with g2d = grad_y reordered to (C_out, N·H_out·W_out):
+    """reference.conv2d_backward by one of CONV_ALGORITHMS ("gemm" and "winograd" on up to `threads`
+    threads, default numba's count; numba_conv.py). "blas", with g2d = grad_y reordered to (C_out, N·H_out·W_out):
 
         grad_w = g2d @ im2col(x)ᵀ      grad_b = g2d summed over its columns
         grad_x = col2im(w2dᵀ @ g2d)    (each column's gradient scattered back over its window)
     """
-    algorithm, threads = _conv_options(algorithm, threads, "conv2d_backward (numba)")
+    algorithm, threads = _conv_options(algorithm, threads, "conv2d_backward (numba)", weight, stride, padding)
     if algorithm == "gemm":
         grad_x, grad_w = numba_conv.conv2d_backward(grad_y, x, weight, stride, padding, need_x, need_weight,
                                                     threads)
+        return grad_x, grad_w, np.asarray(grad_y).sum(axis=(0, 2, 3)) if need_bias else None
+    if algorithm == "winograd":
+        grad_x, grad_w = numba_conv.winograd_backward(grad_y, x, weight, padding, need_x, need_weight, threads)
         return grad_x, grad_w, np.asarray(grad_y).sum(axis=(0, 2, 3)) if need_bias else None
     x = np.ascontiguousarray(x)
     n, c_out = x.shape[0], weight.shape[0]

@@ -1,5 +1,6 @@
-"""conv2d in the Numba backend by our own packed GEMM (numba_backend's algorithm "gemm"): the C
-backend's conv2d_gemm_* kernels (csrc/lepton_kernels_generic.inc), in Numba.
+"""conv2d in the Numba backend by our own packed GEMM (numba_backend's algorithms "gemm" and
+"winograd"): the C backend's conv2d_gemm_* and conv2d_winograd_forward kernels
+(csrc/lepton_kernels_generic.inc), in Numba.
 
 For a sample s, cols = im2col(x[s]) is the (rows, P) matrix of its windows, rows = C_in·kH·kW
 (one per tap t = (c·kH + p)·kW + q), P = H_out·W_out (one per output pixel i·W_out + j):
@@ -19,6 +20,17 @@ of cols (a tap over a run of output pixels) at a time through a short line. Thre
 an order that depends on the shape alone, so the bits are the same on any number of threads.
 Block sizes and timings: docs/benchmarks.md, "General convolution".
 
+Winograd F(2×2, 3×3), for 3×3 kernels at stride 1, padding ≤ 2 (docs/equations.md, "Winograd
+convolution"): each 2×2 tile of outputs from the 4×4 input d under it as Y = Aᵀ [U ⊙ (Bᵀ d B)] A,
+U = G g Gᵀ per filter; the sum over input channels moves between the transforms, so per
+position ξ of the 4×4 tiles, M[ξ] (C_out, tiles) = U[ξ] (C_out, C_in) · V[ξ] (C_in, tiles):
+
+    forward   y = Aᵀ M A + b, the batch's tiles in blocks of WINOGRAD_TILES, each one thread's:
+              Bᵀ d B written straight into the packed op(B) of 16 _gemm_packed_block products
+    input     grad_x = the same of grad_y, each filter turned 180°, C_in and C_out swapped,
+              padding 2 − p
+    weight    grad_w by the packed GEMM, as above
+
 A window geometry `geo` travels as one tuple (kH, kW, sh, sw, ph, pw, W_out), as C's lepton_window.
 """
 import math
@@ -36,6 +48,9 @@ PIXEL_BLOCK = 512  # output pixels at most per block: KC rows of it, packed, sta
 # partial sums would pass WEIGHT_PARTIALS_MAX values. The same rule as c_backend._weight_groups.
 WEIGHT_GROUPS, WEIGHT_PARTIALS_MAX = 8, 1 << 22
 PARALLEL_MIN_MACS = 1 << 21  # below this many multiply-adds, waking a thread costs more than it saves
+# Tiles (2×2 outputs each) per block of the Winograd convolution: its 16 transformed inputs and 16
+# products, (C_in + C_out)·16·WINOGRAD_TILES values, stay in L2 for 32 → 64 channels (as C's).
+WINOGRAD_TILES = 64
 
 
 @njit(cache=True)
@@ -243,6 +258,154 @@ def _backward_input(g_flat, w_flat, geo, block, threads, grad_x):
                     _col2im_line(cols[tap], geo, tap, j0, nc, sample)
 
 
+# --------------------------------------------------------------------------- Winograd F(2×2, 3×3)
+# Tile t of the batch is the 2×2 outputs at (2i, 2j) of sample s, t = s·plane_tiles + i·tiles_w + j;
+# it reads the 4×4 input d at rows 2i − ph …, columns 2j − pw … (zeros in the padding). The
+# loops below write `patch` (16, WINOGRAD_TILES): row 4a + b holds d[a, b] of each tile of a
+# block side by side, then Bᵀ d, then the outputs Y[a, b] in row 2a + b.
+@njit(cache=True)
+def _winograd_gather(x, ci, t0, nt, ph, pw, tiles_w, plane_tiles, patch):
+    """patch[4a + b, jt] = d[a, b] of tile t0 + jt (jt < nt), input channel ci of x (N, C_in, H, W)."""
+    h, w = x.shape[2], x.shape[3]
+    jt = 0
+    while jt < nt:  # tiles [jt, jt + run) lie side by side in one row of tiles of one sample
+        t = t0 + jt
+        s, r = t // plane_tiles, t % plane_tiles
+        tj = r % tiles_w
+        run = min(tiles_w - tj, nt - jt)
+        top, left = r // tiles_w * 2 - ph, tj * 2 - pw
+        for a in range(4):  # row a of the tiles' d: columns b = 0 … 3 into patch rows 4a + b
+            row = top + a
+            d0, d1, d2, d3 = (patch[4 * a, jt:jt + run], patch[4 * a + 1, jt:jt + run],
+                              patch[4 * a + 2, jt:jt + run], patch[4 * a + 3, jt:jt + run])
+            if row < 0 or row >= h:
+                for k in range(run):
+                    d0[k], d1[k], d2[k], d3[k] = 0, 0, 0, 0
+                continue
+            line = x[s, ci, row]
+            # tile k reads columns left + 2k … left + 2k + 3: all inside the plane for k in [lo, hi),
+            # one 4-value loop; the few tiles at the plane's edges (lo ≤ 1 ≤ run, as padding ≤ 2) value by value
+            lo, hi = _inside_outputs(left, 2, w - 3, run)
+            src = line[left + 2 * lo:]
+            e0, e1, e2, e3 = d0[lo:hi], d1[lo:hi], d2[lo:hi], d3[lo:hi]
+            for k in range(hi - lo):
+                e0[k], e1[k], e2[k], e3[k] = src[2 * k], src[2 * k + 1], src[2 * k + 2], src[2 * k + 3]
+            for k in range(run):
+                if lo <= k < hi:
+                    continue
+                for b in range(4):
+                    col = left + 2 * k + b
+                    patch[4 * a + b, jt + k] = line[col] if 0 <= col < w else 0
+        jt += run
+
+
+@njit(cache=True)
+def _winograd_input_transform(patch, padded, row, v, blk):
+    """V = Bᵀ d B of tiles [0, padded) (their d in patch, which is overwritten), each of its 16
+    values written into its GEMM's packed op(B) as row `row` of depth block `blk`:
+    v[4a + b, blk, u, row·NR + jj] = V[a, b] of tile u·NR + jj. Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1]
+    combines the 4 rows of d, then the 4 columns of Bᵀ d, the same way."""
+    for b in range(4):  # Bᵀ d, column b
+        for jt in range(padded):
+            d0, d1, d2, d3 = patch[b, jt], patch[4 + b, jt], patch[8 + b, jt], patch[12 + b, jt]
+            patch[b, jt] = d0 - d2
+            patch[4 + b, jt] = d1 + d2
+            patch[8 + b, jt] = d2 - d1
+            patch[12 + b, jt] = d1 - d3
+    at = row * NR
+    for u in range(padded // NR):  # (Bᵀ d) B, row a, straight into the panels
+        q = u * NR
+        for a in range(4):
+            e0, e1, e2, e3 = (patch[4 * a, q:q + NR], patch[4 * a + 1, q:q + NR], patch[4 * a + 2, q:q + NR],
+                              patch[4 * a + 3, q:q + NR])
+            v0, v1, v2, v3 = (v[4 * a, blk, u, at:at + NR], v[4 * a + 1, blk, u, at:at + NR],
+                              v[4 * a + 2, blk, u, at:at + NR], v[4 * a + 3, blk, u, at:at + NR])
+            for jj in range(NR):
+                v0[jj] = e0[jj] - e2[jj]
+                v1[jj] = e1[jj] + e2[jj]
+                v2[jj] = e2[jj] - e1[jj]
+                v3[jj] = e1[jj] - e3[jj]
+
+
+@njit(cache=True)
+def _winograd_output_transform(m, o, nt, b, patch):
+    """patch[2a + c, jt] = Y[a, c] = (Aᵀ M A)[a, c] + b of tile jt < nt, output channel o, from
+    m[ξ, o, jt] = M[ξ] (ξ = 4a + c). Aᵀ = [1 1 1 0; 0 1 −1 −1]."""
+    for jt in range(nt):
+        r00 = m[0, o, jt] + m[4, o, jt] + m[8, o, jt]  # Aᵀ M: row a, column c in r_ac
+        r01 = m[1, o, jt] + m[5, o, jt] + m[9, o, jt]
+        r02 = m[2, o, jt] + m[6, o, jt] + m[10, o, jt]
+        r03 = m[3, o, jt] + m[7, o, jt] + m[11, o, jt]
+        r10 = m[4, o, jt] - m[8, o, jt] - m[12, o, jt]
+        r11 = m[5, o, jt] - m[9, o, jt] - m[13, o, jt]
+        r12 = m[6, o, jt] - m[10, o, jt] - m[14, o, jt]
+        r13 = m[7, o, jt] - m[11, o, jt] - m[15, o, jt]
+        patch[0, jt] = r00 + r01 + r02 + b  # (Aᵀ M) A
+        patch[1, jt] = r01 - r02 - r03 + b
+        patch[2, jt] = r10 + r11 + r12 + b
+        patch[3, jt] = r11 - r12 - r13 + b
+
+
+@njit(cache=True)
+def _winograd_store(patch, t0, nt, o, tiles_w, plane_tiles, y):
+    """Y of tiles t0 + jt (jt < nt), output channel o, in patch (_winograd_output_transform),
+    stored where they lie in y (N, C_out, H_out, W_out): the last row or column of tiles of an odd
+    size is half outside, and that half is dropped."""
+    h_out, w_out = y.shape[2], y.shape[3]
+    jt = 0
+    while jt < nt:  # a run of tiles in one row of tiles
+        t = t0 + jt
+        s, r = t // plane_tiles, t % plane_tiles
+        tj = r % tiles_w
+        run = min(tiles_w - tj, nt - jt)
+        i0, j0 = r // tiles_w * 2, tj * 2
+        whole = run if j0 + 2 * run <= w_out else run - 1  # the tiles whose 2 columns are inside
+        for row in range(min(2, h_out - i0)):
+            out = y[s, o, i0 + row, j0:]
+            left, right = patch[2 * row, jt:jt + run], patch[2 * row + 1, jt:jt + run]
+            for k in range(whole):
+                out[2 * k] = left[k]
+                out[2 * k + 1] = right[k]
+            if whole < run:
+                out[2 * whole] = left[whole]
+        jt += run
+
+
+@njit(parallel=True, cache=True)
+def _winograd_forward(x, u, bias, ph, pw, depth, threads, y):
+    """y = conv2d(x, weight) + bias, 3×3 kernel, stride 1, from u (16, C_out·C_in) = the filters'
+    G g Gᵀ (winograd_filters). The batch's tiles in blocks of WINOGRAD_TILES, each one thread's:
+    per input channel, its 4×4 inputs gathered and transformed into the packed V[ξ] (C_in, tiles);
+    16 GEMMs M[ξ] (C_out, tiles) = U[ξ] · V[ξ] (depth in blocks of `depth` channels); each output
+    channel's Aᵀ M A + b stored in y. Each output is one thread's: the same bits on any number."""
+    c = x.shape[1]
+    c_out, h_out, w_out = y.shape[1], y.shape[2], y.shape[3]
+    tiles_w = (w_out + 1) // 2
+    plane_tiles = (h_out + 1) // 2 * tiles_w
+    tiles = x.shape[0] * plane_tiles
+    blocks = (tiles + WINOGRAD_TILES - 1) // WINOGRAD_TILES
+    for t in prange(threads):
+        a_panels = np.empty((MC // MR, KC * MR), y.dtype)
+        patch = np.empty((16, WINOGRAD_TILES), y.dtype)
+        v = np.empty((16, (c + depth - 1) // depth, WINOGRAD_TILES // NR, depth * NR), y.dtype)
+        m = np.empty((16, c_out, WINOGRAD_TILES), y.dtype)
+        for blk in range(blocks * t // threads, blocks * (t + 1) // threads):
+            t0 = blk * WINOGRAD_TILES
+            nt = min(WINOGRAD_TILES, tiles - t0)
+            padded = (nt + NR - 1) // NR * NR
+            patch[:, nt:padded] = 0  # tiles past nt: zero columns of V (their M is never stored)
+            for ci in range(c):
+                _winograd_gather(x, ci, t0, nt, ph, pw, tiles_w, plane_tiles, patch)
+                _winograd_input_transform(patch, padded, ci % depth, v, ci // depth)
+            for xi in range(16):
+                for pc in range(0, c, depth):
+                    _gemm_packed_block(0, c_out, nt, pc, min(depth, c - pc), u[xi], c, 1, v[xi, pc // depth],
+                                       pc > 0, m[xi], 0, a_panels)
+            for o in range(c_out):
+                _winograd_output_transform(m, o, nt, bias[o], patch)
+                _winograd_store(patch, t0, nt, o, tiles_w, plane_tiles, y)
+
+
 # --------------------------------------------------------------------------- the wrappers
 def _pixel_block(pixels):
     """Output pixels per block: at most PIXEL_BLOCK, the blocks of a plane of equal size rounded
@@ -325,4 +488,51 @@ def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight
         else:
             _backward_input(grad_y.reshape(-1), weight.reshape(-1), geo, _pixel_block(pixels),
                             _threads(threads, n, macs), grad_x)
+    return grad_x, grad_w
+
+
+def winograd_filters(weight):
+    """U (16, C_out, C_in): U[4a + b, o, ci] = (G g Gᵀ)[a, b] of each 3×3 filter g = weight[o, ci],
+    G = [1 0 0; 1/2 1/2 1/2; 1/2 −1/2 1/2; 0 0 1]; the sums of C's winograd_filter_transform."""
+    half = weight.dtype.type(0.5)
+
+    def times_g(l0, l1, l2):  # G applied to 3 lines of filters: its 4 lines
+        return l0, (l0 + l1 + l2) * half, (l0 - l1 + l2) * half, l2
+
+    u = np.empty((4, 4) + weight.shape[:2], weight.dtype)
+    for a, line in enumerate(times_g(weight[:, :, 0], weight[:, :, 1], weight[:, :, 2])):  # G g: its rows
+        u[a] = times_g(line[..., 0], line[..., 1], line[..., 2])  # (G g) Gᵀ: the columns of each row
+    return u.reshape((16,) + weight.shape[:2])
+
+
+def winograd_forward(x, weight, bias, padding, threads=None):
+    """reference.conv2d_forward of a 3×3 kernel at stride 1 by Winograd F(2×2, 3×3)
+    (docs/equations.md, "Winograd convolution"), on up to `threads` threads (default: numba's
+    thread count). Arguments as checked by numba_backend.conv2d_forward (padding ≤ 2)."""
+    threads = get_num_threads() if threads is None else threads
+    x, weight = np.ascontiguousarray(x), np.ascontiguousarray(weight)
+    (n, c), c_out, (ph, pw) = x.shape[:2], weight.shape[0], padding
+    h_out, w_out = output_size(x.shape[2], 3, 1, ph), output_size(x.shape[3], 3, 1, pw)
+    y = np.empty((n, c_out, h_out, w_out), x.dtype)
+    if y.size == 0 or c == 0:  # nothing to compute, or an empty sum: the bias alone
+        y[...] = 0 if bias is None else bias.reshape(-1, 1, 1)
+        return y
+    bias = np.zeros(c_out, x.dtype) if bias is None else np.ascontiguousarray(bias)  # + 0, as C's
+    tiles = n * ((h_out + 1) // 2) * ((w_out + 1) // 2)
+    blocks = (tiles + WINOGRAD_TILES - 1) // WINOGRAD_TILES
+    _winograd_forward(x, winograd_filters(weight).reshape(16, c_out * c), bias, int(ph), int(pw), _depth_block(c),
+                      _threads(threads, blocks, 16 * tiles * c * c_out), y)
+    return y
+
+
+def winograd_backward(grad_y, x, weight, padding, need_x=True, need_weight=True, threads=None):
+    """(grad_x, grad_w) of reference.conv2d_backward (None where not needed) for a 3×3 kernel at
+    stride 1. grad_x by Winograd: the full correlation of grad_y with each filter turned 180° and
+    C_in, C_out swapped, a 3×3 stride-1 convolution padded by 2 − padding whose output is x's plane
+    (docs/equations.md); grad_w by the packed GEMM, as conv2d_backward."""
+    grad_x = None
+    grad_w = conv2d_backward(grad_y, x, weight, (1, 1), padding, False, True, threads)[1] if need_weight else None
+    if need_x:
+        flipped = np.ascontiguousarray(np.asarray(weight).transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+        grad_x = winograd_forward(grad_y, flipped, None, tuple(2 - p for p in padding), threads)
     return grad_x, grad_w
