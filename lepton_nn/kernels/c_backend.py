@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 from lepton_nn.checks import class_labels, int_at_least, indices as valid_indices
-from lepton_nn.kernels.reference import gemm_output, output_size
+from lepton_nn.kernels.reference import check_winograd, gemm_output, output_size
 from lepton_nn.kernels.workspace import scratch, zero_padded
 
 try:
@@ -134,10 +134,8 @@ def _conv_algorithm(algorithm, weight, stride, padding, backward):
     if algorithm == "direct" and taps > DIRECT_MAX_TAPS:
         raise ValueError(f"{owner}: the direct algorithm takes at most {DIRECT_MAX_TAPS} taps "
                          f"(C_in·kH·kW), this convolution has {taps}")
-    if algorithm == "winograd" and (tuple(weight.shape[2:]) != (3, 3) or tuple(stride) != (1, 1)
-                                    or not all(0 <= p <= 2 for p in padding)):
-        raise ValueError(f"{owner}: the winograd algorithm takes 3×3 kernels, stride 1 and padding ≤ 2; "
-                         f"got kernel {tuple(weight.shape[2:])}, stride {tuple(stride)}, padding {tuple(padding)}")
+    if algorithm == "winograd":
+        check_winograd(weight.shape, stride, padding, owner)
     return algorithm
 
 

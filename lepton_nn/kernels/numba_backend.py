@@ -35,7 +35,7 @@ from lepton_nn.checks import class_labels, indices as valid_indices, int_at_leas
 from lepton_nn.kernels import numba_conv
 from lepton_nn.kernels.numba_conv import _inside_outputs
 from lepton_nn.kernels.numba_gemm import GEMM_ALGORITHMS, gemm  # noqa: F401 (this backend's GEMM)
-from lepton_nn.kernels.reference import output_size
+from lepton_nn.kernels.reference import check_winograd, output_size
 from lepton_nn.kernels.workspace import scratch, zero_padded
 
 # The engine's dense layer keeps NumPy's @ (OpenBLAS) until this GEMM beats it in a training
@@ -70,10 +70,8 @@ def _conv_options(algorithm, threads, owner, weight, stride, padding):
     if algorithm is not None and algorithm not in CONV_ALGORITHMS:
         raise ValueError(f"{owner}: algorithm must be None or one of {', '.join(CONV_ALGORITHMS)}, "
                          f"got {algorithm!r}")
-    if algorithm == "winograd" and (tuple(weight.shape[2:]) != (3, 3) or tuple(stride) != (1, 1)
-                                    or not all(0 <= p <= 2 for p in padding)):
-        raise ValueError(f"{owner}: the winograd algorithm takes 3×3 kernels, stride 1 and padding ≤ 2; "
-                         f"got kernel {tuple(weight.shape[2:])}, stride {tuple(stride)}, padding {tuple(padding)}")
+    if algorithm == "winograd":
+        check_winograd(weight.shape, stride, padding, owner)
     threads = get_num_threads() if threads is None else int_at_least(threads, owner, "threads", 1)
     return algorithm or "gemm", threads
 

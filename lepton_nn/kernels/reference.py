@@ -549,3 +549,13 @@ def gemm_output(a, b, trans_a, trans_b, c, owner):
             raise ValueError(f"{owner}: c of shape {np.shape(c)} does not broadcast to the product's "
                              f"{(m, n)}") from None
     return m, n, k, out
+
+
+def check_winograd(weight_shape, stride, padding, owner):
+    """What the fast backends' Winograd F(2×2, 3×3) convolution (docs/equations.md) takes, checked
+    in one place: a 3×3 kernel, stride 1, padding 0, 1 or 2 (its input gradient is the same
+    convolution padded by 2 − padding). Raises ValueError otherwise."""
+    kernel, stride, padding = tuple(weight_shape[2:]), tuple(stride), tuple(padding)
+    if kernel != (3, 3) or stride != (1, 1) or not all(0 <= p <= 2 for p in padding):
+        raise ValueError(f"{owner}: the winograd algorithm takes 3×3 kernels, stride 1 and padding ≤ 2; "
+                         f"got kernel {kernel}, stride {stride}, padding {padding}")
