@@ -181,8 +181,11 @@ def test_an_unknown_or_unfitting_algorithm_is_refused(backend):
                      (x, weight, bias, stride, (3, 1))):
             with pytest.raises(ValueError, match="winograd algorithm takes 3×3 kernels, stride 1 and padding ≤ 2"):
                 conv.conv2d_forward(*args, algorithm="winograd")
-    with pytest.raises(ValueError, match="threads must be a positive int, got 0"):
-        conv.conv2d_forward(x, weight, bias, stride, padding, algorithm="gemm", threads=0)
+    for algorithm in algorithms(backend, backward=True):  # whichever runs, before any work
+        with pytest.raises(ValueError, match="threads must be a positive int, got 0"):
+            conv.conv2d_forward(x, weight, bias, stride, padding, algorithm=algorithm, threads=0)
+        with pytest.raises(ValueError, match="threads must be a positive int, got -1"):
+            conv.conv2d_backward(grad_y, x, weight, stride, padding, algorithm=algorithm, threads=-1)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -179,6 +179,8 @@ def conv2d_forward(x, weight, bias, stride, padding, *, algorithm=None, threads=
     dtype, x, weight, bias = _floats(x=x, weight=weight, bias=bias)
     window, taps, _ = _conv_shapes(x, weight, stride, padding)
     algorithm = _conv_algorithm(algorithm, weight, stride, padding, backward=False)
+    if threads is not None:  # checked whichever algorithm runs
+        int_at_least(threads, "conv2d_forward (c)", "threads", 1)
     y = np.empty((x.shape[0], weight.shape[0], window.h_out, window.w_out), dtype)
     if y.size == 0 or taps == 0:  # nothing to compute, or an empty sum: the bias alone
         y[...] = 0 if bias is None else bias.reshape(-1, 1, 1)
@@ -236,6 +238,8 @@ def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight
     dtype, grad_y, x, weight = _floats(grad_y=grad_y, x=x, weight=weight)
     window, rows, pixels = _conv_shapes(x, weight, stride, padding)
     algorithm = _conv_algorithm(algorithm, weight, stride, padding, backward=True)
+    if threads is not None:
+        int_at_least(threads, "conv2d_backward (c)", "threads", 1)
     n, c_out = x.shape[0], weight.shape[0]
     if grad_y.shape != (n, c_out, window.h_out, window.w_out):
         raise ValueError(f"grad_y has shape {grad_y.shape}, the output of this conv2d has "
