@@ -34,7 +34,7 @@
 /* cffi-cdef-begin */
 
 /* Bumped whenever a signature below changes, so the wrapper can refuse a stale build. */
-#define LEPTON_KERNELS_ABI 10
+#define LEPTON_KERNELS_ABI 11
 
 typedef struct {
     int64_t n, c;          /* samples and channels of the input                     */
@@ -94,9 +94,10 @@ void lepton_conv2d_direct_forward_f64(const double *x, const double *weight, con
  * backward_weight: grad_w (c_out, rows) = sum over s of grad_y[s] . im2col(x[s])ᵀ, the samples summed
  *   in `groups` runs of consecutive ones, runs 1.. into partials (groups - 1, c_out, rows), then added.
  * backward_input: grad_x = col2im(weightᵀ . grad_y[s]) per sample. Overwrites grad_x.
- * workspace: slots x conv2d_gemm_workspace_size(g) values. Results do not depend on slots. */
-int64_t lepton_conv2d_gemm_workspace_size_f32(const lepton_window *g);
-int64_t lepton_conv2d_gemm_workspace_size_f64(const lepton_window *g);
+ * workspace: conv2d_gemm_workspace_size(g, c_out, slots) values (slots per-thread slots, then the
+ *   packed weights). Results do not depend on slots. */
+int64_t lepton_conv2d_gemm_workspace_size_f32(const lepton_window *g, int64_t c_out, int64_t slots);
+int64_t lepton_conv2d_gemm_workspace_size_f64(const lepton_window *g, int64_t c_out, int64_t slots);
 void lepton_conv2d_gemm_forward_f32(const float *x, const float *weight, const float *bias, const lepton_window *g,
                                     int64_t c_out, int64_t slots, float *workspace, float *y);
 void lepton_conv2d_gemm_forward_f64(const double *x, const double *weight, const double *bias, const lepton_window *g,
@@ -113,11 +114,11 @@ void lepton_conv2d_gemm_backward_input_f64(const double *grad_y, const double *w
 /* ---- conv2d, Winograd F(2x2, 3x3): 3x3 kernels, stride 1 --------------------------------
  * winograd_filter_transform: u (16, c_out, c) = G g Gᵀ of each filter of weight (c_out, c, 3, 3).
  * forward: y (n, c_out, h_out, w_out) = conv2d(x, weight) + bias (bias may be NULL), from u;
- *   g->kh = g->kw = 3, g->sh = g->sw = 1. workspace: slots x conv2d_winograd_workspace_size(c, c_out). */
+ *   g->kh = g->kw = 3, g->sh = g->sw = 1. workspace: conv2d_winograd_workspace_size(c, c_out, slots) values. */
 void lepton_winograd_filter_transform_f32(const float *weight, int64_t c_out, int64_t c, float *u);
 void lepton_winograd_filter_transform_f64(const double *weight, int64_t c_out, int64_t c, double *u);
-int64_t lepton_conv2d_winograd_workspace_size_f32(int64_t c, int64_t c_out);
-int64_t lepton_conv2d_winograd_workspace_size_f64(int64_t c, int64_t c_out);
+int64_t lepton_conv2d_winograd_workspace_size_f32(int64_t c, int64_t c_out, int64_t slots);
+int64_t lepton_conv2d_winograd_workspace_size_f64(int64_t c, int64_t c_out, int64_t slots);
 void lepton_conv2d_winograd_forward_f32(const float *x, const float *u, const float *bias, const lepton_window *g,
                                         int64_t c_out, int64_t slots, float *workspace, float *y);
 void lepton_conv2d_winograd_forward_f64(const double *x, const double *u, const double *bias, const lepton_window *g,

@@ -36,7 +36,7 @@ try:
 except ImportError as err:
     raise ImportError(f"C extension not built: {err}; reinstall with a C compiler: pip install -e .") from err
 
-_ABI = 10  # must match LEPTON_KERNELS_ABI in csrc/lepton_kernels.h
+_ABI = 11  # must match LEPTON_KERNELS_ABI in csrc/lepton_kernels.h
 if lib.LEPTON_KERNELS_ABI != _ABI:
     raise ImportError(f"C extension is stale (ABI {lib.LEPTON_KERNELS_ABI}, this wrapper needs {_ABI}); "
                       "rebuild it: pip install -e .")
@@ -148,18 +148,18 @@ def _conv2d_winograd_into(x, weight, bias, window, y, threads, owner):
         return y
     u = np.empty((16, c_out, c), dtype)
     _kernel("winograd_filter_transform", dtype)(_ptr(weight), c_out, c, _ptr(u))
-    workspace = scratch("winograd tiles", (slots, int(_kernel("conv2d_winograd_workspace_size", dtype)(c, c_out))),
+    workspace = scratch("winograd tiles", (int(_kernel("conv2d_winograd_workspace_size", dtype)(c, c_out, slots)),),
                         dtype)
     _kernel("conv2d_winograd_forward", dtype)(_ptr(x), _ptr(u), ffi.NULL if bias is None else _ptr(bias), window,
                                               c_out, slots, _ptr(workspace), _ptr(y))
     return y
 
 
-def _conv_workspace(window, dtype, threads, owner):
-    """The number of slots (threads at most) and the per-thread workspace of the conv2d_gemm_* kernels."""
+def _conv_workspace(window, c_out, dtype, threads, owner):
+    """The number of slots (threads at most) and the workspace of the conv2d_gemm_* kernels."""
     slots = int(lib.lepton_max_threads()) if threads is None else int_at_least(threads, owner, "threads", 1)
-    size = int(_kernel("conv2d_gemm_workspace_size", dtype)(window))
-    return slots, scratch("conv gemm packing", (slots, size), dtype)
+    size = int(_kernel("conv2d_gemm_workspace_size", dtype)(window, c_out, slots))
+    return slots, scratch("conv gemm packing", (size,), dtype)
 
 
 # The weight gradient by "gemm" sums the batch in up to WEIGHT_GROUPS runs of samples, one
@@ -203,7 +203,7 @@ def conv2d_forward(x, weight, bias, stride, padding, *, algorithm=None, threads=
 
 def _conv2d_gemm_into(x, weight, bias, window, y, threads=None):
     """conv2d_forward of checked, contiguous arrays of one dtype, written into y, by "gemm"; returns y."""
-    slots, workspace = _conv_workspace(window, x.dtype, threads, "conv2d_forward (c)")
+    slots, workspace = _conv_workspace(window, weight.shape[0], x.dtype, threads, "conv2d_forward (c)")
     _kernel("conv2d_gemm_forward", x.dtype)(_ptr(x), _ptr(weight), ffi.NULL if bias is None else _ptr(bias),
                                             window, weight.shape[0], slots, _ptr(workspace), _ptr(y))
     return y
@@ -255,7 +255,7 @@ def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight
         _conv2d_winograd_into(grad_y, flipped, None, adjoint, grad_x, threads, "conv2d_backward (c)")
         x_by_gemm = False
     if algorithm != "blas" and (x_by_gemm or need_weight):
-        slots, workspace = _conv_workspace(window, dtype, threads, "conv2d_backward (c)")
+        slots, workspace = _conv_workspace(window, c_out, dtype, threads, "conv2d_backward (c)")
         if need_weight:
             groups = _weight_groups(n, grad_w.size)
             partials = scratch("conv weight partial sums", (max(groups - 1, 1), grad_w.size), dtype)
