@@ -37,6 +37,7 @@ SHAPES = [
     ((2, 3, 6, 6), 0, (3, 3), (1, 1), (0, 0)),          # no output channel
     ((2, 5, 8, 11), 6, (3, 3), (1, 1), (0, 0)),         # no padding, a 6×9 output
     ((3, 4, 5, 6), 7, (3, 3), (1, 1), (0, 0)),          # rows too short for C's "wide rows" forward
+    ((2, 1, 28, 28), 64, (3, 3), (1, 1), (1, 1)),       # few taps, many output channels
 ]
 
 
