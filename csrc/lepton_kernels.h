@@ -111,6 +111,19 @@ void lepton_conv2d_gemm_backward_input_f32(const float *grad_y, const float *wei
 void lepton_conv2d_gemm_backward_input_f64(const double *grad_y, const double *weight, const lepton_window *g,
                                            int64_t c_out, int64_t slots, double *workspace, double *grad_x);
 
+/* ---- conv2d, direct and channel-blocked, any number of taps --------------------------------
+ * forward: y (n, c_out, h_out, w_out) = conv2d(x, weight) + bias (bias may be NULL), summed in
+ *   registers per NR output channels x MR pixels of a row, over every tap, from the padded image.
+ *   workspace: conv2d_direct_blocked_workspace_size(g, c_out, slots) values. */
+int64_t lepton_conv2d_direct_blocked_workspace_size_f32(const lepton_window *g, int64_t c_out, int64_t slots);
+int64_t lepton_conv2d_direct_blocked_workspace_size_f64(const lepton_window *g, int64_t c_out, int64_t slots);
+void lepton_conv2d_direct_blocked_forward_f32(const float *x, const float *weight, const float *bias,
+                                              const lepton_window *g, int64_t c_out, int64_t slots,
+                                              float *workspace, float *y);
+void lepton_conv2d_direct_blocked_forward_f64(const double *x, const double *weight, const double *bias,
+                                              const lepton_window *g, int64_t c_out, int64_t slots,
+                                              double *workspace, double *y);
+
 /* ---- conv2d, Winograd F(2x2, 3x3): 3x3 kernels, stride 1 --------------------------------
  * winograd_filter_transform: u (16, c_out, c) = G g Gᵀ of each filter of weight (c_out, c, 3, 3).
  * forward: y (n, c_out, h_out, w_out) = conv2d(x, weight) + bias (bias may be NULL), from u;

@@ -439,9 +439,11 @@ CASES = [
     conv_case("conv32x64_gemm", n=64, c_in=32, c_out=64, size=28, pad=1, need_x=True, algorithm="gemm"),
     conv_case("conv32x64_blas", n=64, c_in=32, c_out=64, size=28, pad=1, need_x=True, algorithm="blas"),
     conv_case("conv32x64_winograd", n=64, c_in=32, c_out=64, size=28, pad=1, need_x=True, algorithm="winograd"),
+    conv_case("conv32x64_direct", n=64, c_in=32, c_out=64, size=28, pad=1, need_x=True, algorithm="direct"),
     # the deep CNN's second conv (bench --train --model deep): the same channels on 14×14 planes
     conv_case("conv32x64_14", n=64, c_in=32, c_out=64, size=14, pad=1, need_x=True),
     conv_case("conv32x64_14_winograd", n=64, c_in=32, c_out=64, size=14, pad=1, need_x=True, algorithm="winograd"),
+    conv_case("conv32x64_14_direct", n=64, c_in=32, c_out=64, size=14, pad=1, need_x=True, algorithm="direct"),
     # nanoGPT's baby GPT at its batch (12 sequences of 64 characters, 128 channels, 4 heads)
     gelu_case("gelu", (12, 64, 512)),
     layer_norm_case("layernorm", (12, 64, 128)),

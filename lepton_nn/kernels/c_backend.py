@@ -113,8 +113,11 @@ def _conv_shapes(x, weight, stride, padding):
 
 # How conv2d_forward and conv2d_backward compute (algorithm=None picks, as measured in
 # docs/benchmarks.md, "General convolution"):
-#   "direct"  the forward only, for few taps (C_in·kH·kW ≤ DIRECT_MAX_TAPS): each output plane
-#             summed tap by tap, no columns written (a GEMM of so few rows is bound by memory);
+#   "direct"  no columns at all. Few taps (C_in·kH·kW ≤ DIRECT_MAX_TAPS): each output plane
+#             summed tap by tap (a GEMM of so few rows is bound by memory); more: NR output channels
+#             by MR pixels of a row summed in registers over every tap, from the padded image
+#             (channel-blocked). Its input gradient at stride 1 is the same convolution of
+#             grad_y (flipped filters); otherwise, and its weight gradient, by "gemm";
 #   "gemm"    im2col packed block by block straight into the panels of our packed GEMM (csrc,
 #             conv2d_gemm_*): the columns are never stored whole;
 #   "blas"    im2col into a workspace, then one np.matmul (OpenBLAS) per sample;
@@ -128,12 +131,8 @@ def _conv_algorithm(algorithm, weight, stride, padding, backward):
     taps = math.prod(weight.shape[1:])
     if algorithm is None:
         return "direct" if taps <= DIRECT_MAX_TAPS and not backward else "gemm"
-    if algorithm not in CONV_ALGORITHMS or (backward and algorithm == "direct"):
-        choices = [a for a in CONV_ALGORITHMS if not (backward and a == "direct")]
-        raise ValueError(f"{owner}: algorithm must be None or one of {', '.join(choices)}, got {algorithm!r}")
-    if algorithm == "direct" and taps > DIRECT_MAX_TAPS:
-        raise ValueError(f"{owner}: the direct algorithm takes at most {DIRECT_MAX_TAPS} taps "
-                         f"(C_in·kH·kW), this convolution has {taps}")
+    if algorithm not in CONV_ALGORITHMS:
+        raise ValueError(f"{owner}: algorithm must be None or one of {', '.join(CONV_ALGORITHMS)}, got {algorithm!r}")
     if algorithm == "winograd":
         check_winograd(weight.shape, stride, padding, owner)
     return algorithm
@@ -185,6 +184,8 @@ def conv2d_forward(x, weight, bias, stride, padding, *, algorithm=None, threads=
     if y.size == 0 or taps == 0:  # nothing to compute, or an empty sum: the bias alone
         y[...] = 0 if bias is None else bias.reshape(-1, 1, 1)
         return y
+    if algorithm == "direct" and taps > DIRECT_MAX_TAPS:
+        return _conv2d_blocked_into(x, weight, bias, window, y, threads)
     if algorithm == "direct":
         x_pad = zero_padded(x, padding)
         conv = _window(x_pad.shape, weight.shape[2:], stride, (0, 0))
@@ -199,6 +200,17 @@ def conv2d_forward(x, weight, bias, stride, padding, *, algorithm=None, threads=
     if algorithm == "winograd":
         return _conv2d_winograd_into(x, weight, bias, window, y, threads, "conv2d_forward (c)")
     return _conv2d_into(x, weight, bias, stride, padding, y)
+
+
+def _conv2d_blocked_into(x, weight, bias, window, y, threads=None):
+    """conv2d_forward of checked, contiguous arrays, written into y, by the channel-blocked direct
+    kernel; returns y."""
+    slots = int(lib.lepton_max_threads()) if threads is None else threads
+    size = int(_kernel("conv2d_direct_blocked_workspace_size", x.dtype)(window, weight.shape[0], slots))
+    workspace = scratch("conv direct packing", (size,), x.dtype)
+    _kernel("conv2d_direct_blocked_forward", x.dtype)(_ptr(x), _ptr(weight), ffi.NULL if bias is None else _ptr(bias),
+                                                      window, weight.shape[0], slots, _ptr(workspace), _ptr(y))
+    return y
 
 
 def _conv2d_gemm_into(x, weight, bias, window, y, threads=None):
@@ -247,6 +259,18 @@ def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight
     grad_x = np.empty_like(x) if need_x else None
     grad_w = np.empty_like(weight) if need_weight else None
     x_by_gemm = need_x and algorithm != "blas"
+    if algorithm == "direct" and need_x and tuple(stride) == (1, 1) and grad_x.size and all(
+            p < k for p, k in zip(padding, weight.shape[2:])):
+        # ∂x = the full correlation of grad_y with each filter turned 180° and C_in, C_out swapped:
+        # a stride-1 convolution padded by k − 1 − padding, whose output is x's plane
+        flipped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+        adjoint = _window(grad_y.shape, flipped.shape[2:], (1, 1), tuple(k - 1 - p for p, k in
+                                                                       zip(padding, weight.shape[2:])))
+        if c_out == 0:
+            grad_x[...] = 0
+        else:
+            _conv2d_blocked_into(grad_y, flipped, None, adjoint, grad_x, threads)
+        x_by_gemm = False
     if algorithm == "winograd" and need_x:
         # ∂x = the full correlation of grad_y with each filter turned 180° and C_in, C_out swapped:
         # a 3×3 stride-1 convolution padded by 2 − padding, whose output is x's plane
