@@ -436,7 +436,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         if t.ndim < 2 or t.dtype != query.dtype:
             raise ValueError(f"{op}: {name} must be at least 2-D, of the query's dtype {query.dtype}; "
                              f"got shape {t.shape} {t.dtype}")
-    (*_, L, E), (*_, S, _) = query.shape, key.shape
+    E, S = query.shape[-1], key.shape[-2]  # query (..., L, E), key (..., S, E)
     if key.shape[-1] != E or value.shape[-2] != S or E == 0 or \
             _broadcast(query.shape[:-2], key.shape[:-2], value.shape[:-2]) is None:
         raise ValueError(f"{op}: expected query (..., L, E ≥ 1), key (..., S, E), value (..., S, Ev) with "
