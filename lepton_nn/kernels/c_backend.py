@@ -11,8 +11,9 @@ and v must already be C-contiguous and writable (else ValueError).
 - conv2d: by one of CONV_ALGORITHMS (below): by default, a direct convolution for a forward
   with few taps (C_in·kH·kW ≤ DIRECT_MAX_TAPS), else im2col packed block by block straight into
   the panels of our packed GEMM ("gemm"), forward and both gradients; "blas" (im2col in C, then
-  np.matmul per sample, in chunks of samples whose columns fit WORKSPACE_BYTES) and "winograd"
-  (F(2×2, 3×3)) by name. Why: docs/benchmarks.md, "General convolution".
+  np.matmul per sample, in chunks of samples whose columns fit WORKSPACE_BYTES), "winograd"
+  (F(2×2, 3×3)) and "direct" for any number of taps (channel-blocked) by name. Why:
+  docs/benchmarks.md, "General convolution".
 - gemm: three GEMMs of our own (naive, blocked, packed: the steps of docs/benchmarks.md, "Our
   GEMM, step by step"), reading their operands through strides, so transposes and sliced views
   are never copied. The engine's dense layer still runs np.matmul (NOT_USED_YET).
