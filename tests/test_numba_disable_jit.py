@@ -46,6 +46,16 @@ for padding in ((1, 1), (0, 2)):  # odd planes: the last row and column of 2×2 
     for got, expected in zip(nb.conv2d_backward(g, x, w, (1, 1), padding, algorithm="winograd"),
                              ref.conv2d_backward(g, x, w, (1, 1), padding)):
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+w, b = rng.standard_normal((9, 2, 3, 2)), rng.standard_normal(9)  # 9 output channels: a partial NR block
+for width in (11, 4):  # output rows of 12 pixels (the last MR tile moved back) and of 5 (less than MR)
+    x = rng.standard_normal((2, 2, 7, width))
+    for stride, padding in (((1, 1), (1, 1)), ((2, 1), (0, 1))):  # grad_x by the direct kernel, then by gemm
+        y = nb.conv2d_forward(x, w, b, stride, padding, algorithm="direct")
+        np.testing.assert_allclose(y, ref.conv2d_forward(x, w, b, stride, padding), rtol=1e-12, atol=1e-12)
+        g = rng.standard_normal(y.shape)
+        for got, expected in zip(nb.conv2d_backward(g, x, w, stride, padding, algorithm="direct"),
+                                 ref.conv2d_backward(g, x, w, stride, padding)):
+            np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
 params, grads = [rng.standard_normal(5), rng.standard_normal((2, 3))], [rng.standard_normal(5), rng.standard_normal((2, 3))]
 mine = [p.copy() for p in params], [np.zeros_like(p) for p in params], [np.zeros_like(p) for p in params]
 theirs = [p.copy() for p in params], [np.zeros_like(p) for p in params], [np.zeros_like(p) for p in params]

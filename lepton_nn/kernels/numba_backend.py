@@ -16,13 +16,13 @@ How this file is organised:
   output element is written by exactly one thread, so there are no races and no locks.
   The cross-entropy loops over (N, K) logits stay serial: waking threads costs more than
   the work at classifier sizes.
-* Convolution has three algorithms (CONV_ALGORITHMS). "gemm", the default, is our own packed
+* Convolution has four algorithms (CONV_ALGORITHMS). "gemm", the default, is our own packed
   GEMM (numba_gemm) over blocks of im2col packed straight from the image, never stored whole
   (lepton_nn/kernels/numba_conv.py). "blas" is im2col of the whole batch (a numba loop
   gathering every window into a column) followed by one `np.matmul` (OpenBLAS); its backward
   reuses the same im2col for the weight gradient and the adjoint col2im for the input one.
-  "winograd", by name only, is Winograd F(2×2, 3×3) for 3×3 kernels at stride 1 (numba_conv.py,
-  as the C backend's).
+  "winograd", by name only, is Winograd F(2×2, 3×3) for 3×3 kernels at stride 1, and "direct",
+  by name only, C's channel-blocked direct convolution (both numba_conv.py, as the C backend's).
 
 What it checks and what it trusts: the fast backends' contract in lepton_nn/kernels/__init__.py.
 """
@@ -57,12 +57,15 @@ def _window_span(start, kernel, size):
 
 
 # --------------------------------------------------------------------------- conv2d
-# How conv2d_forward and conv2d_backward compute (algorithm=None: "gemm"; numba has no direct conv):
+# How conv2d_forward and conv2d_backward compute (algorithm=None: "gemm"):
+#   "direct"   no columns: NR output channels by MR pixels of a row summed in registers over every
+#              tap, from the padded image (numba_conv.py); its input gradient at stride 1 is the
+#              same convolution of grad_y (flipped filters); otherwise, and its weight gradient, by "gemm";
 #   "gemm"     our packed GEMM over im2col blocks packed straight from the image (numba_conv.py);
 #   "blas"     im2col of the whole batch, then one np.matmul (OpenBLAS), as below;
 #   "winograd" Winograd F(2×2, 3×3), for 3×3 kernels, stride 1, padding ≤ 2: 16 GEMMs over
 #              transformed tiles, 2.25× fewer multiplications (the weight gradient by "gemm").
-CONV_ALGORITHMS = ("gemm", "blas", "winograd")
+CONV_ALGORITHMS = ("direct", "gemm", "blas", "winograd")
 
 
 def _conv_options(algorithm, threads, owner, weight, stride, padding):
@@ -146,7 +149,7 @@ def _columns_shape(x_shape, kernel, stride, padding):
 
 
 def conv2d_forward(x, weight, bias, stride, padding, *, algorithm=None, threads=None):
-    """reference.conv2d_forward by one of CONV_ALGORITHMS ("gemm" and "winograd" on up to `threads`
+    """reference.conv2d_forward by one of CONV_ALGORITHMS ("direct", "gemm" and "winograd" on up to `threads`
     threads, default numba's count; numba_conv.py). "blas": y = w2d @ im2col(x) (+ b), then reordered from
     (C_out, N, H_out·W_out) to NCHW."""
     algorithm, threads = _conv_options(algorithm, threads, "conv2d_forward (numba)", weight, stride, padding)
@@ -154,6 +157,8 @@ def conv2d_forward(x, weight, bias, stride, padding, *, algorithm=None, threads=
         return numba_conv.conv2d_forward(x, weight, bias, stride, padding, threads)
     if algorithm == "winograd":
         return numba_conv.winograd_forward(x, weight, bias, padding, threads)
+    if algorithm == "direct":
+        return numba_conv.direct_forward(x, weight, bias, stride, padding, threads)
     x = np.ascontiguousarray(x)
     c_out = weight.shape[0]
     cols = scratch("columns", _columns_shape(x.shape, weight.shape[2:], stride, padding), x.dtype)
@@ -172,7 +177,7 @@ def conv2d_forward(x, weight, bias, stride, padding, *, algorithm=None, threads=
 
 def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight=True, need_bias=True, *,
                     algorithm=None, threads=None):
-    """reference.conv2d_backward by one of CONV_ALGORITHMS ("gemm" and "winograd" on up to `threads`
+    """reference.conv2d_backward by one of CONV_ALGORITHMS ("direct", "gemm" and "winograd" on up to `threads`
     threads, default numba's count; numba_conv.py). "blas", with g2d = grad_y reordered to (C_out, N·H_out·W_out):
 
         grad_w = g2d @ im2col(x)ᵀ      grad_b = g2d summed over its columns
@@ -185,6 +190,10 @@ def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight
         return grad_x, grad_w, np.asarray(grad_y).sum(axis=(0, 2, 3)) if need_bias else None
     if algorithm == "winograd":
         grad_x, grad_w = numba_conv.winograd_backward(grad_y, x, weight, padding, need_x, need_weight, threads)
+        return grad_x, grad_w, np.asarray(grad_y).sum(axis=(0, 2, 3)) if need_bias else None
+    if algorithm == "direct":
+        grad_x, grad_w = numba_conv.direct_backward(grad_y, x, weight, stride, padding, need_x, need_weight,
+                                                    threads)
         return grad_x, grad_w, np.asarray(grad_y).sum(axis=(0, 2, 3)) if need_bias else None
     x = np.ascontiguousarray(x)
     n, c_out = x.shape[0], weight.shape[0]

@@ -1,6 +1,7 @@
 """conv2d in the Numba backend by our own packed GEMM (numba_backend's algorithms "gemm" and
-"winograd"): the C backend's conv2d_gemm_* and conv2d_winograd_forward kernels
-(csrc/lepton_kernels_generic.inc), in Numba.
+"winograd") and with no columns at all ("direct"): the C backend's conv2d_gemm_*,
+conv2d_winograd_forward and conv2d_direct_blocked_forward kernels (csrc/lepton_kernels_generic.inc),
+in Numba.
 
 For a sample s, cols = im2col(x[s]) is the (rows, P) matrix of its windows, rows = C_in·kH·kW
 (one per tap t = (c·kH + p)·kW + q), P = H_out·W_out (one per output pixel i·W_out + j):
@@ -31,6 +32,11 @@ position ξ of the 4×4 tiles, M[ξ] (C_out, tiles) = U[ξ] (C_out, C_in) · V[�
               padding 2 − p
     weight    grad_w by the packed GEMM, as above
 
+Direct, channel-blocked: per (sample, output row), NR output channels × MR pixels summed in
+registers over every tap straight from the zero-padded sample; its input gradient at stride 1
+(padding < kernel) is the same kernel on grad_y (filters turned 180°, padding k − 1 − p), the
+rest by the packed GEMM.
+
 A window geometry `geo` travels as one tuple (kH, kW, sh, sw, ph, pw, W_out), as C's lepton_window.
 """
 import math
@@ -38,7 +44,8 @@ import math
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from lepton_nn.kernels.numba_gemm import KC, MC, MR, NC, NR, _gemm_packed_block, _pack
+from lepton_nn.kernels.numba_gemm import _TILE_VALUES, KC, MC, MR, NC, NR, _gemm_packed_block, _pack
+from lepton_nn.kernels.numba_stack import stack_array as _stack_array
 from lepton_nn.kernels.reference import output_size
 from lepton_nn.kernels.workspace import scratch
 
@@ -406,6 +413,89 @@ def _winograd_forward(x, u, bias, ph, pw, depth, threads, y):
                 _winograd_store(patch, t0, nt, o, tiles_w, plane_tiles, y)
 
 
+# --------------------------------------------------------------------------- direct, channel-blocked
+# No columns at all (C's conv2d_direct_blocked_forward): NR output channels by MR pixels of an output
+# row summed in registers over every tap t = (ci·kH + p)·kW + q, as the GEMM micro-kernel's tile
+# with the padded image itself as op(B):
+#
+#     y[s, o0 + c, i, j0 + u] = Σ_t packed[o0 / NR, t·NR + c] · x_pad[s, ci, i·sh + p, (j0 + u)·sw + q] + b
+#
+# Weights packed once per call (direct_weights), per block of NR output channels, tap-major.
+@njit(cache=True, fastmath={"contract"})
+def _direct_tile(xp, start, w_block, tap_at, sw, out, o_count, j0, u_lo, u_hi, bias, o0):
+    """One MR × NR tile: acc[u·NR + c] = Σ_t w_block[t·NR + c] · xp[start + tap_at[t] + u·sw],
+    in a _stack_array (kept in registers, as numba_gemm._micro_kernel's), then
+    out[c, j0 + u] = acc[u·NR + c] + bias[o0 + c] for u in [u_lo, u_hi), c < o_count (out: the
+    output row of channels o0 …, as (C_out, W_out) rows). The column loop does MR multiply-adds,
+    a body long enough that LLVM vectorises it along c."""
+    acc = _stack_array(_TILE_VALUES, out.dtype)  # [u·NR + c]
+    for k in range(_TILE_VALUES):
+        acc[k] = 0
+    # unsigned offsets: numba adds no negative-index wrap-around to each load
+    s1, s2, s3, s4 = np.uint64(sw), np.uint64(2 * sw), np.uint64(3 * sw), np.uint64(4 * sw)
+    s5, s6, s7 = np.uint64(5 * sw), np.uint64(6 * sw), np.uint64(7 * sw)
+    for t in range(tap_at.shape[0]):
+        at = np.uint64(start + tap_at[t])
+        a0, a1, a2, a3 = xp[at], xp[at + s1], xp[at + s2], xp[at + s3]
+        a4, a5, a6, a7 = xp[at + s4], xp[at + s5], xp[at + s6], xp[at + s7]
+        w = w_block[t * NR:t * NR + NR]
+        for col in range(NR):
+            b = w[col]
+            acc[col] += a0 * b
+            acc[NR + col] += a1 * b
+            acc[2 * NR + col] += a2 * b
+            acc[3 * NR + col] += a3 * b
+            acc[4 * NR + col] += a4 * b
+            acc[5 * NR + col] += a5 * b
+            acc[6 * NR + col] += a6 * b
+            acc[7 * NR + col] += a7 * b
+    for col in range(o_count):
+        dst = out[o0 + col]
+        b = bias[o0 + col]
+        for u in range(u_lo, u_hi):
+            dst[j0 + u] = acc[u * NR + col] + b
+
+
+@njit(parallel=True, cache=True)
+def _direct_forward(x, packed, bias, geo, slot, threads, y):
+    """y = conv2d(x, weight) + bias from the packed weights (blocks, taps·NR). Work: (sample, output
+    row) units, each one thread's; per thread, the sample zero-padded once into xp (with `slot`
+    values: room for a tile's reads past the last row). A row's MR-pixel tiles start every MR
+    pixels, the last one moved back to end at the row's end (recomputing a few outputs, with the
+    same sums)."""
+    n, c, h, w = x.shape
+    kh, kw, sh, sw, ph, pw, w_out = geo
+    c_out, h_out = y.shape[1], y.shape[2]
+    hp, wp = h + 2 * ph, w + 2 * pw
+    plane = hp * wp
+    tap_at = np.empty(c * kh * kw, np.int64)  # tap t = (ci·kH + p)·kW + q at xp offset ci·plane + p·wp + q
+    for ci in range(c):
+        for p in range(kh):
+            for q in range(kw):
+                tap_at[(ci * kh + p) * kw + q] = ci * plane + p * wp + q
+    units = n * h_out
+    for t in prange(threads):
+        xp = np.empty(slot, y.dtype)
+        padded_sample = -1
+        for unit in range(units * t // threads, units * (t + 1) // threads):
+            s, i = unit // h_out, unit % h_out
+            if padded_sample != s:  # xp = x[s] with its zero border (and zeros past its end)
+                xp[:] = 0
+                for ci in range(c):
+                    for r in range(h):
+                        at = ci * plane + (r + ph) * wp + pw
+                        xp[at:at + w] = x[s, ci, r]
+                padded_sample = s
+            out = y[s, :, i]  # (C_out, W_out): output row i of every channel
+            for blk in range(packed.shape[0]):
+                o0 = blk * NR
+                for j in range(0, w_out, MR):
+                    j0 = j if j + MR <= w_out or w_out < MR else w_out - MR
+                    end = min(j0 + MR, w_out)
+                    _direct_tile(xp, i * sh * wp + j0 * sw, packed[blk], tap_at, sw, out,
+                                 min(NR, c_out - o0), j0, j - j0, end - j0, bias, o0)
+
+
 # --------------------------------------------------------------------------- the wrappers
 def _pixel_block(pixels):
     """Output pixels per block: at most PIXEL_BLOCK, the blocks of a plane of equal size rounded
@@ -535,4 +625,49 @@ def winograd_backward(grad_y, x, weight, padding, need_x=True, need_weight=True,
     if need_x:
         flipped = np.ascontiguousarray(np.asarray(weight).transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
         grad_x = winograd_forward(grad_y, flipped, None, tuple(2 - p for p in padding), threads)
+    return grad_x, grad_w
+
+
+def direct_weights(weight):
+    """The weights (C_out, C_in, kH, kW) packed per block of NR output channels, tap-major:
+    packed[o // NR, t·NR + o % NR] = weight[o] as (taps,) at tap t, the lanes past C_out zero."""
+    c_out, taps = weight.shape[0], math.prod(weight.shape[1:])
+    blocks = (c_out + NR - 1) // NR
+    packed = np.zeros((blocks * NR, taps), weight.dtype)
+    packed[:c_out] = weight.reshape(c_out, taps)
+    return np.ascontiguousarray(packed.reshape(blocks, NR, taps).transpose(0, 2, 1)).reshape(blocks, taps * NR)
+
+
+def direct_forward(x, weight, bias, stride, padding, threads=None):
+    """reference.conv2d_forward by the channel-blocked direct kernel, on up to `threads` threads
+    (default: numba's thread count). Arguments as checked by numba_backend.conv2d_forward."""
+    threads = get_num_threads() if threads is None else threads
+    x, weight = np.ascontiguousarray(x), np.ascontiguousarray(weight)
+    (n, c, h, w), c_out, rows = x.shape, weight.shape[0], math.prod(weight.shape[1:])
+    geo, h_out, w_out = _geometry(x.shape, weight.shape[2:], stride, padding)
+    y = np.empty((n, c_out, h_out, w_out), x.dtype)
+    if y.size == 0 or rows == 0:  # nothing to compute, or an empty sum: the bias alone
+        y[...] = 0 if bias is None else bias.reshape(-1, 1, 1)
+        return y
+    bias = np.zeros(c_out, x.dtype) if bias is None else np.ascontiguousarray(bias)  # + 0, as C's
+    (ph, pw), sw = padding, stride[1]
+    slot = c * (h + 2 * ph) * (w + 2 * pw) + MR * sw + weight.shape[3]  # as C's conv_direct_slot_size
+    _direct_forward(x, direct_weights(weight), bias, geo, int(slot),
+                    _threads(threads, n * h_out, n * c_out * rows * h_out * w_out), y)
+    return y
+
+
+def direct_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight=True, threads=None):
+    """(grad_x, grad_w) of reference.conv2d_backward (None where not needed). grad_x at stride 1
+    with padding < kernel by the direct kernel: the full correlation of grad_y with each filter
+    turned 180° and C_in, C_out swapped, a stride-1 convolution padded by k − 1 − padding whose
+    output is x's plane (as winograd_backward); otherwise, and grad_w, by the packed GEMM."""
+    kernel = weight.shape[2:]
+    by_direct = tuple(stride) == (1, 1) and all(p < k for p, k in zip(padding, kernel))
+    grad_x, grad_w = conv2d_backward(grad_y, x, weight, stride, padding, need_x and not by_direct, need_weight,
+                                     threads)
+    if need_x and by_direct:
+        flipped = np.ascontiguousarray(np.asarray(weight).transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+        grad_x = direct_forward(grad_y, flipped, None, (1, 1), tuple(k - 1 - p for p, k in zip(padding, kernel)),
+                                threads)
     return grad_x, grad_w
