@@ -30,32 +30,28 @@ for got, expected in zip(nb.conv2d_relu_max_pool2d_backward(g, y, argmax, x, w, 
 for algorithm in nb.GEMM_ALGORITHMS:
     a, c = rng.standard_normal((11, 7)), rng.standard_normal((9, 7))
     np.testing.assert_allclose(nb.gemm(a, c, trans_b=True, algorithm=algorithm), a @ c.T, rtol=1e-12, atol=1e-12)
-x, w, b = rng.standard_normal((2, 2, 7, 6)), rng.standard_normal((9, 2, 3, 2)), rng.standard_normal(9)
-for stride, padding in (((1, 1), (1, 1)), ((2, 1), (0, 1))):  # 9 output channels: a partial MR tile
-    y = nb.conv2d_forward(x, w, b, stride, padding, algorithm="gemm")
+
+
+def check_conv(algorithm, x, w, b, stride, padding):  # numba's conv2d by algorithm = the reference
+    y = nb.conv2d_forward(x, w, b, stride, padding, algorithm=algorithm)
     np.testing.assert_allclose(y, ref.conv2d_forward(x, w, b, stride, padding), rtol=1e-12, atol=1e-12)
     g = rng.standard_normal(y.shape)
-    for got, expected in zip(nb.conv2d_backward(g, x, w, stride, padding, algorithm="gemm"),
+    for got, expected in zip(nb.conv2d_backward(g, x, w, stride, padding, algorithm=algorithm),
                              ref.conv2d_backward(g, x, w, stride, padding)):
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+x, w, b = rng.standard_normal((2, 2, 7, 6)), rng.standard_normal((9, 2, 3, 2)), rng.standard_normal(9)
+for stride, padding in (((1, 1), (1, 1)), ((2, 1), (0, 1))):  # 9 output channels: a partial MR tile
+    check_conv("gemm", x, w, b, stride, padding)
 x, w, b = rng.standard_normal((2, 3, 5, 7)), rng.standard_normal((9, 3, 3, 3)), rng.standard_normal(9)
 for padding in ((1, 1), (0, 2)):  # odd planes: the last row and column of 2×2 tiles half outside
-    y = nb.conv2d_forward(x, w, b, (1, 1), padding, algorithm="winograd")
-    np.testing.assert_allclose(y, ref.conv2d_forward(x, w, b, (1, 1), padding), rtol=1e-12, atol=1e-12)
-    g = rng.standard_normal(y.shape)
-    for got, expected in zip(nb.conv2d_backward(g, x, w, (1, 1), padding, algorithm="winograd"),
-                             ref.conv2d_backward(g, x, w, (1, 1), padding)):
-        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    check_conv("winograd", x, w, b, (1, 1), padding)
 w, b = rng.standard_normal((9, 2, 3, 2)), rng.standard_normal(9)  # 9 output channels: a partial NR block
 for width in (11, 4):  # output rows of 12 pixels (the last MR tile moved back) and of 5 (less than MR)
     x = rng.standard_normal((2, 2, 7, width))
     for stride, padding in (((1, 1), (1, 1)), ((2, 1), (0, 1))):  # grad_x by the direct kernel, then by gemm
-        y = nb.conv2d_forward(x, w, b, stride, padding, algorithm="direct")
-        np.testing.assert_allclose(y, ref.conv2d_forward(x, w, b, stride, padding), rtol=1e-12, atol=1e-12)
-        g = rng.standard_normal(y.shape)
-        for got, expected in zip(nb.conv2d_backward(g, x, w, stride, padding, algorithm="direct"),
-                                 ref.conv2d_backward(g, x, w, stride, padding)):
-            np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+        check_conv("direct", x, w, b, stride, padding)
 params, grads = [rng.standard_normal(5), rng.standard_normal((2, 3))], [rng.standard_normal(5), rng.standard_normal((2, 3))]
 mine = [p.copy() for p in params], [np.zeros_like(p) for p in params], [np.zeros_like(p) for p in params]
 theirs = [p.copy() for p in params], [np.zeros_like(p) for p in params], [np.zeros_like(p) for p in params]

@@ -29,7 +29,8 @@ import math
 import numpy as np
 
 from lepton_nn.checks import class_labels, int_at_least, indices as valid_indices
-from lepton_nn.kernels.reference import check_winograd, gemm_output, output_size
+from lepton_nn.kernels.reference import (adjoint_convolution, check_winograd, conv_weight_groups, gemm_output,
+                                        output_size)
 from lepton_nn.kernels.workspace import scratch, zero_padded
 
 try:
@@ -96,6 +97,11 @@ def _window(x_shape, kernel, stride, padding):
                                            ph=ph, pw=pw, h_out=h_out, w_out=w_out))
 
 
+def _slots(threads, owner):
+    """Workspace slots for a kernel run on up to `threads` threads (default: lepton_max_threads())."""
+    return int(lib.lepton_max_threads()) if threads is None else int_at_least(threads, owner, "threads", 1)
+
+
 def _sample_chunks(n, bytes_per_sample):
     """[start, stop) ranges covering n samples, each needing at most WORKSPACE_BYTES (or 1 sample)."""
     step = max(1, WORKSPACE_BYTES // max(1, bytes_per_sample))
@@ -142,7 +148,7 @@ def _conv_algorithm(algorithm, weight, stride, padding, backward):
 def _conv2d_winograd_into(x, weight, bias, window, y, threads, owner):
     """conv2d_forward by Winograd F(2×2, 3×3) of checked, contiguous arrays, written into y; returns y."""
     dtype, (c_out, c) = x.dtype, weight.shape[:2]
-    slots = int(lib.lepton_max_threads()) if threads is None else int_at_least(threads, owner, "threads", 1)
+    slots = _slots(threads, owner)
     if y.size == 0 or c == 0:  # nothing to compute, or an empty sum: the bias alone
         y[...] = 0 if bias is None else bias.reshape(-1, 1, 1)
         return y
@@ -157,19 +163,9 @@ def _conv2d_winograd_into(x, weight, bias, window, y, threads, owner):
 
 def _conv_workspace(window, c_out, dtype, threads, owner):
     """The number of slots (threads at most) and the workspace of the conv2d_gemm_* kernels."""
-    slots = int(lib.lepton_max_threads()) if threads is None else int_at_least(threads, owner, "threads", 1)
+    slots = _slots(threads, owner)
     size = int(_kernel("conv2d_gemm_workspace_size", dtype)(window, c_out, slots))
     return slots, scratch("conv gemm packing", (size,), dtype)
-
-
-# The weight gradient by "gemm" sums the batch in up to WEIGHT_GROUPS runs of samples, one
-# thread's each, then adds the runs' sums: as many runs whatever the thread count, so the same
-# bits; fewer when the partial sums would pass WEIGHT_PARTIALS_MAX values.
-WEIGHT_GROUPS, WEIGHT_PARTIALS_MAX = 8, 1 << 22
-
-
-def _weight_groups(n, weight_size):
-    return max(1, min(n, WEIGHT_GROUPS, WEIGHT_PARTIALS_MAX // max(1, weight_size) + 1))
 
 
 def conv2d_forward(x, weight, bias, stride, padding, *, algorithm=None, threads=None):
@@ -206,7 +202,10 @@ def conv2d_forward(x, weight, bias, stride, padding, *, algorithm=None, threads=
 def _conv2d_blocked_into(x, weight, bias, window, y, threads=None):
     """conv2d_forward of checked, contiguous arrays, written into y, by the channel-blocked direct
     kernel; returns y."""
-    slots = int(lib.lepton_max_threads()) if threads is None else threads
+    if y.size == 0 or x.shape[1] == 0:  # nothing to compute, or an empty sum: the bias alone
+        y[...] = 0 if bias is None else bias.reshape(-1, 1, 1)
+        return y
+    slots = _slots(threads, "conv2d (c)")
     size = int(_kernel("conv2d_direct_blocked_workspace_size", x.dtype)(window, weight.shape[0], slots))
     workspace = scratch("conv direct packing", (size,), x.dtype)
     _kernel("conv2d_direct_blocked_forward", x.dtype)(_ptr(x), _ptr(weight), ffi.NULL if bias is None else _ptr(bias),
@@ -260,29 +259,19 @@ def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight
     grad_x = np.empty_like(x) if need_x else None
     grad_w = np.empty_like(weight) if need_weight else None
     x_by_gemm = need_x and algorithm != "blas"
-    if algorithm == "direct" and need_x and tuple(stride) == (1, 1) and grad_x.size and all(
-            p < k for p, k in zip(padding, weight.shape[2:])):
-        # ∂x = the full correlation of grad_y with each filter turned 180° and C_in, C_out swapped:
-        # a stride-1 convolution padded by k − 1 − padding, whose output is x's plane
-        flipped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-        adjoint = _window(grad_y.shape, flipped.shape[2:], (1, 1), tuple(k - 1 - p for p, k in
-                                                                       zip(padding, weight.shape[2:])))
-        if c_out == 0:
-            grad_x[...] = 0
+    adjoint = adjoint_convolution(weight, stride, padding) if need_x and algorithm in ("direct", "winograd") else None
+    if adjoint is not None:  # ∂x as a forward convolution of grad_y, by the same algorithm
+        flipped, adjoint_padding = adjoint
+        adjoint_window = _window(grad_y.shape, flipped.shape[2:], (1, 1), adjoint_padding)
+        if algorithm == "winograd":
+            _conv2d_winograd_into(grad_y, flipped, None, adjoint_window, grad_x, threads, "conv2d_backward (c)")
         else:
-            _conv2d_blocked_into(grad_y, flipped, None, adjoint, grad_x, threads)
-        x_by_gemm = False
-    if algorithm == "winograd" and need_x:
-        # ∂x = the full correlation of grad_y with each filter turned 180° and C_in, C_out swapped:
-        # a 3×3 stride-1 convolution padded by 2 − padding, whose output is x's plane
-        flipped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-        adjoint = _window(grad_y.shape, (3, 3), (1, 1), tuple(2 - p for p in padding))
-        _conv2d_winograd_into(grad_y, flipped, None, adjoint, grad_x, threads, "conv2d_backward (c)")
+            _conv2d_blocked_into(grad_y, flipped, None, adjoint_window, grad_x, threads)
         x_by_gemm = False
     if algorithm != "blas" and (x_by_gemm or need_weight):
         slots, workspace = _conv_workspace(window, c_out, dtype, threads, "conv2d_backward (c)")
         if need_weight:
-            groups = _weight_groups(n, grad_w.size)
+            groups = conv_weight_groups(n, grad_w.size)
             partials = scratch("conv weight partial sums", (max(groups - 1, 1), grad_w.size), dtype)
             _kernel("conv2d_gemm_backward_weight", dtype)(_ptr(grad_y), _ptr(x), window, c_out, groups,
                                                           _ptr(partials), slots, _ptr(workspace), _ptr(grad_w))
@@ -711,7 +700,7 @@ def gemm(a, b, trans_a=False, trans_b=False, c=None, *, algorithm="packed", thre
     m, n, k, out = gemm_output(a, b, trans_a, trans_b, c, owner)
     if algorithm not in GEMM_ALGORITHMS:
         raise ValueError(f"{owner}: algorithm must be one of {', '.join(GEMM_ALGORITHMS)}, got {algorithm!r}")
-    slots = int(lib.lepton_max_threads()) if threads is None else int_at_least(threads, owner, "threads", 1)
+    slots = _slots(threads, owner)
     a, a_ptr, a_rs, a_cs = _strided(np.asarray(a), owner, "a")
     b, b_ptr, b_rs, b_cs = _strided(np.asarray(b), owner, "b")
     if trans_a:

@@ -46,14 +46,10 @@ from numba import get_num_threads, njit, prange
 
 from lepton_nn.kernels.numba_gemm import _TILE_VALUES, KC, MC, MR, NC, NR, _gemm_packed_block, _pack
 from lepton_nn.kernels.numba_stack import stack_array as _stack_array
-from lepton_nn.kernels.reference import output_size
+from lepton_nn.kernels.reference import adjoint_convolution, conv_weight_groups, output_size
 from lepton_nn.kernels.workspace import scratch
 
 PIXEL_BLOCK = 512  # output pixels at most per block: KC rows of it, packed, stay in L2 (as C's CONV_GEMM_PIXELS)
-# The weight gradient sums the batch in up to WEIGHT_GROUPS runs of samples, one thread's each, then
-# adds the runs' sums: as many runs whatever the thread count, so the same bits; fewer when the
-# partial sums would pass WEIGHT_PARTIALS_MAX values. The same rule as c_backend._weight_groups.
-WEIGHT_GROUPS, WEIGHT_PARTIALS_MAX = 8, 1 << 22
 PARALLEL_MIN_MACS = 1 << 21  # below this many multiply-adds, waking a thread costs more than it saves
 # Tiles (2×2 outputs each) per block of the Winograd convolution: its 16 transformed inputs and 16
 # products, (C_in + C_out)·16·WINOGRAD_TILES values, stay in L2 for 32 → 64 channels (as C's).
@@ -525,12 +521,6 @@ def _threads(threads, units, macs):
     return max(1, min(threads, units)) if macs >= PARALLEL_MIN_MACS else 1
 
 
-def _weight_groups(n, weight_size):
-    """The number of runs of samples the weight gradient sums separately (WEIGHT_GROUPS above):
-    a function of the shape alone, never of the thread count."""
-    return max(1, min(n, WEIGHT_GROUPS, WEIGHT_PARTIALS_MAX // max(1, weight_size) + 1))
-
-
 def conv2d_forward(x, weight, bias, stride, padding, threads=None):
     """reference.conv2d_forward by the packed GEMM, on up to `threads` threads (default: numba's
     thread count). Arguments as checked by numba_backend.conv2d_forward."""
@@ -567,7 +557,7 @@ def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight
         if macs == 0:  # an empty sum
             grad_w[...] = 0
         else:
-            groups = _weight_groups(n, grad_w.size)
+            groups = conv_weight_groups(n, grad_w.size)
             partials = scratch("conv weight partial sums", (max(groups - 1, 1), c_out, rows), x.dtype)
             _backward_weight(grad_y.reshape(-1), x, geo, _depth_block(pixels), groups,
                              _threads(threads, groups, macs), partials, grad_w.reshape(c_out, rows))
@@ -623,8 +613,8 @@ def winograd_backward(grad_y, x, weight, padding, need_x=True, need_weight=True,
     grad_x = None
     grad_w = conv2d_backward(grad_y, x, weight, (1, 1), padding, False, True, threads)[1] if need_weight else None
     if need_x:
-        flipped = np.ascontiguousarray(np.asarray(weight).transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-        grad_x = winograd_forward(grad_y, flipped, None, tuple(2 - p for p in padding), threads)
+        flipped, adjoint_padding = adjoint_convolution(weight, (1, 1), padding)
+        grad_x = winograd_forward(grad_y, flipped, None, adjoint_padding, threads)
     return grad_x, grad_w
 
 
@@ -662,12 +652,10 @@ def direct_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight
     with padding < kernel by the direct kernel: the full correlation of grad_y with each filter
     turned 180° and C_in, C_out swapped, a stride-1 convolution padded by k − 1 − padding whose
     output is x's plane (as winograd_backward); otherwise, and grad_w, by the packed GEMM."""
-    kernel = weight.shape[2:]
-    by_direct = tuple(stride) == (1, 1) and all(p < k for p, k in zip(padding, kernel))
-    grad_x, grad_w = conv2d_backward(grad_y, x, weight, stride, padding, need_x and not by_direct, need_weight,
+    adjoint = adjoint_convolution(weight, stride, padding)
+    grad_x, grad_w = conv2d_backward(grad_y, x, weight, stride, padding, need_x and adjoint is None, need_weight,
                                      threads)
-    if need_x and by_direct:
-        flipped = np.ascontiguousarray(np.asarray(weight).transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-        grad_x = direct_forward(grad_y, flipped, None, (1, 1), tuple(k - 1 - p for p, k in zip(padding, kernel)),
-                                threads)
+    if need_x and adjoint is not None:
+        flipped, adjoint_padding = adjoint
+        grad_x = direct_forward(grad_y, flipped, None, (1, 1), adjoint_padding, threads)
     return grad_x, grad_w

@@ -559,3 +559,27 @@ def check_winograd(weight_shape, stride, padding, owner):
     if kernel != (3, 3) or stride != (1, 1) or not all(0 <= p <= 2 for p in padding):
         raise ValueError(f"{owner}: the winograd algorithm takes 3×3 kernels, stride 1 and padding ≤ 2; "
                          f"got kernel {kernel}, stride {stride}, padding {padding}")
+
+
+# The fast backends' weight gradient (algorithm "gemm") sums the batch in up to CONV_WEIGHT_GROUPS
+# runs of samples, one thread's each, then adds the runs' sums in order: as many runs whatever the
+# thread count, so the same bits on any; fewer when the partial sums would pass
+# CONV_WEIGHT_PARTIALS_MAX values.
+CONV_WEIGHT_GROUPS, CONV_WEIGHT_PARTIALS_MAX = 8, 1 << 22
+
+
+def conv_weight_groups(n, weight_size):
+    """The number of runs of samples (see CONV_WEIGHT_GROUPS): a function of the shape alone."""
+    return max(1, min(n, CONV_WEIGHT_GROUPS, CONV_WEIGHT_PARTIALS_MAX // max(1, weight_size) + 1))
+
+
+def adjoint_convolution(weight, stride, padding):
+    """At stride 1 with padding < kernel, conv2d's input gradient is itself a conv2d: the full
+    correlation of grad_y with each filter turned 180° and C_in, C_out swapped, padded by
+    k − 1 − padding, whose output is x's plane (docs/equations.md, "Convolution"). Returns that
+    convolution's (weight (C_in, C_out, kH, kW), contiguous; padding), or None where it does not apply."""
+    kernel = tuple(np.shape(weight)[2:])
+    if tuple(stride) != (1, 1) or not all(p < k for p, k in zip(padding, kernel)):
+        return None
+    flipped = np.ascontiguousarray(np.asarray(weight).transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    return flipped, tuple(k - 1 - p for p, k in zip(padding, kernel))
