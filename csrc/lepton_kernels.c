@@ -204,11 +204,28 @@ static void conv_tap_offsets(const lepton_window *conv, int64_t *tap_at)
 /* Tiles (2x2 outputs each) per block of the Winograd convolution: its 16 transformed inputs
  * and 16 products, (c + c_out) x 16 x WINOGRAD_TILES values, stay in L2 for 32 -> 64 channels. */
 #define WINOGRAD_TILES 64
+/* The direct weight gradient (conv2d_direct_backward_weight): its register tile of
+ * DIRECT_WEIGHT_CO output channels x DIRECT_WEIGHT_TAPS taps (with AVX-512, 24 accumulators + 6
+ * inputs + 1 gradient of the 32 vector registers; 8 + 4 + 1 of 16 otherwise), and the bytes of
+ * padded inputs and widened gradients each thread keeps for a batch of samples. Why 4 x 6:
+ * docs/benchmarks.md, "General convolution". */
+#if GEMM_VEC_BYTES == 64
+#define DIRECT_WEIGHT_CO 4
+#define DIRECT_WEIGHT_TAPS 6
+#else
+#define DIRECT_WEIGHT_CO 2
+#define DIRECT_WEIGHT_TAPS 4
+#endif
+#define DIRECT_WEIGHT_BATCH_BYTES (4 << 20)
+#define DIRECT_WEIGHT_BATCH_MAX 8
 /* Multiply-adds below which the packed GEMM stays on one thread. */
 #define GEMM_PARALLEL_MIN_MACS (1 << 21)
 
 typedef float lepton_vec_f32 __attribute__((vector_size(GEMM_VEC_BYTES)));
 typedef double lepton_vec_f64 __attribute__((vector_size(GEMM_VEC_BYTES)));
+/* Integer vectors of the same lanes, for masks: v & mask zeroes lanes bit for bit. */
+typedef int32_t lepton_ivec_f32 __attribute__((vector_size(GEMM_VEC_BYTES)));
+typedef int64_t lepton_ivec_f64 __attribute__((vector_size(GEMM_VEC_BYTES)));
 
 /* a * b + c, one fused multiply-add per lane where the CPU has them (the build forbids the
  * compiler to fuse on its own, see MUL_ADD); else a product and a sum. */

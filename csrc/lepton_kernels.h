@@ -34,7 +34,7 @@
 /* cffi-cdef-begin */
 
 /* Bumped whenever a signature below changes, so the wrapper can refuse a stale build. */
-#define LEPTON_KERNELS_ABI 11
+#define LEPTON_KERNELS_ABI 12
 
 typedef struct {
     int64_t n, c;          /* samples and channels of the input                     */
@@ -123,6 +123,21 @@ void lepton_conv2d_direct_blocked_forward_f32(const float *x, const float *weigh
 void lepton_conv2d_direct_blocked_forward_f64(const double *x, const double *weight, const double *bias,
                                               const lepton_window *g, int64_t c_out, int64_t slots,
                                               double *workspace, double *y);
+
+/* ---- conv2d, direct weight gradient, stride 1 ---------------------------------------------
+ * backward_weight: grad_w (c_out, c kh kw) as conv2d_gemm_backward_weight (the same runs of
+ *   samples and partials), by dot products along the rows of grad_y and of the padded input;
+ *   g->sh = g->sw = 1. workspace: conv2d_direct_weight_workspace_size(g, c_out, slots) values. */
+int64_t lepton_vector_lanes_f32(void);  /* the lanes of its vectors: 16 floats with AVX-512 */
+int64_t lepton_vector_lanes_f64(void);
+int64_t lepton_conv2d_direct_weight_workspace_size_f32(const lepton_window *g, int64_t c_out, int64_t slots);
+int64_t lepton_conv2d_direct_weight_workspace_size_f64(const lepton_window *g, int64_t c_out, int64_t slots);
+void lepton_conv2d_direct_backward_weight_f32(const float *grad_y, const float *x, const lepton_window *g,
+                                              int64_t c_out, int64_t groups, float *partials, int64_t slots,
+                                              float *workspace, float *grad_w);
+void lepton_conv2d_direct_backward_weight_f64(const double *grad_y, const double *x, const lepton_window *g,
+                                              int64_t c_out, int64_t groups, double *partials, int64_t slots,
+                                              double *workspace, double *grad_w);
 
 /* ---- conv2d, Winograd F(2x2, 3x3): 3x3 kernels, stride 1 --------------------------------
  * winograd_filter_transform: u (16, c_out, c) = G g Gᵀ of each filter of weight (c_out, c, 3, 3).

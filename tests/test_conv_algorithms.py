@@ -1,8 +1,8 @@
 """Each way a fast backend computes conv2d (its CONV_ALGORITHMS: "direct", "gemm", "blas",
 "winograd") against the reference, the specification, forward and every gradient.
 
-The engine runs each backend's automatic choice (algorithm=None), which tests/test_kernels.py
-checks; here every algorithm is run by name, on shapes that reach the edges of the "gemm"
+The engine runs each backend's automatic choice (algorithm=None), checked here with the others
+and in tests/test_kernels.py; every algorithm is also run by name, on shapes that reach the edges of the "gemm"
 algorithm's blocking: several blocks of output pixels (a plane of more than 512 pixels), a depth
 C_in·kH·kW over two GEMM passes (> 256), output channels that leave a partial MR×NR tile, a
 batch whose weight gradient is summed in several runs of samples, stride, padding, a kernel
@@ -38,6 +38,9 @@ SHAPES = [
     ((2, 5, 8, 11), 6, (3, 3), (1, 1), (0, 0)),         # no padding, a 6×9 output
     ((3, 4, 5, 6), 7, (3, 3), (1, 1), (0, 0)),          # rows too short for C's "wide rows" forward
     ((2, 1, 28, 28), 64, (3, 3), (1, 1), (1, 1)),       # few taps, many output channels
+    ((3, 5, 10, 37), 11, (5, 3), (1, 1), (2, 1)),       # rectangular at stride 1: 3 vectors a row, 75 taps
+    ((72, 2, 5, 6), 3, (3, 3), (1, 1), (1, 1)),         # runs of 9 samples: a batch of 8 and 1
+    ((5, 32, 64, 64), 64, (3, 3), (1, 1), (1, 1)),      # large planes: batches of 2 samples
 ]
 
 
@@ -46,7 +49,7 @@ def module(backend):
 
 
 def algorithms(backend):
-    return list(module(backend).CONV_ALGORITHMS)
+    return [None, *module(backend).CONV_ALGORITHMS]  # None: the automatic choice
 
 
 def takes(conv, algorithm, weight, stride, padding):
@@ -147,7 +150,7 @@ def test_nan_and_inf_reach_the_outputs_the_reference_says(backend):
 def test_an_infinite_weight(backend):
     # the input gradient of "direct" and "winograd" is a convolution of grad_y padded with zeros,
     # and 0·inf is NaN: non-finite wherever the reference is, maybe NaN where it has ±inf; the
-    # engine's choice ("gemm") gives the reference's exactly
+    # engine's choice (None: "gemm" for non-finite weights) gives the reference's exactly
     x, weight, bias, stride, padding, grad_y = case(SHAPES[0], np.float64)
     weight[2, 1, 0, 1] = np.inf
     want = (reference.conv2d_forward(x, weight, bias, stride, padding),
@@ -157,7 +160,7 @@ def test_an_infinite_weight(backend):
         got = (conv.conv2d_forward(x, weight, bias, stride, padding, algorithm=algorithm),
                *conv.conv2d_backward(grad_y, x, weight, stride, padding, algorithm=algorithm))
         for name, g, w in zip(("y", "grad_x", "grad_w", "grad_b"), got, want):
-            exact = algorithm in ("gemm", "blas") or name != "grad_x"
+            exact = algorithm in (None, "gemm", "blas") or name != "grad_x"
             if algorithm == "winograd" and name == "y":
                 exact = False  # inf − inf in its transforms, as above
             if exact:
@@ -170,12 +173,40 @@ def test_an_infinite_weight(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("infinite_weight", [False, True])
+def test_the_automatic_choice_keeps_the_references_nan_and_inf(backend, infinite_weight):
+    # 32 → 64 channels on 14×14 planes: where C picks "direct" for both gradients when the weights
+    # are finite (its weight gradient masks the lanes past a row, which read the next row: an
+    # inf there, at column 0, would give 0·inf = NaN), and "gemm" for the input gradient when not
+    x, weight, bias, stride, padding, grad_y = case(((2, 32, 14, 14), 64, (3, 3), (1, 1), (1, 1)), np.float64)
+    x[0, 3, 5, 0] = np.inf
+    x[1, 7, 0, 13] = -np.inf
+    x[1, 31, 13, 13] = np.nan
+    grad_y[0, 9, 4, 13] = np.inf
+    grad_y[1, 60, 0, 0] = np.nan
+    if infinite_weight:
+        weight[5, 30, 2, 0] = np.inf
+    want = (reference.conv2d_forward(x, weight, bias, stride, padding),
+            *reference.conv2d_backward(grad_y, x, weight, stride, padding))
+    conv = module(backend)
+    got = (conv.conv2d_forward(x, weight, bias, stride, padding),
+           *conv.conv2d_backward(grad_y, x, weight, stride, padding))
+    for name, g, w in zip(("y", "grad_x", "grad_w", "grad_b"), got, want):
+        assert not np.isfinite(w).all(), name
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(w), err_msg=name)
+        np.testing.assert_array_equal(g[np.isinf(w)], w[np.isinf(w)], err_msg=name)
+        finite = np.isfinite(w)
+        assert finite.any(), name
+        assert_matches(g[finite], w[finite], np.float64)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_the_same_bits_on_any_number_of_threads(backend, dtype):
     # 9 samples: the weight gradient's runs of samples do not split evenly over 2 or 3 threads
     x, weight, bias, stride, padding, grad_y = case(((9, 40, 23, 23), 10, (3, 3), (1, 1), (1, 1)), dtype)
     conv = module(backend)
-    for algorithm in set(algorithms(backend)) & {"direct", "gemm", "winograd"}:
+    for algorithm in [a for a in algorithms(backend) if a in (None, "direct", "gemm", "winograd")]:
         def run(threads):
             return (conv.conv2d_forward(x, weight, bias, stride, padding, algorithm=algorithm, threads=threads),
                     *conv.conv2d_backward(grad_y, x, weight, stride, padding, algorithm=algorithm, threads=threads))

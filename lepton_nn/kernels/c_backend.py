@@ -8,12 +8,14 @@ What it checks and what it trusts: the fast backends' contract in lepton_nn/kern
 Here: mixed or non-float dtypes raise TypeError; adam_step updates in place, so its param, m
 and v must already be C-contiguous and writable (else ValueError).
 
-- conv2d: by one of CONV_ALGORITHMS (below): by default, a direct convolution for a forward
+- conv2d: by one of CONV_ALGORITHMS (below). By default the forward is a direct convolution
   with few taps (C_in·kH·kW ≤ DIRECT_MAX_TAPS), else im2col packed block by block straight into
-  the panels of our packed GEMM ("gemm"), forward and both gradients; "blas" (im2col in C, then
-  np.matmul per sample, in chunks of samples whose columns fit WORKSPACE_BYTES), "winograd"
-  (F(2×2, 3×3)) and "direct" for any number of taps (channel-blocked) by name. Why:
-  docs/benchmarks.md, "General convolution".
+  the panels of our packed GEMM ("gemm"); each gradient "direct" (the input gradient as a
+  convolution of grad_y, the weight gradient as dot products along rows) where that is exact
+  and fills the vectors, else "gemm". By name: "direct" for any number of taps
+  (channel-blocked), "blas" (im2col in C, then np.matmul per sample, in chunks of samples whose
+  columns fit WORKSPACE_BYTES), "winograd" (F(2×2, 3×3)). Why: docs/benchmarks.md, "General
+  convolution".
 - gemm: three GEMMs of our own (naive, blocked, packed: the steps of docs/benchmarks.md, "Our
   GEMM, step by step"), reading their operands through strides, so transposes and sliced views
   are never copied. The engine's dense layer still runs np.matmul (NOT_USED_YET).
@@ -29,8 +31,8 @@ import math
 import numpy as np
 
 from lepton_nn.checks import class_labels, int_at_least, indices as valid_indices
-from lepton_nn.kernels.reference import (adjoint_convolution, check_winograd, conv_weight_groups, gemm_output,
-                                        output_size)
+from lepton_nn.kernels.reference import (adjoint_convolution, check_winograd, conv_gradient_algorithms,
+                                         conv_weight_groups, gemm_output, output_size)
 from lepton_nn.kernels.workspace import scratch, zero_padded
 
 try:
@@ -38,7 +40,7 @@ try:
 except ImportError as err:
     raise ImportError(f"C extension not built: {err}; reinstall with a C compiler: pip install -e .") from err
 
-_ABI = 11  # must match LEPTON_KERNELS_ABI in csrc/lepton_kernels.h
+_ABI = 12  # must match LEPTON_KERNELS_ABI in csrc/lepton_kernels.h
 if lib.LEPTON_KERNELS_ABI != _ABI:
     raise ImportError(f"C extension is stale (ABI {lib.LEPTON_KERNELS_ABI}, this wrapper needs {_ABI}); "
                       "rebuild it: pip install -e .")
@@ -124,20 +126,23 @@ def _conv_shapes(x, weight, stride, padding):
 #             summed tap by tap (a GEMM of so few rows is bound by memory); more: NR output channels
 #             by MR pixels of a row summed in registers over every tap, from the padded image
 #             (channel-blocked). Its input gradient at stride 1 is the same convolution of
-#             grad_y (flipped filters); otherwise, and its weight gradient, by "gemm";
+#             grad_y (flipped filters); its weight gradient at stride 1, dot products along the
+#             rows of grad_y and the padded image (conv2d_direct_backward_weight); otherwise "gemm";
 #   "gemm"    im2col packed block by block straight into the panels of our packed GEMM (csrc,
 #             conv2d_gemm_*): the columns are never stored whole;
 #   "blas"    im2col into a workspace, then one np.matmul (OpenBLAS) per sample;
 #   "winograd" Winograd F(2×2, 3×3), for 3×3 kernels, stride 1, padding ≤ 2: 16 GEMMs over
-#             transformed tiles, 2.25× fewer multiplications (the weight gradient by "gemm").
+#             transformed tiles, 2.25× fewer multiplications (the weight gradient as "direct"'s).
+# algorithm=None: the forward "direct" for few taps, else "gemm"; each gradient as
+# reference.conv_gradient_algorithms says ("direct" where it is exact and fills its vectors).
 CONV_ALGORITHMS = ("direct", "gemm", "blas", "winograd")
 
 
 def _conv_algorithm(algorithm, weight, stride, padding, backward):
     owner = f"conv2d_{'backward' if backward else 'forward'} (c)"
     taps = math.prod(weight.shape[1:])
-    if algorithm is None:
-        return "direct" if taps <= DIRECT_MAX_TAPS and not backward else "gemm"
+    if algorithm is None:  # the backward: None, each gradient its own
+        return None if backward else "direct" if taps <= DIRECT_MAX_TAPS else "gemm"
     if algorithm not in CONV_ALGORITHMS:
         raise ValueError(f"{owner}: algorithm must be None or one of {', '.join(CONV_ALGORITHMS)}, got {algorithm!r}")
     if algorithm == "winograd":
@@ -245,7 +250,8 @@ def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight
 
         grad_w += g @ colsᵀ,   grad_x[n] = col2im(weightᵀ @ g),   grad_b = Σ over n, H_out, W_out of g
 
-    by "gemm" (the default, on up to `threads` threads) or "blas" (CONV_ALGORITHMS).
+    by the algorithms CONV_ALGORITHMS names (None: each gradient's own choice, see there; on up to
+    `threads` threads).
     """
     dtype, grad_y, x, weight = _floats(grad_y=grad_y, x=x, weight=weight)
     window, rows, pixels = _conv_shapes(x, weight, stride, padding)
@@ -258,19 +264,27 @@ def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight
                          f"{(n, c_out, window.h_out, window.w_out)}")
     grad_x = np.empty_like(x) if need_x else None
     grad_w = np.empty_like(weight) if need_weight else None
+    input_algorithm, weight_algorithm = algorithm, algorithm
+    if algorithm is None:
+        lanes = int(_kernel("vector_lanes", dtype)())
+        input_algorithm, weight_algorithm = conv_gradient_algorithms(weight, stride, padding, window.w_out, lanes,
+                                                                     2 * lanes)
     x_by_gemm = need_x and algorithm != "blas"
-    adjoint = adjoint_convolution(weight, stride, padding) if need_x and algorithm in ("direct", "winograd") else None
-    if adjoint is not None:  # ∂x as a forward convolution of grad_y, by the same algorithm
+    adjoint = adjoint_convolution(weight, stride, padding) if need_x and input_algorithm in ("direct", "winograd") else None
+    if adjoint is not None:  # ∂x as a forward convolution of grad_y
         flipped, adjoint_padding = adjoint
         adjoint_window = _window(grad_y.shape, flipped.shape[2:], (1, 1), adjoint_padding)
-        if algorithm == "winograd":
+        if input_algorithm == "winograd":
             _conv2d_winograd_into(grad_y, flipped, None, adjoint_window, grad_x, threads, "conv2d_backward (c)")
         else:
             _conv2d_blocked_into(grad_y, flipped, None, adjoint_window, grad_x, threads)
         x_by_gemm = False
-    if algorithm != "blas" and (x_by_gemm or need_weight):
+    weight_by_rows = need_weight and tuple(stride) == (1, 1) and weight_algorithm in ("direct", "winograd")
+    if weight_by_rows:
+        _conv2d_direct_weight_into(grad_y, x, window, grad_w, threads)
+    if algorithm != "blas" and (x_by_gemm or (need_weight and not weight_by_rows)):
         slots, workspace = _conv_workspace(window, c_out, dtype, threads, "conv2d_backward (c)")
-        if need_weight:
+        if need_weight and not weight_by_rows:
             groups = conv_weight_groups(n, grad_w.size)
             partials = scratch("conv weight partial sums", (max(groups - 1, 1), grad_w.size), dtype)
             _kernel("conv2d_gemm_backward_weight", dtype)(_ptr(grad_y), _ptr(x), window, c_out, groups,
@@ -285,6 +299,19 @@ def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight
         grad_b = np.empty(c_out, dtype)
         _kernel("bias_grad", dtype)(_ptr(grad_y), n, c_out, pixels, _ptr(grad_b))
     return grad_x, grad_w, grad_b
+
+
+def _conv2d_direct_weight_into(grad_y, x, window, grad_w, threads=None):
+    """conv2d_backward's weight gradient at stride 1 by "direct" (dot products along the rows of
+    grad_y and of the padded x, csrc), of checked, contiguous arrays, written into grad_w."""
+    dtype, n = x.dtype, x.shape[0]
+    slots = _slots(threads, "conv2d_backward (c)")
+    groups = conv_weight_groups(n, grad_w.size)
+    partials = scratch("conv weight partial sums", (max(groups - 1, 1), grad_w.size), dtype)
+    size = int(_kernel("conv2d_direct_weight_workspace_size", dtype)(window, grad_w.shape[0], slots))
+    workspace = scratch("conv direct weight rows", (size,), dtype)
+    _kernel("conv2d_direct_backward_weight", dtype)(_ptr(grad_y), _ptr(x), window, grad_w.shape[0], groups,
+                                                    _ptr(partials), slots, _ptr(workspace), _ptr(grad_w))
 
 
 def _conv2d_backward_blas(grad_y, x, weight, window, rows, grad_x, grad_w):

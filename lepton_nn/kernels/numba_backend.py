@@ -16,13 +16,15 @@ How this file is organised:
   output element is written by exactly one thread, so there are no races and no locks.
   The cross-entropy loops over (N, K) logits stay serial: waking threads costs more than
   the work at classifier sizes.
-* Convolution has four algorithms (CONV_ALGORITHMS). "gemm", the default, is our own packed
-  GEMM (numba_gemm) over blocks of im2col packed straight from the image, never stored whole
-  (lepton_nn/kernels/numba_conv.py). "blas" is im2col of the whole batch (a numba loop
-  gathering every window into a column) followed by one `np.matmul` (OpenBLAS); its backward
-  reuses the same im2col for the weight gradient and the adjoint col2im for the input one.
-  "winograd", by name only, is Winograd F(2×2, 3×3) for 3×3 kernels at stride 1, and "direct",
-  by name only, C's channel-blocked direct convolution (both numba_conv.py, as the C backend's).
+* Convolution has four algorithms (CONV_ALGORITHMS). "gemm" is our own packed GEMM
+  (numba_gemm) over blocks of im2col packed straight from the image, never stored whole
+  (lepton_nn/kernels/numba_conv.py). "direct" is C's channel-blocked direct convolution, with
+  its weight gradient as dot products along rows (numba_conv.py, as the C backend's). The
+  automatic choice (algorithm=None) takes "direct" or "gemm" per pass, as measured (see
+  CONV_ALGORITHMS below). "blas" is im2col of the whole batch (a numba loop gathering every
+  window into a column) followed by one `np.matmul` (OpenBLAS); its backward reuses the same
+  im2col for the weight gradient and the adjoint col2im for the input one. "winograd", by name
+  only, is Winograd F(2×2, 3×3) for 3×3 kernels at stride 1.
 
 What it checks and what it trusts: the fast backends' contract in lepton_nn/kernels/__init__.py.
 """
@@ -35,7 +37,7 @@ from lepton_nn.checks import class_labels, indices as valid_indices, int_at_leas
 from lepton_nn.kernels import numba_conv
 from lepton_nn.kernels.numba_conv import _inside_outputs
 from lepton_nn.kernels.numba_gemm import GEMM_ALGORITHMS, gemm  # noqa: F401 (this backend's GEMM)
-from lepton_nn.kernels.reference import check_winograd, output_size
+from lepton_nn.kernels.reference import check_winograd, conv_gradient_algorithms, output_size
 from lepton_nn.kernels.workspace import scratch, zero_padded
 
 # The engine's dense layer keeps NumPy's @ (OpenBLAS) until this GEMM beats it in a training
@@ -57,26 +59,30 @@ def _window_span(start, kernel, size):
 
 
 # --------------------------------------------------------------------------- conv2d
-# How conv2d_forward and conv2d_backward compute (algorithm=None: "gemm"):
+# How conv2d_forward and conv2d_backward compute:
 #   "direct"   no columns: NR output channels by MR pixels of a row summed in registers over every
 #              tap, from the padded image (numba_conv.py); its input gradient at stride 1 is the
-#              same convolution of grad_y (flipped filters); otherwise, and its weight gradient, by "gemm";
+#              same convolution of grad_y (flipped filters); its weight gradient at stride 1, dot
+#              products along the rows of grad_y and the padded image; otherwise "gemm";
 #   "gemm"     our packed GEMM over im2col blocks packed straight from the image (numba_conv.py);
 #   "blas"     im2col of the whole batch, then one np.matmul (OpenBLAS), as below;
 #   "winograd" Winograd F(2×2, 3×3), for 3×3 kernels, stride 1, padding ≤ 2: 16 GEMMs over
-#              transformed tiles, 2.25× fewer multiplications (the weight gradient by "gemm").
+#              transformed tiles, 2.25× fewer multiplications (the weight gradient as "direct"'s).
+# algorithm=None: the forward "direct" where C_out fills its NR lanes and taps are many (more
+# than _DIRECT_CONV_MAX_TAPS), else "gemm"; each gradient
+# as reference.conv_gradient_algorithms says ("direct" where it is exact and fills its vectors).
 CONV_ALGORITHMS = ("direct", "gemm", "blas", "winograd")
 
 
 def _conv_options(algorithm, threads, owner, weight, stride, padding):
-    """The algorithm to run (None: "gemm") and the thread count (None: numba's), checked."""
+    """The algorithm named (None: the automatic choice) and the thread count (None: numba's), checked."""
     if algorithm is not None and algorithm not in CONV_ALGORITHMS:
         raise ValueError(f"{owner}: algorithm must be None or one of {', '.join(CONV_ALGORITHMS)}, "
                          f"got {algorithm!r}")
     if algorithm == "winograd":
         check_winograd(weight.shape, stride, padding, owner)
     threads = get_num_threads() if threads is None else int_at_least(threads, owner, "threads", 1)
-    return algorithm or "gemm", threads
+    return algorithm, threads
 
 
 # "blas": layout of the im2col matrix, for the whole batch at once:
@@ -153,6 +159,9 @@ def conv2d_forward(x, weight, bias, stride, padding, *, algorithm=None, threads=
     threads, default numba's count; numba_conv.py). "blas": y = w2d @ im2col(x) (+ b), then reordered from
     (C_out, N, H_out·W_out) to NCHW."""
     algorithm, threads = _conv_options(algorithm, threads, "conv2d_forward (numba)", weight, stride, padding)
+    if algorithm is None:  # few taps: a tile's few multiply-adds per store; few channels: idle lanes
+        taps = math.prod(weight.shape[1:])
+        algorithm = "direct" if weight.shape[0] >= numba_conv.NR and taps > _DIRECT_CONV_MAX_TAPS else "gemm"
     if algorithm == "gemm":
         return numba_conv.conv2d_forward(x, weight, bias, stride, padding, threads)
     if algorithm == "winograd":
@@ -184,6 +193,13 @@ def conv2d_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight
         grad_x = col2im(w2dᵀ @ g2d)    (each column's gradient scattered back over its window)
     """
     algorithm, threads = _conv_options(algorithm, threads, "conv2d_backward (numba)", weight, stride, padding)
+    if algorithm is None:
+        w_out = output_size(x.shape[3], weight.shape[3], stride[1], padding[1])
+        by_x, by_w = conv_gradient_algorithms(weight, stride, padding, w_out, numba_conv.ROWS_LANES, numba_conv.NR)
+        ways = {"direct": numba_conv.direct_backward, "gemm": numba_conv.conv2d_backward}
+        grad_x = ways[by_x](grad_y, x, weight, stride, padding, True, False, threads)[0] if need_x else None
+        grad_w = ways[by_w](grad_y, x, weight, stride, padding, False, True, threads)[1] if need_weight else None
+        return grad_x, grad_w, np.asarray(grad_y).sum(axis=(0, 2, 3)) if need_bias else None
     if algorithm == "gemm":
         grad_x, grad_w = numba_conv.conv2d_backward(grad_y, x, weight, stride, padding, need_x, need_weight,
                                                     threads)

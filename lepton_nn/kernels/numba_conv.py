@@ -30,12 +30,13 @@ position ξ of the 4×4 tiles, M[ξ] (C_out, tiles) = U[ξ] (C_out, C_in) · V[�
               Bᵀ d B written straight into the packed op(B) of 16 _gemm_packed_block products
     input     grad_x = the same of grad_y, each filter turned 180°, C_in and C_out swapped,
               padding 2 − p
-    weight    grad_w by the packed GEMM, as above
+    weight    grad_w by dot products along rows, as "direct"'s (below)
 
 Direct, channel-blocked: per (sample, output row), NR output channels × MR pixels summed in
 registers over every tap straight from the zero-padded sample; its input gradient at stride 1
-(padding < kernel) is the same kernel on grad_y (filters turned 180°, padding k − 1 − p), the
-rest by the packed GEMM.
+(padding < kernel) is the same kernel on grad_y (filters turned 180°, padding k − 1 − p); its
+weight gradient at stride 1, dot products along the rows of grad_y and the padded sample
+(rows_weight_gradient); the rest by the packed GEMM.
 
 A window geometry `geo` travels as one tuple (kH, kW, sh, sw, ph, pw, W_out), as C's lepton_window.
 """
@@ -199,6 +200,18 @@ def _forward(x, w_flat, bias, has_bias, geo, block, depth, threads, y):
                         dst[j] += b
 
 
+@njit(cache=True)
+def _add_runs(partials, groups, o_lo, o_hi, grad_w):
+    """grad_w[o] += partials[run − 1, o] for runs 1 … groups − 1 in order, rows o in [o_lo, o_hi):
+    the last step of both weight gradients (the runs of samples of conv_weight_groups)."""
+    for o in range(o_lo, o_hi):
+        total = grad_w[o]
+        for run in range(1, groups):
+            part = partials[run - 1, o]
+            for j in range(total.shape[0]):
+                total[j] += part[j]
+
+
 @njit(parallel=True, cache=True)
 def _backward_weight(g_flat, x, geo, depth, groups, threads, partials, grad_w):
     """grad_w (C_out, rows) = Σ_s g[s] · im2col(x[s])ᵀ, depth (pixels) in blocks of `depth`. Run r
@@ -225,12 +238,7 @@ def _backward_weight(g_flat, x, geo, depth, groups, threads, partials, grad_w):
                         _gemm_packed_block(0, c_out, nc, pc, kc, g_s, pixels, 1, b_used, s > first or pc > 0,
                                            sums, jc, a_panels)
     for t in prange(threads):  # the runs' sums, in run order, by bands of rows of grad_w
-        for o in range(c_out * t // threads, c_out * (t + 1) // threads):
-            total = grad_w[o]
-            for run in range(1, groups):
-                part = partials[run - 1, o]
-                for j in range(rows):
-                    total[j] += part[j]
+        _add_runs(partials, groups, c_out * t // threads, c_out * (t + 1) // threads, grad_w)
 
 
 @njit(parallel=True, cache=True)
@@ -492,6 +500,144 @@ def _direct_forward(x, packed, bias, geo, slot, threads, y):
                                  min(NR, c_out - o0), j0, j - j0, end - j0, bias, o0)
 
 
+# --------------------------------------------------------------------------- direct weight gradient
+# C's conv2d_direct_backward_weight at stride 1: dot products along the rows of grad_y and of the
+# padded sample, no columns, no packing:
+#
+#     grad_w[o, t] = Σ_s Σ_{i < H_out, j < W_out} g[s, o, i, j] · x_pad[s, ci, i + p, j + q],  t = (ci, p, q)
+#
+# Each row of g is widened to `chunks` vectors of LANES (zeros past W_out); the input is read at
+# the same lanes shifted by the tap, its lanes past W_out replaced by 0, so every product that is
+# not the reference's is 0·0 and NaN/inf reach exactly the sums they reach in the reference. A
+# register tile of ROWS_CO output channels × ROWS_TAPS taps sums a batch of samples in its lanes.
+ROWS_LANES = 16  # one AVX-512 vector of floats; _rows_weight_tile's offsets are written for 16
+ROWS_CO, ROWS_TAPS = 4, 6
+_ROWS_TILE = ROWS_CO * ROWS_TAPS * ROWS_LANES  # a global: a constant for _stack_array
+ROWS_BATCH_BYTES, ROWS_BATCH_MAX = 4 << 20, 8  # as C's DIRECT_WEIGHT_BATCH_*
+
+
+@njit(cache=True, fastmath={"contract"})
+def _rows_weight_tile(gw, xw, count, g_size, x_size, go, xo, h_out, chunks, wp, w_out, sums):
+    """sums[o, t] = Σ over `count` samples, H_out rows, `chunks` vectors per row of the lanes of
+    gw[k·g_size + go[o] + v·LANES + l] · xw[k·x_size + xo[t] + i·wp + c·LANES + l] (0 past W_out).
+    The lane loop does 24 multiply-adds, a body LLVM vectorises along the lanes."""
+    acc = _stack_array(_ROWS_TILE, sums.dtype)  # [(o·TAPS + t)·LANES + l]
+    for k in range(_ROWS_TILE):
+        acc[k] = 0
+    lanes, zero = np.uint64(ROWS_LANES), sums.dtype.type(0)
+    for k in range(count):
+        gk = np.uint64(k * g_size)
+        x0, x1, x2 = np.uint64(k * x_size + xo[0]), np.uint64(k * x_size + xo[1]), np.uint64(k * x_size + xo[2])
+        x3, x4, x5 = np.uint64(k * x_size + xo[3]), np.uint64(k * x_size + xo[4]), np.uint64(k * x_size + xo[5])
+        v = np.uint64(0)
+        for i in range(h_out):
+            for c in range(chunks):
+                at = np.uint64(i * wp + c * ROWS_LANES)
+                valid = w_out - c * ROWS_LANES  # lanes l < valid are pixels
+                for l in range(ROWS_LANES):
+                    ul = np.uint64(l)
+                    keep = l < valid
+                    a0 = xw[x0 + at + ul]
+                    a1 = xw[x1 + at + ul]
+                    a2 = xw[x2 + at + ul]
+                    a3 = xw[x3 + at + ul]
+                    a4 = xw[x4 + at + ul]
+                    a5 = xw[x5 + at + ul]
+                    if not keep:  # lanes past W_out: 0, not the next row's values (0·inf is NaN)
+                        a0 = a1 = a2 = a3 = a4 = a5 = zero
+                    for o in range(ROWS_CO):  # unrolled by LLVM: 24 multiply-adds per lane
+                        b = gw[gk + np.uint64(go[o]) + v + ul]
+                        at_o = o * ROWS_TAPS * ROWS_LANES + l
+                        acc[at_o] += b * a0
+                        acc[at_o + ROWS_LANES] += b * a1
+                        acc[at_o + 2 * ROWS_LANES] += b * a2
+                        acc[at_o + 3 * ROWS_LANES] += b * a3
+                        acc[at_o + 4 * ROWS_LANES] += b * a4
+                        acc[at_o + 5 * ROWS_LANES] += b * a5
+                v += lanes
+    for o in range(ROWS_CO):
+        for t in range(ROWS_TAPS):
+            total = sums.dtype.type(0)
+            for l in range(ROWS_LANES):
+                total += acc[(o * ROWS_TAPS + t) * ROWS_LANES + l]
+            sums[o, t] = total
+
+
+@njit(parallel=True, cache=True)
+def _rows_backward_weight(g, x, kh, kw, ph, pw, groups, batch, threads, partials, grad_w):
+    """grad_w (C_out, rows) at stride 1 by _rows_weight_tile; the samples in `groups` runs as
+    _backward_weight's (runs 1.. into partials, added in run order), each run in batches of
+    `batch` samples (a count fixed by the shape): the same sums on any number of threads."""
+    n, c, h, w = x.shape
+    c_out, h_out, w_out = g.shape[1], g.shape[2], g.shape[3]
+    rows = c * kh * kw
+    hp, wp = h + 2 * ph, w + 2 * pw
+    chunks = (w_out + ROWS_LANES - 1) // ROWS_LANES
+    g_row = chunks * ROWS_LANES
+    g_size = c_out * h_out * g_row
+    x_size = c * hp * wp + g_row + kw  # room for the lanes read past the last row
+    for th in prange(threads):
+        gw = np.zeros(batch * g_size, grad_w.dtype)
+        xw = np.zeros(batch * x_size, grad_w.dtype)
+        go = np.empty(ROWS_CO, np.int64)
+        xo = np.empty(ROWS_TAPS, np.int64)
+        tile = np.empty((ROWS_CO, ROWS_TAPS), grad_w.dtype)
+        for run in range(groups * th // threads, groups * (th + 1) // threads):
+            sums = grad_w if run == 0 else partials[run - 1]
+            first, end = n * run // groups, n * (run + 1) // groups
+            for s0 in range(first, end, batch):
+                count = min(batch, end - s0)
+                for k in range(count):  # the batch's padded samples and widened gradients
+                    xk = xw[k * x_size:(k + 1) * x_size]
+                    xk[:] = 0
+                    for ci in range(c):
+                        for r in range(h):
+                            at = (ci * hp + r + ph) * wp + pw
+                            xk[at:at + w] = x[s0 + k, ci, r]
+                    for o in range(c_out):
+                        for i in range(h_out):
+                            at = k * g_size + (o * h_out + i) * g_row
+                            gw[at:at + w_out] = g[s0 + k, o, i]
+                for o0 in range(0, c_out, ROWS_CO):
+                    for o in range(ROWS_CO):  # past C_out: the last channel again, its sums dropped
+                        go[o] = min(o0 + o, c_out - 1) * h_out * g_row
+                    for t0 in range(0, rows, ROWS_TAPS):
+                        for t in range(ROWS_TAPS):
+                            r = min(t0 + t, rows - 1)
+                            xo[t] = (r // (kh * kw) * hp + r % (kh * kw) // kw) * wp + r % kw
+                        _rows_weight_tile(gw, xw, count, g_size, x_size, go, xo, h_out, chunks, wp, w_out, tile)
+                        for o in range(min(ROWS_CO, c_out - o0)):
+                            for t in range(min(ROWS_TAPS, rows - t0)):
+                                if s0 == first:
+                                    sums[o0 + o, t0 + t] = tile[o, t]
+                                else:
+                                    sums[o0 + o, t0 + t] += tile[o, t]
+    for th in prange(threads):  # the runs' sums, in run order, by bands of rows of grad_w
+        _add_runs(partials, groups, c_out * th // threads, c_out * (th + 1) // threads, grad_w)
+
+
+def rows_weight_gradient(grad_y, x, weight, padding, threads=None):
+    """grad_w of reference.conv2d_backward at stride 1 by _rows_backward_weight, on up to `threads`
+    threads (default: numba's thread count)."""
+    threads = get_num_threads() if threads is None else threads
+    grad_y, x = np.ascontiguousarray(grad_y), np.ascontiguousarray(x)
+    (n, c, h, w), (c_out, _, kh, kw), (ph, pw) = x.shape, weight.shape, padding
+    h_out, w_out = grad_y.shape[2:]
+    grad_w = np.empty(weight.shape, x.dtype)
+    rows, pixels = c * kh * kw, h_out * w_out
+    if n * c_out * rows * pixels == 0:  # an empty sum
+        grad_w[...] = 0
+        return grad_w
+    chunks = -(-w_out // ROWS_LANES)
+    per_sample = (c_out * h_out * chunks * ROWS_LANES + c * (h + 2 * ph) * (w + 2 * pw) + chunks * ROWS_LANES + kw)
+    batch = max(1, min(ROWS_BATCH_MAX, ROWS_BATCH_BYTES // (per_sample * x.dtype.itemsize)))
+    groups = conv_weight_groups(n, grad_w.size)
+    partials = scratch("conv weight partial sums", (max(groups - 1, 1), c_out, rows), x.dtype)
+    _rows_backward_weight(grad_y, x, int(kh), int(kw), int(ph), int(pw), groups, batch,
+                          _threads(threads, groups, n * c_out * rows * pixels), partials, grad_w.reshape(c_out, rows))
+    return grad_w
+
+
 # --------------------------------------------------------------------------- the wrappers
 def _pixel_block(pixels):
     """Output pixels per block: at most PIXEL_BLOCK, the blocks of a plane of equal size rounded
@@ -609,9 +755,9 @@ def winograd_backward(grad_y, x, weight, padding, need_x=True, need_weight=True,
     """(grad_x, grad_w) of reference.conv2d_backward (None where not needed) for a 3×3 kernel at
     stride 1. grad_x by Winograd: the full correlation of grad_y with each filter turned 180° and
     C_in, C_out swapped, a 3×3 stride-1 convolution padded by 2 − padding whose output is x's plane
-    (docs/equations.md); grad_w by the packed GEMM, as conv2d_backward."""
+    (docs/equations.md); grad_w by rows_weight_gradient, as direct_backward."""
     grad_x = None
-    grad_w = conv2d_backward(grad_y, x, weight, (1, 1), padding, False, True, threads)[1] if need_weight else None
+    grad_w = rows_weight_gradient(grad_y, x, weight, padding, threads) if need_weight else None
     if need_x:
         flipped, adjoint_padding = adjoint_convolution(weight, (1, 1), padding)
         grad_x = winograd_forward(grad_y, flipped, None, adjoint_padding, threads)
@@ -651,10 +797,14 @@ def direct_backward(grad_y, x, weight, stride, padding, need_x=True, need_weight
     """(grad_x, grad_w) of reference.conv2d_backward (None where not needed). grad_x at stride 1
     with padding < kernel by the direct kernel: the full correlation of grad_y with each filter
     turned 180° and C_in, C_out swapped, a stride-1 convolution padded by k − 1 − padding whose
-    output is x's plane (as winograd_backward); otherwise, and grad_w, by the packed GEMM."""
+    output is x's plane (as winograd_backward); grad_w at stride 1 by rows_weight_gradient;
+    otherwise by the packed GEMM."""
     adjoint = adjoint_convolution(weight, stride, padding)
-    grad_x, grad_w = conv2d_backward(grad_y, x, weight, stride, padding, need_x and adjoint is None, need_weight,
-                                     threads)
+    by_rows = need_weight and tuple(stride) == (1, 1)
+    grad_x, grad_w = conv2d_backward(grad_y, x, weight, stride, padding, need_x and adjoint is None,
+                                     need_weight and not by_rows, threads)
+    if by_rows:
+        grad_w = rows_weight_gradient(grad_y, x, weight, padding, threads)
     if need_x and adjoint is not None:
         flipped, adjoint_padding = adjoint
         grad_x = direct_forward(grad_y, flipped, None, (1, 1), adjoint_padding, threads)

@@ -573,6 +573,23 @@ def conv_weight_groups(n, weight_size):
     return max(1, min(n, CONV_WEIGHT_GROUPS, CONV_WEIGHT_PARTIALS_MAX // max(1, weight_size) + 1))
 
 
+def conv_gradient_algorithms(weight, stride, padding, w_out, lanes, tile_channels):
+    """The fast backends' automatic choice for conv2d_backward, as measured (docs/benchmarks.md,
+    "General convolution"): (input-gradient algorithm, weight-gradient algorithm), each "direct"
+    or "gemm".
+
+    ∂x "direct" (the adjoint convolution, adjoint_convolution) where it applies, where C_in fills
+    the register tile's `tile_channels` lanes (fewer leave lanes idle: 3 input channels made it
+    3× slower than "gemm"), and where it is exact: weights all finite, since it multiplies grad_y's
+    zero padding by them (0·inf is NaN where the reference has ±inf).
+    ∂W "direct" (dot products along the rows) at stride 1 where rows of w_out pixels, in whole
+    vectors of `lanes`, are at least 3/4 pixels (14, 26 or 28 of 16 lanes; not 7 of 16)."""
+    direct_x = (adjoint_convolution(weight, stride, padding) is not None and np.shape(weight)[1] >= tile_channels
+                and bool(np.isfinite(weight).all()))
+    direct_w = tuple(stride) == (1, 1) and 4 * w_out >= 3 * -(-w_out // lanes) * lanes
+    return "direct" if direct_x else "gemm", "direct" if direct_w else "gemm"
+
+
 def adjoint_convolution(weight, stride, padding):
     """At stride 1 with padding < kernel, conv2d's input gradient is itself a conv2d: the full
     correlation of grad_y with each filter turned 180° and C_in, C_out swapped, padded by
