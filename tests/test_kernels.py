@@ -234,6 +234,18 @@ def test_max_pool2d_ties_go_to_the_first_in_window(backend):
     np.testing.assert_array_equal(y[0, 0], [[1, 2], [3, 5]])
     np.testing.assert_array_equal(argmax[0, 0], [[0, 3], [8, 10]])  # flat h·W + w: (0,0) (0,3) (2,0) (2,2)
 
+    # 2×2 windows at stride 2 have their own loop in both fast backends: NaN at every place of a
+    # window, two in one (the last wins), ±inf, in a plane with a leftover row and column, and
+    # a plane without NaN beside it, where the rule is not applied
+    x = np.arange(2 * 5 * 7, dtype=np.float64).reshape(1, 2, 5, 7) % 5
+    for r, c in ((0, 1), (1, 2), (1, 5), (2, 0), (3, 1), (3, 0), (2, 3), (2, 2)):
+        x[0, 0, r, c] = np.nan
+    x[0, 0, 0, 4], x[0, 0, 4, 6], x[0, 1, 1, 1], x[0, 1, 2, 5] = np.inf, np.nan, -np.inf, np.inf
+    y, argmax = backend.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+    want_y, want_argmax = reference.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+    np.testing.assert_array_equal(y, want_y)  # NaN where the reference has NaN, the rest equal
+    np.testing.assert_array_equal(argmax, want_argmax)
+
     # A constant plane with padding: every element ties, and padding comes first in row-major
     # order for the border windows, yet the first real element must win.
     flat = -np.ones((1, 1, 3, 4))
