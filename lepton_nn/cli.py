@@ -186,6 +186,9 @@ def _bench(args):
                              "give one of them")
         from lepton_nn import plots
         plots.pyplot()  # a missing extra is reported now, not after the benchmark
+    if args.train or args.profile:  # MNIST found (or downloaded) now: a missing copy is reported before
+        from lepton_nn.data import mnist  # --shakespeare, --rl or --kernels have run
+        mnist.find_files(args.data)
     if args.shakespeare:
         from lepton_nn.bench import gpt as gpt_bench
         status = gpt_bench.main(backends, steps=args.steps or 60, data=args.text_data, progress=_progress(""),

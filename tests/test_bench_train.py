@@ -162,6 +162,20 @@ def test_model_must_be_one_of_the_models(capsys):
         train_bench.main(["numpy"], model="wide")
 
 
+def test_missing_mnist_is_reported_before_the_other_benchmarks_run(tmp_path, monkeypatch, capsys):
+    # --profile (or --train) with --shakespeare: the GPT benchmark runs first, so MNIST must be
+    # found before it, not reported after minutes of work
+    from lepton_nn.bench import gpt as gpt_bench
+
+    def ran(*args, **kwargs):
+        raise AssertionError("the GPT benchmark ran before MNIST was looked for")
+    monkeypatch.setattr(gpt_bench, "main", ran)
+    monkeypatch.setenv("LEPTON_NN_DATA", str(tmp_path))  # no MNIST files there
+    assert main(["bench", "--shakespeare", "--profile"]) == 2
+    err = capsys.readouterr().err
+    assert "MNIST files missing" in err and "LEPTON_NN_DATA" in err
+
+
 def test_compare_refuses_a_file_of_another_kind_before_running(tmp_path):
     wrong = tmp_path / "kernels.json"
     wrong.write_text(json.dumps({"kind": "kernels", "figures": {}}))
