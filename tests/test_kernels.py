@@ -160,6 +160,8 @@ FUSED_CASES = [  # x shape, C_out, kernel, stride, padding, pool kernel, pool st
     pytest.param((2, 1, 11, 10), 3, (5, 5), (2, 2), (2, 2), (3, 3), (2, 2), False, id="k5-s2-overlapping-pool"),
     pytest.param((2, 2, 9, 8), 3, (1, 1), (1, 1), (0, 0), (2, 2), (1, 1), True, id="k1-pool-s1"),
     pytest.param((2, 9, 8, 7), 2, (3, 3), (1, 1), (1, 1), (2, 2), (2, 2), True, id="81-taps-gemm-path"),
+    # many taps and 40 output channels: the many-taps path's forward by the channel-blocked kernel
+    pytest.param((2, 8, 9, 10), 40, (3, 3), (1, 1), (1, 1), (2, 2), (2, 2), True, id="72-taps-40-channels"),
     # more output channels than one SIMD block of the C kernels (16), the last block partial
     pytest.param((3, 2, 10, 11), 19, (3, 3), (1, 1), (0, 0), (2, 2), (2, 2), True, id="19-channels"),
     pytest.param((2, 1, 13, 12), 33, (2, 3), (2, 1), (1, 0), (3, 2), (1, 2), False, id="33-channels-non-square"),

@@ -9,8 +9,9 @@ Here: mixed or non-float dtypes raise TypeError; adam_step updates in place, so 
 and v must already be C-contiguous and writable (else ValueError).
 
 - conv2d: by one of CONV_ALGORITHMS (below). By default the forward is a direct convolution
-  with few taps (C_in·kH·kW ≤ DIRECT_MAX_TAPS), else im2col packed block by block straight into
-  the panels of our packed GEMM ("gemm"); each gradient "direct" (the input gradient as a
+  (plane-wise for few taps, C_in·kH·kW ≤ DIRECT_MAX_TAPS; channel-blocked for more where C_out
+  fills its lanes), else im2col packed block by block straight into the panels of our packed
+  GEMM ("gemm"); each gradient "direct" (the input gradient as a
   convolution of grad_y, the weight gradient as dot products along rows) where that is exact
   and fills the vectors, else "gemm". By name: "direct" for any number of taps
   (channel-blocked), "blas" (im2col in C, then np.matmul per sample, in chunks of samples whose
@@ -133,8 +134,9 @@ def _conv_shapes(x, weight, stride, padding):
 #   "blas"    im2col into a workspace, then one np.matmul (OpenBLAS) per sample;
 #   "winograd" Winograd F(2×2, 3×3), for 3×3 kernels, stride 1, padding ≤ 2: 16 GEMMs over
 #             transformed tiles, 2.25× fewer multiplications (the weight gradient as "direct"'s).
-# algorithm=None: the forward "direct" for few taps, else "gemm"; each gradient as
-# reference.conv_gradient_algorithms says ("direct" where it is exact and fills its vectors).
+# algorithm=None: the forward "direct" for few taps, and for more where C_out fills its NR lanes
+# (_fills_direct_tile), else "gemm"; each gradient as reference.conv_gradient_algorithms says
+# ("direct" where it is exact and fills its vectors).
 CONV_ALGORITHMS = ("direct", "gemm", "blas", "winograd")
 
 
@@ -142,12 +144,18 @@ def _conv_algorithm(algorithm, weight, stride, padding, backward):
     owner = f"conv2d_{'backward' if backward else 'forward'} (c)"
     taps = math.prod(weight.shape[1:])
     if algorithm is None:  # the backward: None, each gradient its own
-        return None if backward else "direct" if taps <= DIRECT_MAX_TAPS else "gemm"
+        return None if backward else "direct" if taps <= DIRECT_MAX_TAPS or _fills_direct_tile(weight) else "gemm"
     if algorithm not in CONV_ALGORITHMS:
         raise ValueError(f"{owner}: algorithm must be None or one of {', '.join(CONV_ALGORITHMS)}, got {algorithm!r}")
     if algorithm == "winograd":
         check_winograd(weight.shape, stride, padding, owner)
     return algorithm
+
+
+def _fills_direct_tile(weight):
+    """Whether C_out fills the channel-blocked direct kernel's NR lanes (two vectors), where its
+    forward is as fast as "gemm" or faster (docs/benchmarks.md, "The automatic choice")."""
+    return weight.shape[0] >= 2 * int(_kernel("vector_lanes", weight.dtype)())
 
 
 def _conv2d_winograd_into(x, weight, bias, window, y, threads, owner):
@@ -175,8 +183,8 @@ def _conv_workspace(window, c_out, dtype, threads, owner):
 
 def conv2d_forward(x, weight, bias, stride, padding, *, algorithm=None, threads=None):
     """reference.conv2d_forward: y[n] = weight (C_out, C_in·kH·kW) @ im2col(x[n]) + bias, by one of
-    CONV_ALGORITHMS (None: "direct" for few taps, else "gemm"; "gemm" on up to `threads` threads,
-    default lepton_max_threads())."""
+    CONV_ALGORITHMS (None: "direct" for few taps or where C_out fills its lanes, else "gemm"; on up
+    to `threads` threads, default lepton_max_threads())."""
     dtype, x, weight, bias = _floats(x=x, weight=weight, bias=bias)
     window, taps, _ = _conv_shapes(x, weight, stride, padding)
     algorithm = _conv_algorithm(algorithm, weight, stride, padding, backward=False)
@@ -531,7 +539,8 @@ def conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel
     for start, stop in _sample_chunks(n, c_out * conv_plane * dtype.itemsize):
         conv_out = scratch("conv output", (stop - start, c_out, conv.h_out, conv.w_out), dtype)
         conv.n = stop - start
-        _conv2d_gemm_into(x[start:stop], weight, bias, conv, conv_out)
+        (_conv2d_blocked_into if _fills_direct_tile(weight) else _conv2d_gemm_into)(x[start:stop], weight, bias,
+                                                                                    conv, conv_out)
         pool.n = stop - start
         max_pool(_ptr(conv_out), pool, _ptr(y[start:stop]), _ptr(argmax[start:stop]))
     np.maximum(y, 0, out=y)  # relu after pooling: the two commute
