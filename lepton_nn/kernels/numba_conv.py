@@ -45,7 +45,7 @@ import math
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from lepton_nn.kernels.numba_gemm import _TILE_VALUES, KC, MC, MR, NC, NR, _gemm_packed_block, _pack
+from lepton_nn.kernels.numba_gemm import _TILE_VALUES, KC, MC, MR, NC, NR, _gemm_packed_block, _pack, _rank1_update
 from lepton_nn.kernels.numba_stack import stack_array as _stack_array
 from lepton_nn.kernels.reference import adjoint_convolution, conv_weight_groups, output_size
 from lepton_nn.kernels.workspace import scratch
@@ -430,8 +430,8 @@ def _direct_tile(xp, start, w_block, tap_at, sw, out, o_count, j0, u_lo, u_hi, b
     """One MR × NR tile: acc[u·NR + c] = Σ_t w_block[t·NR + c] · xp[start + tap_at[t] + u·sw],
     in a _stack_array (kept in registers, as numba_gemm._micro_kernel's), then
     out[c, j0 + u] = acc[u·NR + c] + bias[o0 + c] for u in [u_lo, u_hi), c < o_count (out: the
-    output row of channels o0 …, as (C_out, W_out) rows). The column loop does MR multiply-adds,
-    a body long enough that LLVM vectorises it along c."""
+    output row of channels o0 …, as (C_out, W_out) rows). Each tap is one numba_gemm._rank1_update
+    of the MR pixels' values by the tap's NR weights."""
     acc = _stack_array(_TILE_VALUES, out.dtype)  # [u·NR + c]
     for k in range(_TILE_VALUES):
         acc[k] = 0
@@ -440,19 +440,8 @@ def _direct_tile(xp, start, w_block, tap_at, sw, out, o_count, j0, u_lo, u_hi, b
     s5, s6, s7 = np.uint64(5 * sw), np.uint64(6 * sw), np.uint64(7 * sw)
     for t in range(tap_at.shape[0]):
         at = np.uint64(start + tap_at[t])
-        a0, a1, a2, a3 = xp[at], xp[at + s1], xp[at + s2], xp[at + s3]
-        a4, a5, a6, a7 = xp[at + s4], xp[at + s5], xp[at + s6], xp[at + s7]
-        w = w_block[t * NR:t * NR + NR]
-        for col in range(NR):
-            b = w[col]
-            acc[col] += a0 * b
-            acc[NR + col] += a1 * b
-            acc[2 * NR + col] += a2 * b
-            acc[3 * NR + col] += a3 * b
-            acc[4 * NR + col] += a4 * b
-            acc[5 * NR + col] += a5 * b
-            acc[6 * NR + col] += a6 * b
-            acc[7 * NR + col] += a7 * b
+        _rank1_update(acc, xp[at], xp[at + s1], xp[at + s2], xp[at + s3], xp[at + s4], xp[at + s5], xp[at + s6],
+                      xp[at + s7], w_block[t * NR:t * NR + NR])
     for col in range(o_count):
         dst = out[o0 + col]
         b = bias[o0 + col]
@@ -564,10 +553,11 @@ def _rows_weight_tile(gw, xw, count, g_size, x_size, go, xo, h_out, chunks, wp, 
 
 
 @njit(parallel=True, cache=True)
-def _rows_backward_weight(g, x, kh, kw, ph, pw, groups, batch, threads, partials, grad_w):
+def _rows_backward_weight(g, x, kh, kw, ph, pw, groups, batch, threads, partials, slots, grad_w):
     """grad_w (C_out, rows) at stride 1 by _rows_weight_tile; the samples in `groups` runs as
     _backward_weight's (runs 1.. into partials, added in run order), each run in batches of
-    `batch` samples (a count fixed by the shape): the same sums on any number of threads."""
+    `batch` samples (a count fixed by the shape): the same sums on any number of threads. Thread
+    t keeps its batch's widened gradients and padded samples in slots[t]."""
     n, c, h, w = x.shape
     c_out, h_out, w_out = g.shape[1], g.shape[2], g.shape[3]
     rows = c * kh * kw
@@ -577,8 +567,7 @@ def _rows_backward_weight(g, x, kh, kw, ph, pw, groups, batch, threads, partials
     g_size = c_out * h_out * g_row
     x_size = c * hp * wp + g_row + kw  # room for the lanes read past the last row
     for th in prange(threads):
-        gw = np.zeros(batch * g_size, grad_w.dtype)
-        xw = np.zeros(batch * x_size, grad_w.dtype)
+        gw, xw = slots[th, :batch * g_size], slots[th, batch * g_size:]
         go = np.empty(ROWS_CO, np.int64)
         xo = np.empty(ROWS_TAPS, np.int64)
         tile = np.empty((ROWS_CO, ROWS_TAPS), grad_w.dtype)
@@ -598,6 +587,7 @@ def _rows_backward_weight(g, x, kh, kw, ph, pw, groups, batch, threads, partials
                         for i in range(h_out):
                             at = k * g_size + (o * h_out + i) * g_row
                             gw[at:at + w_out] = g[s0 + k, o, i]
+                            gw[at + w_out:at + g_row] = 0
                 for o0 in range(0, c_out, ROWS_CO):
                     for o in range(ROWS_CO):  # past C_out: the last channel again, its sums dropped
                         go[o] = min(o0 + o, c_out - 1) * h_out * g_row
@@ -633,8 +623,10 @@ def rows_weight_gradient(grad_y, x, weight, padding, threads=None):
     batch = max(1, min(ROWS_BATCH_MAX, ROWS_BATCH_BYTES // (per_sample * x.dtype.itemsize)))
     groups = conv_weight_groups(n, grad_w.size)
     partials = scratch("conv weight partial sums", (max(groups - 1, 1), c_out, rows), x.dtype)
-    _rows_backward_weight(grad_y, x, int(kh), int(kw), int(ph), int(pw), groups, batch,
-                          _threads(threads, groups, n * c_out * rows * pixels), partials, grad_w.reshape(c_out, rows))
+    threads = _threads(threads, groups, n * c_out * rows * pixels)
+    slots = scratch("conv direct weight rows", (threads, batch * per_sample), x.dtype)
+    _rows_backward_weight(grad_y, x, int(kh), int(kw), int(ph), int(pw), groups, batch, threads, partials, slots,
+                          grad_w.reshape(c_out, rows))
     return grad_w
 
 

@@ -90,31 +90,37 @@ def _pack(x, rs, cs, first, count, p0, depth, width, panels):
                         out[r] = x[start + r * rs]
 
 
+@njit(inline="always", fastmath={"contract"})
+def _rank1_update(acc, a0, a1, a2, a3, a4, a5, a6, a7, b):
+    """acc[r·NR + j] += a_r · b[j] for the MR = 8 rows r and NR columns j of the register tile: the
+    step of _micro_kernel and of numba_conv's direct tile. The loop over j does MR multiply-adds
+    per column, a body long enough that LLVM vectorises it along j instead of unrolling it."""
+    for j in range(NR):
+        v = b[j]
+        acc[j] += a0 * v
+        acc[NR + j] += a1 * v
+        acc[2 * NR + j] += a2 * v
+        acc[3 * NR + j] += a3 * v
+        acc[4 * NR + j] += a4 * v
+        acc[5 * NR + j] += a5 * v
+        acc[6 * NR + j] += a6 * v
+        acc[7 * NR + j] += a7 * v
+
+
 @njit(cache=True, fastmath={"contract"})
 def _micro_kernel(depth, a_panel, b_panel, c, i0, j0, rows, cols, add):
     """The MR × NR tile of C at (i0, j0) from a packed panel of A (depth × MR) and one of B
     (depth × NR), as `depth` rank-1 updates of an accumulator tile that LLVM keeps in vector
     registers (a _stack_array: on the heap, LLVM would have to assume it may alias the panels, and
-    keep it in memory). The loop over j does MR multiply-adds per column, a body long enough that
-    LLVM vectorises it along j instead of unrolling it. Only rows × cols of the tile are stored,
-    added to C if add."""
+    keep it in memory), each by _rank1_update. Only rows × cols of the tile are stored, added to
+    C if add."""
     acc = _stack_array(_TILE_VALUES, c.dtype)  # [r·NR + j]
     for j in range(_TILE_VALUES):
         acc[j] = 0
     for p in range(depth):
         a = a_panel[p * MR:p * MR + MR]
         b = b_panel[p * NR:p * NR + NR]
-        a0, a1, a2, a3, a4, a5, a6, a7 = a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]
-        for j in range(NR):
-            v = b[j]
-            acc[j] += a0 * v
-            acc[NR + j] += a1 * v
-            acc[2 * NR + j] += a2 * v
-            acc[3 * NR + j] += a3 * v
-            acc[4 * NR + j] += a4 * v
-            acc[5 * NR + j] += a5 * v
-            acc[6 * NR + j] += a6 * v
-            acc[7 * NR + j] += a7 * v
+        _rank1_update(acc, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], b)
     if cols == NR:  # a loop of constant length: vector stores (a runtime length became a memcpy call)
         for r in range(rows):
             row = c[i0 + r, j0:j0 + NR]
