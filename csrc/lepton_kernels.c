@@ -195,6 +195,15 @@ static void conv_tap_offsets(const lepton_window *conv, int64_t *tap_at)
 #define BLOCKED_KC 128
 #define BLOCKED_MC 64
 #define BLOCKED_NC 256
+/* The dot-product GEMM's register tile: DOT_M x DOT_N vector sums plus DOT_M + 1 loaded vectors
+ * fill the register file (5 x 5 + 6 = 31 of AVX-512's 32; 3 x 4 + 4 = 16 otherwise). */
+#if GEMM_VEC_BYTES == 64
+#define DOT_M 5
+#define DOT_N 5
+#else
+#define DOT_M 3
+#define DOT_N 4
+#endif
 /* Outputs up to which a long-depth packed GEMM splits its depth between two threads, and the
  * values each workspace slot keeps for the second half's C. */
 #define GEMM_SPLIT_MAX_OUTPUTS (64 * 256)

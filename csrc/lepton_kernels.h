@@ -34,7 +34,7 @@
 /* cffi-cdef-begin */
 
 /* Bumped whenever a signature below changes, so the wrapper can refuse a stale build. */
-#define LEPTON_KERNELS_ABI 12
+#define LEPTON_KERNELS_ABI 13
 
 typedef struct {
     int64_t n, c;          /* samples and channels of the input                     */
@@ -321,21 +321,29 @@ void lepton_masked_softmax_backward_f64(const double *grad_y, const double *y, i
  *   packed   BLIS's loops: packed panels and a register-blocked micro-kernel, on up to `slots`
  *            threads, with workspace slots x lepton_gemm_workspace_size() values (one slot each);
  *            results do not depend on the number of threads.
+ * relu: C = max(C, 0) once the sums are complete, as relu_forward (NaN stays NaN): the
+ * dense layer's activation folded into its GEMM.
  */
 void lepton_gemm_naive_f32(int64_t m, int64_t n, int64_t k, const float *a, int64_t a_rs, int64_t a_cs,
-                           const float *b, int64_t b_rs, int64_t b_cs, int accumulate, float *c, int64_t ldc);
+                           const float *b, int64_t b_rs, int64_t b_cs, int accumulate, int relu, float *c, int64_t ldc);
 void lepton_gemm_naive_f64(int64_t m, int64_t n, int64_t k, const double *a, int64_t a_rs, int64_t a_cs,
-                           const double *b, int64_t b_rs, int64_t b_cs, int accumulate, double *c, int64_t ldc);
+                           const double *b, int64_t b_rs, int64_t b_cs, int accumulate, int relu, double *c, int64_t ldc);
 void lepton_gemm_blocked_f32(int64_t m, int64_t n, int64_t k, const float *a, int64_t a_rs, int64_t a_cs,
-                             const float *b, int64_t b_rs, int64_t b_cs, int accumulate, float *c, int64_t ldc);
+                             const float *b, int64_t b_rs, int64_t b_cs, int accumulate, int relu, float *c, int64_t ldc);
 void lepton_gemm_blocked_f64(int64_t m, int64_t n, int64_t k, const double *a, int64_t a_rs, int64_t a_cs,
-                             const double *b, int64_t b_rs, int64_t b_cs, int accumulate, double *c, int64_t ldc);
+                             const double *b, int64_t b_rs, int64_t b_cs, int accumulate, int relu, double *c, int64_t ldc);
 void lepton_gemm_packed_f32(int64_t m, int64_t n, int64_t k, const float *a, int64_t a_rs, int64_t a_cs,
-                            const float *b, int64_t b_rs, int64_t b_cs, int accumulate, float *c, int64_t ldc,
+                            const float *b, int64_t b_rs, int64_t b_cs, int accumulate, int relu, float *c, int64_t ldc,
                             int64_t slots, float *workspace);
 void lepton_gemm_packed_f64(int64_t m, int64_t n, int64_t k, const double *a, int64_t a_rs, int64_t a_cs,
-                            const double *b, int64_t b_rs, int64_t b_cs, int accumulate, double *c, int64_t ldc,
+                            const double *b, int64_t b_rs, int64_t b_cs, int accumulate, int relu, double *c, int64_t ldc,
                             int64_t slots, double *workspace);
+/* dot: C (m, n) (+)= A (m, k) . B (n, k)^T for rows of A and B contiguous (lda, ldb apart): dot
+ * products in vector registers, no packing (for a small C over a long depth). */
+void lepton_gemm_dot_f32(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb,
+                         int accumulate, int relu, float *c, int64_t ldc, int64_t slots);
+void lepton_gemm_dot_f64(int64_t m, int64_t n, int64_t k, const double *a, int64_t lda, const double *b, int64_t ldb,
+                         int accumulate, int relu, double *c, int64_t ldc, int64_t slots);
 /* Values of one workspace slot of gemm_packed (the same for both dtypes). */
 int64_t lepton_gemm_workspace_size(void);
 

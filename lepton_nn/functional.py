@@ -134,15 +134,26 @@ def pad2d(x, pads, value=0.0):
     return apply(ops.Pad2d, x, pads=tuple(int(p) for p in pads), value=value)
 
 
+def _linear_inputs(owner, x, weight, bias):
+    """(x, weight, bias) as tensors, checked for a dense layer: weight (out, in), x (..., in)."""
+    x, weight = _as_tensor(x), _as_tensor(weight)
+    _check_float(owner, "weight", weight, 2, "(out_features, in_features)")
+    if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"{owner}: input has {x.shape[-1] if x.ndim else 0} features (shape {x.shape}) "
+                         f"but weight expects in_features = {weight.shape[1]} (weight shape {weight.shape})")
+    return x, weight, _check_dtype_and_bias(owner, x, weight, bias)
+
+
 def linear(x, weight, bias=None):
     """y = x·Wᵀ + b for x (..., in), weight (out, in), bias (out,) → y (..., out)."""
-    x, weight = _as_tensor(x), _as_tensor(weight)
-    _check_float("linear", "weight", weight, 2, "(out_features, in_features)")
-    if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"linear: input has {x.shape[-1] if x.ndim else 0} features (shape {x.shape}) "
-                         f"but weight expects in_features = {weight.shape[1]} (weight shape {weight.shape})")
-    bias = _check_dtype_and_bias("linear", x, weight, bias)
-    return apply(ops.Linear, x, weight, bias)
+    return apply(ops.Linear, *_linear_inputs("linear", x, weight, bias))
+
+
+def linear_relu(x, weight, bias=None):
+    """relu(x·Wᵀ + b) as one op: the ReLU runs in the GEMM's epilogue, on each block of the
+    output while it is in cache, and its backward in the layer's (nn.Linear → nn.ReLU and Keras's
+    Dense(activation="relu") run this)."""
+    return apply(ops.Linear, *_linear_inputs("linear_relu", x, weight, bias), relu=True)
 
 
 def relu(x):

@@ -294,27 +294,31 @@ class MatMul(Function):
 
 
 class Linear(Function):
-    """Dense layer Y = X·Wᵀ + b for X (..., in), W (out, in), b (out,) or None.
+    """Dense layer Y = X·Wᵀ + b for X (..., in), W (out, in), b (out,) or None; with relu=True,
+    Y = max(X·Wᵀ + b, 0), the ReLU that follows a layer folded into it.
 
     With the leading axes of X flattened into M rows:
-    ∂L/∂X = G·W,  ∂L/∂W = Gᵀ·X,  ∂L/∂b = Σ_rows G. One op rather than matmul + transpose + add,
-    so that backward is three GEMMs straight into the layouts the parameters have. Kernel:
-    gemm (the bias is its addend; transposes are strides, never copies), which every backend
-    serves with NumPy's @ for now (lepton_nn/kernels/__init__.py, NOT_USED_YET).
+    ∂L/∂X = G·W,  ∂L/∂W = Gᵀ·X,  ∂L/∂b = Σ_rows G, where with relu G is first the incoming
+    gradient where Y > 0 and 0 elsewhere (relu_backward on Y: Y ≤ 0 exactly where the sum is
+    ≤ 0). One op rather than matmul + transpose + add (+ relu), so that backward is three GEMMs
+    straight into the layouts the parameters have. Kernel: gemm (the bias is its addend, the
+    ReLU its epilogue; transposes are strides, never copies).
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias):
+    def forward(ctx, x, weight, bias, *, relu=False):
         backend = kernels.active()
         rows = x.reshape(-1, x.shape[-1])
-        ctx.save(backend, rows, weight, x.shape)
-        y = backend.gemm(rows, weight, trans_b=True, c=bias)
+        y = backend.gemm(rows, weight, trans_b=True, c=bias, relu=relu)
+        ctx.save(backend, rows, weight, x.shape, y if relu else None)
         return y.reshape(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
     def backward(ctx, grad):
-        backend, rows, weight, x_shape = ctx.saved
+        backend, rows, weight, x_shape, relu_output = ctx.saved
         grad = grad.reshape(-1, weight.shape[0])
+        if relu_output is not None:
+            grad = backend.relu_backward(grad, relu_output)
         need_x, need_weight, need_bias = ctx.needs_input_grad
         grad_x = backend.gemm(grad, weight).reshape(x_shape) if need_x else None
         grad_weight = backend.gemm(grad, rows, trans_a=True) if need_weight else None

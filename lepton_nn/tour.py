@@ -180,6 +180,8 @@ CASES = [
          lambda r: [_normal(r, 5, 7), _normal(r, 3, 7), _normal(r, 3)]),
     Case("linear", "(2,4,7) -> 3, no bias", lambda x, w: F.linear(x, w),
          lambda r: [_normal(r, 2, 4, 7), _normal(r, 3, 7)]),
+    Case("linear_relu", "(6,7) -> 5", lambda x, w, b: F.linear_relu(x, w, b),
+         lambda r: [_normal(r, 6, 7), _normal(r, 5, 7), _normal(r, 5)]),
     Case("dropout", "p=0.3", _dropout, lambda r: [_normal(r, 4, 6)]),
     Case("cross_entropy", "labels, mean", lambda z: F.cross_entropy(z, np.array([0, 3, 1, 1, 2])),
          lambda r: [_normal(r, 5, 4)]),

@@ -28,9 +28,10 @@ RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 
 # (M, K, N): trivial; odd; a partial micro-tile in every direction; empty ones; K over several KC
 # passes (KC = 256 in C, 1024 in numba); M over two MC blocks (MC = 128 in C, 64 in numba); N over
-# two NC blocks (NC = 2048 in C, 64 in numba); K on both sides of numba's SHORT_DEPTH (256).
+# two NC blocks (NC = 2048 in C, 64 in numba); K on both sides of numba's SHORT_DEPTH (256); few
+# rows over more than NC columns (C packs op(B) a panel at a time when M ≤ MC).
 SHAPES = [(1, 1, 1), (7, 13, 5), (65, 129, 33), (0, 4, 3), (3, 4, 0), (0, 0, 0), (17, 600, 40),
-          (131, 9, 19), (3, 5, 2100), (140, 300, 70), (5, 300, 150), (9, 2100, 7)]
+          (131, 9, 19), (3, 5, 2100), (140, 300, 70), (5, 300, 150), (9, 2100, 7), (6, 40, 2300)]
 
 
 def gemm_of(backend):
@@ -199,7 +200,7 @@ def test_arguments_are_checked(backend):
         gemm_of(backend)(a32, b32, trans_b=True)
     with pytest.raises(ValueError, match=r"b must be a matrix \(2-D\), got shape \(4,\)"):
         gemm_of(backend)(a32, np.ones(4, np.float32))
-    with pytest.raises(ValueError, match="algorithm must be one of naive, blocked, packed, got 'fast'"):
+    with pytest.raises(ValueError, match="algorithm must be one of naive, blocked, packed(, dot)? or None, got 'fast'"):
         gemm_of(backend)(a32, b32, algorithm="fast")
     with pytest.raises(ValueError, match="threads must be a positive int, got 0"):
         gemm_of(backend)(a32, b32, threads=0)
@@ -214,6 +215,128 @@ def test_the_reference_is_the_textbook_product():
     np.testing.assert_array_equal(reference.gemm(a, b, c=np.array([10.0, 20.0])), [[14.0, 25.0], [20.0, 31.0]])
     np.testing.assert_array_equal(reference.gemm(np.zeros((2, 0)), np.zeros((0, 3))), np.zeros((2, 3)))
     assert reference.gemm(a.astype(np.float32), b.astype(np.float32), c=np.ones(2)).dtype == np.float32
+
+
+# --------------------------------------------------------------------------- the dot-product GEMM
+# (M, K, N) for A (M, K) · B (N, K)ᵀ: the dense layer's forward; K not a multiple of the vector's
+# lanes (a scalar tail); M and N not multiples of the tile (clamped rows and columns);
+# fewer rows than a tile; empty ones; the automatic choice's threshold depth. (Tiles: 5 × 5 in C
+# with AVX-512, 4 × 4 in numba.)
+DOT_SHAPES = [(64, 5408, 128), (7, 2053, 11), (3, 37, 2), (1, 1, 1), (12, 2048, 6), (0, 9, 4), (4, 0, 3), (4, 9, 0)]
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in matmul:RuntimeWarning")
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda t: np.dtype(t).name)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("m, k, n", DOT_SHAPES, ids=lambda s: str(s))
+def test_dot_products_match_numpy(backend, dtype, m, k, n):
+    """algorithm="dot": the same product as NumPy's @ (within the K-scaled tolerance), with an
+    addend and with relu; the same bits on 1, 2 and 3 threads; NaN and inf reach their row and
+    column of C as in NumPy; rows read through a row stride larger than the row (a slice)."""
+    gemm = gemm_of(backend)
+    rng = np.random.default_rng(m * 7 + k + n)
+    a = rng.standard_normal((m, k + 3)).astype(dtype)[:, 2:k + 2]  # contiguous rows, row stride k + 3
+    b = rng.standard_normal((n, k)).astype(dtype)
+    bias = rng.standard_normal(n).astype(dtype)
+    got = gemm(a, b, trans_b=True, c=bias, algorithm="dot", threads=1)
+    assert_gemm_close(got, a, b, trans_b=True, c=bias)
+    for threads in (2, 3):
+        np.testing.assert_array_equal(gemm(a, b, trans_b=True, c=bias, algorithm="dot", threads=threads), got)
+    np.testing.assert_array_equal(gemm(a, b, trans_b=True, c=bias, relu=True, algorithm="dot"), np.where(got < 0, 0, got))
+    if m > 2 and n > 2 and k > 3:
+        a[1, k - 1], b[2, 0], a[2, 3], b[0, 3] = np.nan, np.inf, 0, -np.inf  # the tail; a lane; 0·(-inf)
+        got, want = gemm(a, b, trans_b=True, algorithm="dot"), a @ b.T
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(got[np.isinf(want)], want[np.isinf(want)])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dot_is_the_automatic_choice_only_where_it_applies(backend):
+    """algorithm=None takes dot products for the dense layer's forward (a small C over a long
+    depth, both operands contiguous along it) and refuses nothing; "dot" by name on operands
+    not contiguous along the depth is refused, naming the layout."""
+    gemm = gemm_of(backend)
+    rng = np.random.default_rng(13)
+    x, w = rng.standard_normal((64, 5408)).astype(np.float32), rng.standard_normal((128, 5408)).astype(np.float32)
+    auto = gemm(x, w, trans_b=True)
+    np.testing.assert_array_equal(auto, gemm(x, w, trans_b=True, algorithm="dot"))
+    assert not np.array_equal(auto, gemm(x, w, trans_b=True, algorithm="packed"))  # other sums, other bits
+    np.testing.assert_array_equal(gemm(x[:, :300], w[:, :300], trans_b=True),
+                                  gemm(x[:, :300], w[:, :300], trans_b=True, algorithm="packed"))  # short depth
+    with pytest.raises(ValueError, match=rf"gemm \({backend}\): algorithm 'dot' needs op\(a\)'s rows .* got "
+                                         r"(64 and 1|trans_a=True, trans_b=True)"):
+        gemm(x.T.copy(), w, trans_a=True, trans_b=True, algorithm="dot")
+
+
+def test_the_references_relu_is_relu_forward_on_the_product():
+    a = np.array([[1.0, -2.0], [np.nan, 1.0], [-np.inf, 0.0]])
+    b = np.array([[1.0, 0.0], [0.0, 1.0]])
+    with np.errstate(invalid="ignore"):  # -inf · 0
+        got = reference.gemm(a, b, c=np.array([0.5, 1.0]), relu=True)
+    np.testing.assert_array_equal(got, [[1.5, 0.0], [np.nan, np.nan], [0.0, np.nan]])
+    np.testing.assert_array_equal(reference.gemm(np.zeros((2, 0)), np.zeros((0, 2)), c=np.array([-1.0, 2.0]),
+                                                 relu=True), [[0.0, 2.0], [0.0, 2.0]])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda t: np.dtype(t).name)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("m, k, n", [(7, 13, 5), (65, 129, 33), (3, 5, 2100), (140, 300, 70), (64, 600, 40),
+                                     (4, 0, 3), (0, 3, 4)], ids=lambda s: str(s))
+def test_relu_is_the_epilogue_of_the_same_sums(backend, algorithm, dtype, m, k, n):
+    """gemm(..., relu=True) is max(·, 0) of gemm without it, bit for bit (the same sums, then
+    relu_forward's select: NaN stays NaN, -inf becomes 0), with an addend, transposed operands,
+    NaN and ±inf in op(A), on one and two threads (packed: every thread its own band)."""
+    rng = np.random.default_rng(m * 31 + k * 7 + n)
+    a, b = operands(rng, m, k, n, dtype, trans_a=True, trans_b=True)
+    if m > 2 and k > 0:
+        a[0, 1], a[1, 2] = np.nan, -np.inf  # op(A)[1, 0] and op(A)[2, 1]: a NaN row and a ±inf row of C
+    c = rng.standard_normal(n).astype(dtype)
+    gemm = gemm_of(backend)
+    options = [{}] if algorithm != "packed" else [{"threads": 1}, {"threads": 2}]
+    for extra in options:
+        plain = gemm(a, b, True, True, c, algorithm=algorithm, **extra)
+        got = gemm(a, b, True, True, c, relu=True, algorithm=algorithm, **extra)
+        np.testing.assert_array_equal(got, np.where(plain < 0, 0, plain))
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(reference.gemm(a, b, True, True, c, relu=True)))
+    if m > 2 and k > 0:
+        assert np.isnan(got[1]).all() and (got >= 0)[~np.isnan(got)].all() and (got == 0).any()
+
+
+@pytest.mark.parametrize("backend", ["c", "numba", "numpy"])
+def test_dense_layer_with_folded_relu_equals_linear_then_relu(backend):
+    """functional.linear_relu (the ReLU in the GEMM's epilogue, its backward in the layer's) gives
+    what F.linear then F.relu give, forward and every gradient, in float64, on each backend."""
+    import lepton_nn as ln
+    from lepton_nn import functional as F
+    if backend not in kernels.available_backends():
+        pytest.skip(f"backend {backend} unavailable")
+    rng = np.random.default_rng(12)
+    x, w, b = rng.standard_normal((2, 9, 13)), rng.standard_normal((6, 13)), rng.standard_normal(6)
+    g = rng.standard_normal((2, 9, 6))
+    results = []
+    with ln.backend(backend):
+        for fused in (True, False):
+            tx, tw, tb = (ln.tensor(v, requires_grad=True) for v in (x, w, b))
+            y = F.linear_relu(tx, tw, tb) if fused else F.relu(F.linear(tx, tw, tb))
+            y.backward(g)
+            results.append((y.data, tx.grad, tw.grad, tb.grad))
+    assert (results[0][0] == 0).mean() > 0.3  # the ReLU is switched off for a good share of units
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_reference_kernels_from_the_environment(monkeypatch):
+    """LEPTON_NN_REFERENCE_KERNELS=gemm runs the dense layer's products by the reference on a fast
+    backend (to measure what our GEMM buys in a step); an unknown name is refused, naming it."""
+    import types
+    module = types.SimpleNamespace(relu_forward=lambda x: x + 1, gemm=lambda *a, **k: None)
+    monkeypatch.setenv("LEPTON_NN_REFERENCE_KERNELS", "gemm")
+    backend = kernels.Backend("fake", module)
+    assert backend.native == ("relu_forward",) and backend.gemm is reference.gemm
+    monkeypatch.setenv("LEPTON_NN_REFERENCE_KERNELS", "gemm, gem")
+    with pytest.raises(ValueError, match="LEPTON_NN_REFERENCE_KERNELS: unknown kernel\\(s\\) 'gem'"):
+        kernels.Backend("fake", module)
 
 
 def test_a_kernel_not_used_yet_is_served_by_the_reference():

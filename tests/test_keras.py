@@ -150,6 +150,27 @@ def test_sequential_add_and_errors():
     assert unbuilt.input_shape == (None, 3)
 
 
+def test_dense_relu_runs_as_one_op_and_equals_dense_then_relu():
+    """Dense(activation="relu") folds its ReLU into the layer's GEMM (functional.linear_relu): the
+    same output and gradients as a linear Dense followed by Activation("relu"), no Relu op."""
+    fused = keras.Sequential([keras.Input(shape=(6,)), layers.Dense(8, activation="relu", dtype="float64")])
+    plain = keras.Sequential([keras.Input(shape=(6,)), layers.Dense(8, dtype="float64"),
+                              layers.Activation("relu", dtype="float64")])
+    plain.set_weights(fused.get_weights())
+    x = np.random.default_rng(3).normal(size=(5, 6))
+    results = []
+    for model in (fused, plain):
+        y = model(x, training=True)
+        y.backward(np.ones(y.shape))
+        ops_in_graph = {t.grad_fn.op.__name__ for t in y._topological_order() if t.grad_fn is not None}
+        results.append((y.data, [w.grad for w in model.trainable_weights], "Relu" in ops_in_graph))
+    assert results[0][2] is False and results[1][2] is True
+    assert (results[0][0] == 0).any() and (results[0][0] > 0).any()
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-12)
+    for got, want in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
 # --------------------------------------------------------------------------- fused softmax + cross-entropy
 @pytest.mark.parametrize("loss", ["sparse_categorical_crossentropy", "categorical_crossentropy"])
 @pytest.mark.parametrize("last", ["dense_softmax", "activation_layer"])

@@ -186,6 +186,28 @@ def test_sequential_fuses_conv_relu_max_pool_into_the_same_function(padding):
         np.testing.assert_allclose(gf, gp, rtol=1e-10, atol=1e-13)
 
 
+def test_sequential_folds_relu_into_the_linear_before_it():
+    """Linear → ReLU runs as one op (functional.linear_relu) in a fusing Sequential: the same
+    outputs and gradients as the two modules, and no Relu op in the graph."""
+    ln.seed(5)
+    model = nn.Sequential(nn.Linear(7, 6, dtype=np.float64), nn.ReLU(), nn.Linear(6, 3, dtype=np.float64))
+    assert model[0].fused_with(list(model)[1:])[1] == 1 and model[2].fused_with([]) is None
+    x = np.random.default_rng(2).normal(size=(5, 7))
+    outputs, grads, ops_seen = [], [], []
+    for fuse in (True, False):
+        model.fuse = fuse
+        model.zero_grad()
+        y = model(ln.tensor(x))
+        ops_seen.append({t.grad_fn.op.__name__ for t in y._topological_order() if t.grad_fn is not None})
+        y.backward(np.arange(y.size, dtype=np.float64).reshape(y.shape))
+        outputs.append(y.data)
+        grads.append([p.grad for p in model.parameters()])
+    assert "Relu" not in ops_seen[0] and "Relu" in ops_seen[1]
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-12)
+    for gf, gp in zip(*grads):
+        np.testing.assert_allclose(gf, gp, rtol=1e-12, atol=1e-13)
+
+
 def test_leaky_relu_module_is_the_functional_with_its_slope():
     from lepton_nn import nn
     x = ln.tensor(np.array([-2.0, -0.5, 0.0, 3.0]))

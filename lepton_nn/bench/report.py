@@ -112,13 +112,17 @@ def thread_count():
         return os.cpu_count() or 1
 
 
+# the variables that change which kernels lepton_nn's runs use (lepton_nn/kernels/__init__.py)
+KERNEL_CHOICE_VARIABLES = ("LEPTON_NN_REFERENCE_KERNELS", "LEPTON_NN_USE_ALL_KERNELS")
+
+
 def machine_info():
     """What the figures depend on: CPU, thread counts, which BLAS numpy really uses, the commit."""
     info = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
             "numpy": np.__version__, "threads": thread_count(), "commit": git_commit(),
             "date": datetime.datetime.now().isoformat(timespec="seconds")}
     for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY",
-                 "OMP_NUM_THREADS"):
+                 "OMP_NUM_THREADS", *KERNEL_CHOICE_VARIABLES):
         info[name] = os.environ.get(name)
     try:
         with open("/proc/cpuinfo") as f:
@@ -155,12 +159,16 @@ def gemm_rate(repeat=10, size=1024):
 def machine_lines(info):
     """The header lines that say where and with what the figures were measured."""
     unset = lambda name: info.get(name) or "unset"  # noqa: E731
-    return [f"machine: {info['cpu'] or info['machine']}, {info['cpus']} CPUs; python {info['python']}; "
-            f"lepton_nn at {info.get('commit') or 'an unknown commit'}, {info.get('date', '')}",
-            f"numpy {info['numpy']} BLAS: {info['blas']}; numba {info['numba'] or 'not installed'}",
-            f"this process (lepton_nn's settings, lepton_nn/runtime.py): OMP_WAIT_POLICY={unset('OMP_WAIT_POLICY')}, "
-            f"OPENBLAS_THREAD_TIMEOUT={unset('OPENBLAS_THREAD_TIMEOUT')}; OPENBLAS_CORETYPE={unset('OPENBLAS_CORETYPE')}, "
-            f"OPENBLAS_L2_SIZE={unset('OPENBLAS_L2_SIZE')}"]
+    lines = [f"machine: {info['cpu'] or info['machine']}, {info['cpus']} CPUs; python {info['python']}; "
+             f"lepton_nn at {info.get('commit') or 'an unknown commit'}, {info.get('date', '')}",
+             f"numpy {info['numpy']} BLAS: {info['blas']}; numba {info['numba'] or 'not installed'}",
+             f"this process (lepton_nn's settings, lepton_nn/runtime.py): OMP_WAIT_POLICY={unset('OMP_WAIT_POLICY')}, "
+             f"OPENBLAS_THREAD_TIMEOUT={unset('OPENBLAS_THREAD_TIMEOUT')}; OPENBLAS_CORETYPE={unset('OPENBLAS_CORETYPE')}, "
+             f"OPENBLAS_L2_SIZE={unset('OPENBLAS_L2_SIZE')}"]
+    chosen = [f"{name}={info[name]}" for name in KERNEL_CHOICE_VARIABLES if info.get(name)]
+    if chosen:
+        lines.append(f"kernels chosen from the environment: {', '.join(chosen)}")
+    return lines
 
 
 # --------------------------------------------------------------------------- comparing two runs

@@ -481,6 +481,11 @@ class Dense(Layer):
     def forward(self, x, training=False):
         return self.module(x)
 
+    def _forward_and_activate(self, x, training, activation):
+        if isinstance(activation, nn.ReLU):  # folded into the layer's GEMM (functional.linear_relu)
+            return F.linear_relu(x, self.module.weight, self.module.bias)
+        return super()._forward_and_activate(x, training, activation)
+
     def get_config(self):
         return {**super().get_config(), "units": self.units, "activation": self._activation_config(),
                 "use_bias": self.use_bias, **_initializers_config(self)}

@@ -18,9 +18,12 @@ Without a choice, the fastest available backend is used (c, then numba, then num
 Backends are imported lazily: importing lepton_nn compiles nothing.
 
 A backend module may hold a kernel that the engine does not run yet, listed in its
-NOT_USED_YET: the c and numba GEMMs, slower than NumPy's @ (OpenBLAS) inside a training step
-so far. `LEPTON_NN_USE_ALL_KERNELS=1` runs them anyway, to measure that
-(docs/benchmarks.md, "Our GEMM, step by step").
+NOT_USED_YET (measured slower than the reference where the engine calls it);
+`LEPTON_NN_USE_ALL_KERNELS=1` runs such kernels anyway, to measure them in a real step. The
+other way round, `LEPTON_NN_REFERENCE_KERNELS=gemm,adam_steps` (names of KERNELS, read when a
+backend is first loaded) makes every backend run those kernels by the reference, to measure
+what a fast kernel buys in a step: with gemm, the dense layer's products run on NumPy's @
+(OpenBLAS) instead of our GEMM (docs/benchmarks.md, "Inside a training step").
 
 The fast backends' contract, what a backend checks and what it trusts: the op layer
 (lepton_nn.functional) checks what the arguments mean before it calls a kernel: float32 or
@@ -56,6 +59,7 @@ class Backend:
         # where the engine calls it) stays out of the engine, yet callable and benchmarked;
         # LEPTON_NN_USE_ALL_KERNELS=1 puts it in, to measure it in a real step
         unused = () if os.environ.get("LEPTON_NN_USE_ALL_KERNELS") == "1" else getattr(module, "NOT_USED_YET", ())
+        unused = (*unused, *reference_kernels_requested())
         self.native = tuple(k for k in KERNELS
                             if getattr(module, k, None) not in (None, getattr(reference, k)) and k not in unused)
         if module is reference:
@@ -66,6 +70,16 @@ class Backend:
 
     def __repr__(self):
         return f"<lepton_nn backend {self.name}: {len(self.native)} of {len(KERNELS)} kernels native>"
+
+
+def reference_kernels_requested():
+    """The kernels LEPTON_NN_REFERENCE_KERNELS names (comma-separated), checked against KERNELS."""
+    names = tuple(n.strip() for n in os.environ.get("LEPTON_NN_REFERENCE_KERNELS", "").split(",") if n.strip())
+    unknown = [n for n in names if n not in KERNELS]
+    if unknown:
+        raise ValueError(f"LEPTON_NN_REFERENCE_KERNELS: unknown kernel(s) {', '.join(map(repr, unknown))}; "
+                         f"kernels are: {', '.join(KERNELS)}")
+    return names
 
 
 @dataclass(frozen=True)

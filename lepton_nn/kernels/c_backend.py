@@ -19,7 +19,7 @@ and v must already be C-contiguous and writable (else ValueError).
   convolution".
 - gemm: three GEMMs of our own (naive, blocked, packed: the steps of docs/benchmarks.md, "Our
   GEMM, step by step"), reading their operands through strides, so transposes and sliced views
-  are never copied. The engine's dense layer still runs np.matmul (NOT_USED_YET).
+  are never copied; `packed` is the dense layer's, with its bias and ReLU folded in.
 - gelu and the masked softmax call the C99 erf, exp and tanh. Where the build found glibc's
   vector math library (csrc/build_ffi.py), their loops vectorise and call its SIMD versions
   of these functions, several elements per call.
@@ -33,7 +33,8 @@ import numpy as np
 
 from lepton_nn.checks import class_labels, int_at_least, indices as valid_indices
 from lepton_nn.kernels.reference import (adjoint_convolution, check_winograd, conv_gradient_algorithms,
-                                         conv_weight_groups, gemm_output, output_size)
+                                         conv_weight_groups, gemm_output, gemm_takes_dot_products,
+                                         output_size)
 from lepton_nn.kernels.workspace import scratch, zero_padded
 
 try:
@@ -41,7 +42,7 @@ try:
 except ImportError as err:
     raise ImportError(f"C extension not built: {err}; reinstall with a C compiler: pip install -e .") from err
 
-_ABI = 12  # must match LEPTON_KERNELS_ABI in csrc/lepton_kernels.h
+_ABI = 13  # must match LEPTON_KERNELS_ABI in csrc/lepton_kernels.h
 if lib.LEPTON_KERNELS_ABI != _ABI:
     raise ImportError(f"C extension is stale (ABI {lib.LEPTON_KERNELS_ABI}, this wrapper needs {_ABI}); "
                       "rebuild it: pip install -e .")
@@ -706,11 +707,8 @@ def embedding_backward(grad_y, indices, num_embeddings):
 
 
 # --------------------------------------------------------------------------- gemm
-GEMM_ALGORITHMS = ("naive", "blocked", "packed")
-# The engine's dense layer keeps NumPy's @ (OpenBLAS) until this GEMM beats it in a training
-# step; it does not yet (docs/benchmarks.md, "Our GEMM, step by step"). `lepton-nn bench
-# --kernels --case gemm_…` times it.
-NOT_USED_YET = ("gemm",)
+GEMM_ALGORITHMS = ("naive", "blocked", "packed", "dot")
+_GEMM_SLOT_VALUES = int(lib.lepton_gemm_workspace_size())
 
 
 def _strided(x, owner, name):
@@ -719,23 +717,30 @@ def _strided(x, owner, name):
     describes (a misaligned byte view) is copied first; the caller keeps the returned x alive."""
     if x.ndim != 2:
         raise ValueError(f"{owner}: {name} must be a matrix (2-D), got shape {x.shape}")
-    if any(s % x.itemsize for s in x.strides):
+    rows, cols = x.strides
+    if rows % x.itemsize or cols % x.itemsize:
         x = np.ascontiguousarray(x)
-    pointer = ffi.cast(_C_POINTER[x.dtype], x.ctypes.data)
-    return x, pointer, x.strides[0] // x.itemsize, x.strides[1] // x.itemsize
+        rows, cols = x.strides
+    # from_buffer is the cheap way to a pointer but needs a contiguous buffer; a view of
+    # another layout goes through its address (a few microseconds more per call)
+    pointer = _ptr(x) if x.flags.c_contiguous else ffi.cast(_C_POINTER[x.dtype], x.ctypes.data)
+    return x, pointer, rows // x.itemsize, cols // x.itemsize
 
 
-def gemm(a, b, trans_a=False, trans_b=False, c=None, *, algorithm="packed", threads=None):
-    """reference.gemm: op(A) @ op(B) (+ c) in C, with one of GEMM_ALGORITHMS ("packed", the fast
-    one, by default) on up to `threads` threads (packed only; default: lepton_max_threads()).
+def gemm(a, b, trans_a=False, trans_b=False, c=None, relu=False, *, algorithm=None, threads=None):
+    """reference.gemm: op(A) @ op(B) (+ c), then max(·, 0) if relu, in C, with one of
+    GEMM_ALGORITHMS on up to `threads` threads (packed and dot; default: lepton_max_threads()).
+    algorithm=None: "dot" where reference.gemm_takes_dot_products says it pays, else "packed".
+    "dot" needs op(A)'s rows and op(B)'s columns contiguous (x·Wᵀ with both stored row-major).
 
     A transpose swaps the strides C reads the operand with: nothing is copied (docs/benchmarks.md,
-    "Our GEMM, step by step", for the algorithms and their speed).
+    "Our GEMM, step by step", for the algorithms and their speed). The ReLU runs on each
+    thread's rows or band of C as soon as its sums are complete, while it is in cache.
     """
     owner = "gemm (c)"
     m, n, k, out = gemm_output(a, b, trans_a, trans_b, c, owner)
-    if algorithm not in GEMM_ALGORITHMS:
-        raise ValueError(f"{owner}: algorithm must be one of {', '.join(GEMM_ALGORITHMS)}, got {algorithm!r}")
+    if algorithm is not None and algorithm not in GEMM_ALGORITHMS:
+        raise ValueError(f"{owner}: algorithm must be one of {', '.join(GEMM_ALGORITHMS)} or None, got {algorithm!r}")
     slots = _slots(threads, owner)
     a, a_ptr, a_rs, a_cs = _strided(np.asarray(a), owner, "a")
     b, b_ptr, b_rs, b_cs = _strided(np.asarray(b), owner, "b")
@@ -743,8 +748,34 @@ def gemm(a, b, trans_a=False, trans_b=False, c=None, *, algorithm="packed", thre
         a_rs, a_cs = a_cs, a_rs
     if trans_b:
         b_rs, b_cs = b_cs, b_rs
+    along_depth = a_cs == 1 and b_rs == 1  # op(A)[i, p] and op(B)[p, j] contiguous in p
+    if algorithm is None:
+        algorithm = "dot" if gemm_takes_dot_products(m, n, k, along_depth) else "packed"
+    if algorithm == "dot" and not along_depth and m * n * k:
+        raise ValueError(f"{owner}: algorithm 'dot' needs op(a)'s rows and op(b)'s columns contiguous "
+                         f"(element strides along the depth 1 and 1), got {a_cs} and {b_rs}")
     if m == 0 or n == 0:
         return out
+    dtype = out.dtype
+    accumulate, relu = int(c is not None), int(bool(relu))
+    if algorithm == "dot":
+        _kernel("gemm_dot", dtype)(m, n, k, a_ptr, a_rs, b_ptr, b_cs, accumulate, relu, _ptr(out), n, slots)
+        return out
+    args = (m, n, k, a_ptr, a_rs, a_cs, b_ptr, b_rs, b_cs, accumulate, relu, _ptr(out), n)
+    if algorithm == "packed":
+        workspace = scratch("gemm packing", (slots, _GEMM_SLOT_VALUES), dtype)
+        _kernel("gemm_packed", dtype)(*args, slots, _ptr(workspace))
+    else:
+        _kernel(f"gemm_{algorithm}", dtype)(*args)
+    return out
+    dtype = out.dtype
+    args = (m, n, k, a_ptr, a_rs, a_cs, b_ptr, b_rs, b_cs, int(c is not None), int(bool(relu)), _ptr(out), n)
+    if algorithm == "packed":
+        workspace = scratch("gemm packing", (slots, _GEMM_SLOT_VALUES), dtype)
+        _kernel("gemm_packed", dtype)(*args, slots, _ptr(workspace))
+    else:
+        _kernel(f"gemm_{algorithm}", dtype)(*args)
+    return out
     dtype = out.dtype
     args = (m, n, k, a_ptr, a_rs, a_cs, b_ptr, b_rs, b_cs, int(c is not None), _ptr(out), n)
     if algorithm == "packed":

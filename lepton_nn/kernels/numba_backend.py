@@ -41,7 +41,8 @@ from lepton_nn.kernels.reference import check_winograd, conv_gradient_algorithms
 from lepton_nn.kernels.workspace import scratch, zero_padded
 
 # The engine's dense layer keeps NumPy's @ (OpenBLAS) until this GEMM beats it in a training
-# step; it does not yet (docs/benchmarks.md, "Our GEMM, step by step").
+# step: it is still 8–15 % slower there, its weight gradient and small products most
+# (docs/benchmarks.md, "Inside a training step"). The C backend's GEMM is the engine's.
 NOT_USED_YET = ("gemm",)
 
 # --------------------------------------------------------------------------- shared helpers

@@ -510,20 +510,36 @@ def batch_norm_backward(grad_y, x, mean, rstd, weight, need_x=True, need_weight=
 
 
 # --------------------------------------------------------------------------- gemm
-def gemm(a, b, trans_a=False, trans_b=False, c=None):
-    """General matrix multiply, with either operand transposed and an optional addend:
+def gemm(a, b, trans_a=False, trans_b=False, c=None, relu=False):
+    """General matrix multiply, with either operand transposed, an optional addend and ReLU:
 
         C[i, j] = Σ_p op(A)[i, p] · op(B)[p, j]  (+ c[i, j]),    op(X) = Xᵀ if trans_x else X
+        C = max(C, 0) if relu (as relu_forward: NaN stays NaN)
 
     a (M, K) or (K, M) if trans_a, b (K, N) or (N, K) if trans_b, c None or broadcastable to
     (M, N) (e.g. a bias (N,)) → C (M, N), a new array of a's dtype. K = 0 gives zeros (or c).
     Every product counts, as IEEE arithmetic says: a NaN or ±inf in a row of op(A) or a column
     of op(B) reaches its row or column of C (0·inf is NaN), as NumPy's @ (OpenBLAS) does.
-    The dense layer's three products are gemm(x, W, trans_b=True), gemm(g, W) and
-    gemm(g, x, trans_a=True).
+    The dense layer's three products are gemm(x, W, trans_b=True, c=b), gemm(g, W) and
+    gemm(g, x, trans_a=True); relu=True folds the ReLU that follows a layer into its forward.
     """
     product = (a.T if trans_a else a) @ (b.T if trans_b else b)
-    return product if c is None else np.add(product, c, out=product)  # in C's dtype, as the fast GEMMs
+    if c is not None:
+        np.add(product, c, out=product)  # in C's dtype, as the fast GEMMs
+    return np.maximum(product, 0, out=product) if relu else product
+
+
+# A small C over a long depth, both operands contiguous along it (the dense layer's forward, 64×128
+# over 5408): there the fast backends' "dot" beats packing, which must transpose both operands
+# element by element (docs/benchmarks.md, "The dot-product forward").
+DOT_MIN_DEPTH, DOT_MAX_OUTPUTS = 2048, 64 * 256
+
+
+def gemm_takes_dot_products(m, n, k, along_depth):
+    """Whether a fast backend's gemm(algorithm=None) computes C (m, n) over depth k by dot products
+    ("dot"), rather than packed panels: along_depth says op(A)'s rows and op(B)'s columns are
+    contiguous. In one place for both backends."""
+    return along_depth and k >= DOT_MIN_DEPTH and m * n <= DOT_MAX_OUTPUTS
 
 
 def gemm_output(a, b, trans_a, trans_b, c, owner):

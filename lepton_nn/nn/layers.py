@@ -65,6 +65,12 @@ class Linear(Module):
     def forward(self, x):
         return F.linear(x, self.weight, self.bias)
 
+    def fused_with(self, following):
+        """Linear → ReLU runs as functional.linear_relu (the ReLU in the GEMM's epilogue)."""
+        if following and isinstance(following[0], ReLU):
+            return (lambda x: F.linear_relu(x, self.weight, self.bias)), 1
+        return None
+
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
