@@ -275,6 +275,11 @@ int64_t lepton_gemm_workspace_size(void)
     return GEMM_MC * GEMM_KC + GEMM_KC * GEMM_NC + GEMM_SPLIT_MAX_OUTPUTS;
 }
 
+int64_t lepton_gemm_block_rows(void)
+{
+    return GEMM_MC;
+}
+
 /* FN(relu_forward) -> lepton_relu_forward_f32 while SUFFIX is f32. */
 #define FN(name) FN_EXPAND(name, SUFFIX)
 #define FN_EXPAND(name, suffix) FN_PASTE(name, suffix)

@@ -346,6 +346,8 @@ void lepton_gemm_dot_f64(int64_t m, int64_t n, int64_t k, const double *a, int64
                          int accumulate, int relu, double *c, int64_t ldc, int64_t slots);
 /* Values of one workspace slot of gemm_packed (the same for both dtypes). */
 int64_t lepton_gemm_workspace_size(void);
+/* Rows of one block of packed op(A) (MC): with at most these, gemm_packed packs op(B) a panel at a time. */
+int64_t lepton_gemm_block_rows(void);
 
 /* cffi-cdef-end */
 

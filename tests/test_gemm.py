@@ -200,7 +200,7 @@ def test_arguments_are_checked(backend):
         gemm_of(backend)(a32, b32, trans_b=True)
     with pytest.raises(ValueError, match=r"b must be a matrix \(2-D\), got shape \(4,\)"):
         gemm_of(backend)(a32, np.ones(4, np.float32))
-    with pytest.raises(ValueError, match="algorithm must be one of naive, blocked, packed(, dot)? or None, got 'fast'"):
+    with pytest.raises(ValueError, match="algorithm must be one of naive, blocked, packed, dot(, blas)? or None, got 'fast'"):
         gemm_of(backend)(a32, b32, algorithm="fast")
     with pytest.raises(ValueError, match="threads must be a positive int, got 0"):
         gemm_of(backend)(a32, b32, threads=0)
@@ -253,16 +253,24 @@ def test_dot_products_match_numpy(backend, dtype, m, k, n):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_dot_is_the_automatic_choice_only_where_it_applies(backend):
     """algorithm=None takes dot products for the dense layer's forward (a small C over a long
-    depth, both operands contiguous along it) and refuses nothing; "dot" by name on operands
-    not contiguous along the depth is refused, naming the layout."""
+    depth, both operands contiguous along it), packed panels for ≤ 128 rows and ≥ 2048 columns,
+    and in C NumPy's @ otherwise (reference.gemm_algorithm); "dot" by name on operands not
+    contiguous along the depth is refused, naming the layout."""
     gemm = gemm_of(backend)
     rng = np.random.default_rng(13)
     x, w = rng.standard_normal((64, 5408)).astype(np.float32), rng.standard_normal((128, 5408)).astype(np.float32)
     auto = gemm(x, w, trans_b=True)
     np.testing.assert_array_equal(auto, gemm(x, w, trans_b=True, algorithm="dot"))
     assert not np.array_equal(auto, gemm(x, w, trans_b=True, algorithm="packed"))  # other sums, other bits
-    np.testing.assert_array_equal(gemm(x[:, :300], w[:, :300], trans_b=True),
-                                  gemm(x[:, :300], w[:, :300], trans_b=True, algorithm="packed"))  # short depth
+    g = rng.standard_normal((64, 128)).astype(np.float32)
+    np.testing.assert_array_equal(gemm(g, w), gemm(g, w, algorithm="packed"))  # ∂x: 64 rows, 5408 columns
+    if backend == "c":  # more rows than one block of packed op(A), or few columns: NumPy's @, as measured
+        few = w[:10, :128].T.copy()
+        np.testing.assert_array_equal(gemm(g, few), g @ few)
+        many = rng.standard_normal((300, 40)).astype(np.float32)
+        np.testing.assert_array_equal(gemm(many, w[:, :40], trans_b=True, c=w[0, :128], relu=True),
+                                      reference.gemm(many, w[:, :40], trans_b=True, c=w[0, :128], relu=True))
+        np.testing.assert_array_equal(gemm(many, w[:, :40], trans_b=True, algorithm="blas"), many @ w[:, :40].T)
     with pytest.raises(ValueError, match=rf"gemm \({backend}\): algorithm 'dot' needs op\(a\)'s rows .* got "
                                          r"(64 and 1|trans_a=True, trans_b=True)"):
         gemm(x.T.copy(), w, trans_a=True, trans_b=True, algorithm="dot")

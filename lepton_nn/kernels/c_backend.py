@@ -33,8 +33,8 @@ import numpy as np
 
 from lepton_nn.checks import class_labels, int_at_least, indices as valid_indices
 from lepton_nn.kernels.reference import (adjoint_convolution, check_winograd, conv_gradient_algorithms,
-                                         conv_weight_groups, gemm_output, gemm_takes_dot_products,
-                                         output_size)
+                                         conv_weight_groups, gemm as blas_gemm, gemm_algorithm,
+                                         gemm_output, output_size)
 from lepton_nn.kernels.workspace import scratch, zero_padded
 
 try:
@@ -707,8 +707,9 @@ def embedding_backward(grad_y, indices, num_embeddings):
 
 
 # --------------------------------------------------------------------------- gemm
-GEMM_ALGORITHMS = ("naive", "blocked", "packed", "dot")
+GEMM_ALGORITHMS = ("naive", "blocked", "packed", "dot", "blas")
 _GEMM_SLOT_VALUES = int(lib.lepton_gemm_workspace_size())
+_GEMM_BLOCK_ROWS = int(lib.lepton_gemm_block_rows())
 
 
 def _strided(x, owner, name):
@@ -730,18 +731,19 @@ def _strided(x, owner, name):
 def gemm(a, b, trans_a=False, trans_b=False, c=None, relu=False, *, algorithm=None, threads=None):
     """reference.gemm: op(A) @ op(B) (+ c), then max(·, 0) if relu, in C, with one of
     GEMM_ALGORITHMS on up to `threads` threads (packed and dot; default: lepton_max_threads()).
-    algorithm=None: "dot" where reference.gemm_takes_dot_products says it pays, else "packed".
-    "dot" needs op(A)'s rows and op(B)'s columns contiguous (x·Wᵀ with both stored row-major).
+    algorithm=None: as reference.gemm_algorithm measured it ("dot", "packed", or "blas": NumPy's
+    @, the reference). "dot" needs op(A)'s rows and op(B)'s columns contiguous (x·Wᵀ with both
+    stored row-major).
 
     A transpose swaps the strides C reads the operand with: nothing is copied (docs/benchmarks.md,
     "Our GEMM, step by step", for the algorithms and their speed). The ReLU runs on each
     thread's rows or band of C as soon as its sums are complete, while it is in cache.
     """
     owner = "gemm (c)"
-    m, n, k, out = gemm_output(a, b, trans_a, trans_b, c, owner)
     if algorithm is not None and algorithm not in GEMM_ALGORITHMS:
         raise ValueError(f"{owner}: algorithm must be one of {', '.join(GEMM_ALGORITHMS)} or None, got {algorithm!r}")
     slots = _slots(threads, owner)
+    m, n, k, out = gemm_output(a, b, trans_a, trans_b, c, owner)
     a, a_ptr, a_rs, a_cs = _strided(np.asarray(a), owner, "a")
     b, b_ptr, b_rs, b_cs = _strided(np.asarray(b), owner, "b")
     if trans_a:
@@ -750,7 +752,9 @@ def gemm(a, b, trans_a=False, trans_b=False, c=None, relu=False, *, algorithm=No
         b_rs, b_cs = b_cs, b_rs
     along_depth = a_cs == 1 and b_rs == 1  # op(A)[i, p] and op(B)[p, j] contiguous in p
     if algorithm is None:
-        algorithm = "dot" if gemm_takes_dot_products(m, n, k, along_depth) else "packed"
+        algorithm = gemm_algorithm(m, n, k, along_depth, _GEMM_BLOCK_ROWS)
+    if algorithm == "blas":
+        return blas_gemm(a, b, trans_a, trans_b, c, relu)
     if algorithm == "dot" and not along_depth and m * n * k:
         raise ValueError(f"{owner}: algorithm 'dot' needs op(a)'s rows and op(b)'s columns contiguous "
                          f"(element strides along the depth 1 and 1), got {a_cs} and {b_rs}")

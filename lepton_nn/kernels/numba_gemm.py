@@ -15,7 +15,7 @@ from numba import get_num_threads, njit, prange
 from lepton_nn.checks import int_at_least
 from lepton_nn.kernels.numba_prefetch import prefetch
 from lepton_nn.kernels.numba_stack import stack_array as _stack_array
-from lepton_nn.kernels.reference import gemm_output, gemm_takes_dot_products
+from lepton_nn.kernels.reference import gemm_algorithm, gemm_output
 
 GEMM_ALGORITHMS = ("naive", "blocked", "packed", "dot")
 # The micro-kernel's tile, MR × NR: with AVX-512, 8 rows of 2 vectors of 16 floats are 16 of its
@@ -278,14 +278,14 @@ def _gemm_dot(m, n, k, a, lda, b, ldb, accumulate, relu, c, threads):
 def gemm(a, b, trans_a=False, trans_b=False, c=None, relu=False, *, algorithm=None, threads=None):
     """reference.gemm in Numba, with one of GEMM_ALGORITHMS on up to `threads` threads (packed and
     dot; default: numba's thread count); algorithm=None chooses as the C backend does
-    (reference.gemm_takes_dot_products), "dot" needing op(A)'s rows and op(B)'s columns contiguous."""
+    (reference.gemm_algorithm), "dot" needing op(A)'s rows and op(B)'s columns contiguous."""
     owner = "gemm (numba)"
     m, n, k, out = gemm_output(a, b, trans_a, trans_b, c, owner)
     if algorithm is not None and algorithm not in GEMM_ALGORITHMS:
         raise ValueError(f"{owner}: algorithm must be one of {', '.join(GEMM_ALGORITHMS)} or None, got {algorithm!r}")
     along_depth = not trans_a and trans_b  # a (m, k) and b (n, k), both made C-contiguous below
-    if algorithm is None:
-        algorithm = "dot" if gemm_takes_dot_products(m, n, k, along_depth) else "packed"
+    if algorithm is None:  # as C chooses, but packed where C hands a product to NumPy's @
+        algorithm = "dot" if gemm_algorithm(m, n, k, along_depth, MC) == "dot" else "packed"
     if algorithm == "dot" and not along_depth and m * n * k:
         raise ValueError(f"{owner}: algorithm 'dot' needs op(a)'s rows and op(b)'s columns contiguous "
                          f"(a not transposed, b transposed), got trans_a={trans_a}, trans_b={trans_b}")

@@ -529,17 +529,25 @@ def gemm(a, b, trans_a=False, trans_b=False, c=None, relu=False):
     return np.maximum(product, 0, out=product) if relu else product
 
 
-# A small C over a long depth, both operands contiguous along it (the dense layer's forward, 64×128
-# over 5408): there the fast backends' "dot" beats packing, which must transpose both operands
-# element by element (docs/benchmarks.md, "The dot-product forward").
-DOT_MIN_DEPTH, DOT_MAX_OUTPUTS = 2048, 64 * 256
+# How the fast backends' gemm(algorithm=None) computes C (m, n) over depth k, as measured in
+# training steps (docs/benchmarks.md, "Inside a training step"):
+# - "dot", dot products, for a small C over a long depth with both operands contiguous along it
+#   (the CNN's dense forward, 64×128 over 5408, where packing would transpose both operands);
+# - "packed", our packed GEMM, for at most `block_rows` rows (one block of packed op(A): op(B) is
+#   then packed a panel at a time and used at once) and at least PACKED_MIN_COLUMNS columns (the
+#   CNN's dense gradients, 5408 wide: there it was as fast as OpenBLAS or faster);
+# - "blas", NumPy's @ (OpenBLAS), for the rest: the baby GPT's products (768 rows, or ≤ 512
+#   columns), 15–25 % faster in OpenBLAS, whose threads share one packed op(B) where each of ours
+#   packs all of it; and small products, where our call costs more than the arithmetic.
+DOT_MIN_DEPTH, DOT_MAX_OUTPUTS, PACKED_MIN_COLUMNS = 2048, 64 * 256, 2048
 
 
-def gemm_takes_dot_products(m, n, k, along_depth):
-    """Whether a fast backend's gemm(algorithm=None) computes C (m, n) over depth k by dot products
-    ("dot"), rather than packed panels: along_depth says op(A)'s rows and op(B)'s columns are
-    contiguous. In one place for both backends."""
-    return along_depth and k >= DOT_MIN_DEPTH and m * n <= DOT_MAX_OUTPUTS
+def gemm_algorithm(m, n, k, along_depth, block_rows):
+    """"dot", "packed" or "blas" for gemm(algorithm=None), as the comment above says; along_depth:
+    op(A)'s rows and op(B)'s columns are contiguous. In one place for both backends."""
+    if along_depth and k >= DOT_MIN_DEPTH and m * n <= DOT_MAX_OUTPUTS:
+        return "dot"
+    return "packed" if m <= block_rows and n >= PACKED_MIN_COLUMNS else "blas"
 
 
 def gemm_output(a, b, trans_a, trans_b, c, owner):
